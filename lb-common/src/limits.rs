@@ -1,0 +1,19 @@
+//! Map sizes and program-wide settings shared by the program and the agent.
+
+/// Most services (L4 and L7 together) the service map holds.
+pub const MAX_SERVICES: u32 = 1024;
+/// Most backends (over all pools used by L4 services) the backend map holds.
+pub const MAX_BACKENDS: u32 = 65536;
+/// Default slots of the ring map: two tables (the double buffer) of 65537 slots for eight
+/// services. The agent sizes the map for its config at load time.
+pub const DEFAULT_RING_CAPACITY: u32 = 2 * 65537 * 8;
+/// Default entries of the connection table and of the NAT reverse table.
+pub const DEFAULT_CONNTRACK_ENTRIES: u32 = 262_144;
+
+/// Slots of the settings array.
+pub const SETTINGS_COUNT: u32 = 1;
+/// Settings slot holding `SETTING_FLAG_*` bits.
+pub const SETTING_FLAGS: u32 = 0;
+/// Some service uses NAT: look up backend replies in the NAT reverse table. Without it,
+/// packets for no service skip that lookup.
+pub const SETTING_FLAG_NAT: u32 = 1 << 0;

@@ -1,0 +1,189 @@
+//! How the lookup table is filled: turns in virtual time, each turn one probe, up to a quota.
+//!
+//! Backends of equal weight form a class, whose members act in key order within each of its
+//! turns (ties between classes go to the heavier). Two schedules run over the classes:
+//!
+//! 1. Apportionment: class `w` takes turn `k` at `(2k + 1) / w` and each turn gives every
+//!    member one slot, until `M` are given out. Quotas are thus the Sainte-Laguë apportionment
+//!    of `M` by weight; equal weights get floor or ceil of `M / N`.
+//! 2. Fill: each turn, every member below its quota probes the next slot of its permutation
+//!    and takes it if free, stopping at its quota. Class `w` takes turn `k` at about
+//!    `-ln(1 - k/M) / w`, so the first of several backends to reach a given slot is backend
+//!    `i` with probability `w_i / sum(w)`, as in weighted rendezvous hashing: a departing
+//!    backend's slots go to the others in proportion to the quota each gains.
+//!
+//! The paper instead takes one *slot* per turn, walking past taken slots. When a backend
+//! leaves, its slots stay free longer; every later walk that crosses one takes it and shifts
+//! the walker's remaining picks a turn earlier, where they take slots others would have had.
+//! Late in the fill walks are long, so these chains add up. Probing one slot per turn keeps
+//! each backend's walk on a clock the others cannot move, so only quotas couple the walks.
+//! With `M = 65537` this more than halves the slots that move beyond the removed backend's
+//! own (figures in `tests/maglev_props.rs`). With equal weights the probe clock's shape does
+//! not matter: there is one class, probing in lockstep.
+
+use core::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+use std::collections::binary_heap::PeekMut;
+use std::vec::Vec;
+
+use super::EMPTY;
+use super::permutation::Cursor;
+
+/// Fills `slots` (all [`EMPTY`], a prime number of them) with ranks, given each rank's weight
+/// and cursor. Leaves the table empty if no weight is positive.
+pub(super) fn fill(slots: &mut [u32], weights: &[u32], mut cursors: Vec<Cursor>) {
+    let m = slots.len() as u32;
+    let classes = classes(weights);
+    let mut left = quotas(&classes, weights.len(), m);
+    let mut active: Vec<Vec<u32>> = classes
+        .iter()
+        .map(|c| {
+            c.members
+                .iter()
+                .copied()
+                .filter(|&r| left[r as usize] > 0)
+                .collect()
+        })
+        .collect();
+    let mut turns = first_turns(&classes, probe_time_step(m, 0));
+    // Quotas sum to `m`, so the table is full exactly when every backend has met its quota.
+    // Terminates: after `m` probes a backend has seen every slot, so it has met its quota or
+    // every slot is taken.
+    let mut unfilled = left.iter().sum::<u32>();
+    while unfilled > 0 {
+        let Some(mut next) = turns.peek_mut() else {
+            break; // unreachable: some class still has a backend below its quota
+        };
+        let members = &mut active[next.0.class as usize];
+        members.retain(|&rank| {
+            let slot = &mut slots[cursors[rank as usize].advance(m) as usize];
+            if *slot == EMPTY {
+                *slot = rank;
+                left[rank as usize] -= 1;
+                unfilled -= 1;
+            }
+            left[rank as usize] > 0
+        });
+        if members.is_empty() {
+            PeekMut::pop(next);
+        } else {
+            // Re-sifted when `next` drops.
+            next.0.k += 1;
+            next.0.time += probe_time_step(m, next.0.k);
+        }
+    }
+}
+
+/// Backends of one positive weight, in rank (key) order.
+struct Class {
+    weight: u32,
+    members: Vec<u32>,
+}
+
+/// Classes of the positive weights, heaviest first.
+fn classes(weights: &[u32]) -> Vec<Class> {
+    let mut ranks: Vec<u32> = (0..weights.len() as u32)
+        .filter(|&r| weights[r as usize] > 0)
+        .collect();
+    // Stable, so members stay in rank order.
+    ranks.sort_by_key(|&r| Reverse(weights[r as usize]));
+    ranks
+        .chunk_by(|&a, &b| weights[a as usize] == weights[b as usize])
+        .map(|members| Class {
+            weight: weights[members[0] as usize],
+            members: members.to_vec(),
+        })
+        .collect()
+}
+
+/// Each rank's Sainte-Laguë share of `m` slots: whole turns of its class, plus one for the
+/// first members of the turn that runs out of slots.
+fn quotas(classes: &[Class], n: usize, m: u32) -> Vec<u32> {
+    let mut whole = std::vec![0u32; classes.len()];
+    let mut quotas = std::vec![0u32; n];
+    let mut remaining = m;
+    let mut turns = first_turns(classes, 1);
+    // Each turn hands out at least one slot, so this runs at most `m` times.
+    while remaining > 0 {
+        let Some(mut next) = turns.peek_mut() else {
+            break; // no positive weight
+        };
+        let class = next.0.class as usize;
+        let members = &classes[class].members;
+        match u32::try_from(members.len()) {
+            Ok(size) if size <= remaining => {
+                whole[class] += 1;
+                remaining -= size;
+                next.0.time += 2;
+            }
+            _ => {
+                for &rank in &members[..remaining as usize] {
+                    quotas[rank as usize] = 1;
+                }
+                remaining = 0;
+            }
+        }
+    }
+    for (class, turns) in classes.iter().zip(whole) {
+        for &rank in &class.members {
+            quotas[rank as usize] += turns;
+        }
+    }
+    quotas
+}
+
+fn first_turns(classes: &[Class], time: u64) -> BinaryHeap<Reverse<Turn>> {
+    (0..classes.len() as u32)
+        .map(|class| {
+            Reverse(Turn {
+                time,
+                k: 0,
+                weight: classes[class as usize].weight,
+                class,
+            })
+        })
+        .collect()
+}
+
+/// Increment of the probe clock for turn `k`: `2^40 / (m - k)`, so turn `k` comes at
+/// `2^40 * (H(m) - H(m - k - 1))`, about `-2^40 * ln(1 - k/m)`. Integer arithmetic keeps
+/// tables identical on every machine. A member probes at most `m` times, so `k < m`; the
+/// clamp only keeps the division defined.
+fn probe_time_step(m: u32, k: u32) -> u64 {
+    (1u64 << 40) / u64::from(m.saturating_sub(k).max(1))
+}
+
+/// A class's next turn, at virtual time `time / weight`; earlier turns order first.
+#[derive(Clone, Copy, Debug)]
+struct Turn {
+    time: u64,
+    /// Turns taken so far; only the probe clock needs it.
+    k: u32,
+    weight: u32,
+    class: u32,
+}
+
+impl Ord for Turn {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // t_a / w_a vs t_b / w_b, cross-multiplied exactly: t < 2^45 (at most 2^40 times
+        // H(2^24) for the probe clock), so each product fits. Classes have distinct weights, so
+        // the tie-break is total.
+        let lhs = u128::from(self.time) * u128::from(other.weight);
+        let rhs = u128::from(other.time) * u128::from(self.weight);
+        lhs.cmp(&rhs).then(other.weight.cmp(&self.weight))
+    }
+}
+
+impl PartialOrd for Turn {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Turn {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Turn {}

@@ -1,0 +1,51 @@
+//! Every map the program uses. The agent sizes the large ones at load time; the numbers
+//! here are defaults. Names match `lb_common::maps`.
+
+use aya_ebpf::macros::map;
+use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray};
+use lb_common::backend::BackendValue;
+use lb_common::flow::{FlowKey, FlowValue, NatValue};
+use lb_common::limits;
+use lb_common::service::{ServiceKey, ServiceValue};
+use lb_common::stats::{Counter, FlowCounter, Reason};
+
+/// (VIP, port, protocol) to service.
+#[map(name = "SERVICES")]
+pub static SERVICES: HashMap<ServiceKey, ServiceValue> =
+    HashMap::with_max_entries(limits::MAX_SERVICES, 0);
+
+/// Backend id to backend.
+#[map(name = "BACKENDS")]
+pub static BACKENDS: Array<BackendValue> = Array::with_max_entries(limits::MAX_BACKENDS, 0);
+
+/// Every service's two Maglev tables, back to back; slots hold backend ids.
+#[map(name = "MAGLEV_RINGS")]
+pub static MAGLEV_RINGS: Array<u32> = Array::with_max_entries(limits::DEFAULT_RING_CAPACITY, 0);
+
+/// Established flows (client to VIP) to their backend.
+#[map(name = "CONNTRACK")]
+pub static CONNTRACK: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::with_max_entries(limits::DEFAULT_CONNTRACK_ENTRIES, 0);
+
+/// NAT backends' reply 5-tuples to the VIP they must appear to come from.
+#[map(name = "NAT_REVERSE")]
+pub static NAT_REVERSE: LruHashMap<FlowKey, NatValue> =
+    LruHashMap::with_max_entries(limits::DEFAULT_CONNTRACK_ENTRIES, 0);
+
+/// Program-wide switches set by the agent (`lb_common::limits::SETTING_*`).
+#[map(name = "SETTINGS")]
+pub static SETTINGS: Array<u32> = Array::with_max_entries(limits::SETTINGS_COUNT, 0);
+
+/// What happened to packets, per [`Reason`].
+#[map(name = "GLOBAL_STATS")]
+pub static GLOBAL_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
+
+/// Per service id.
+#[map(name = "SERVICE_STATS")]
+pub static SERVICE_STATS: PerCpuArray<FlowCounter> =
+    PerCpuArray::with_max_entries(limits::MAX_SERVICES, 0);
+
+/// Per backend id.
+#[map(name = "BACKEND_STATS")]
+pub static BACKEND_STATS: PerCpuArray<FlowCounter> =
+    PerCpuArray::with_max_entries(limits::MAX_BACKENDS, 0);

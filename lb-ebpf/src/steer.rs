@@ -1,0 +1,214 @@
+//! The L4 path: find the packet's service, keep established flows on their backend through
+//! the connection table, place new flows by Maglev, and hand the packet to DSR or NAT.
+
+use aya_ebpf::bindings::xdp_action;
+use aya_ebpf::programs::XdpContext;
+use lb_common::addr::host_order;
+use lb_common::backend::{BACKEND_ACTIVE, BackendValue};
+use lb_common::flow::{FlowKey, FlowValue, NatValue};
+use lb_common::hash::{FlowHashInput, flow_hash, maglev_slot};
+use lb_common::limits::{SETTING_FLAG_NAT, SETTING_FLAGS};
+use lb_common::service::{
+    SERVICE_L7, SERVICE_NAT, SERVICE_REFUSE_WHEN_EMPTY, ServiceKey, ServiceValue,
+};
+use lb_common::stats::Reason;
+
+use crate::forward::{self, Route};
+use crate::maps::{BACKENDS, CONNTRACK, MAGLEV_RINGS, NAT_REVERSE, SERVICES, SETTINGS};
+use crate::nat::{self, End};
+use crate::parse::{self, Packet};
+use crate::stats;
+
+/// A packet's verdict and the reason it is counted under.
+pub type Verdict = (u32, Reason);
+
+/// Decides what to do with one frame. `Err(reason)` means pass it up untouched.
+#[inline(always)]
+pub fn process(ctx: &XdpContext, bytes: u64) -> Result<Verdict, Reason> {
+    let pkt = parse::parse(ctx)?;
+    let key = ServiceKey {
+        addr: pkt.flow.dst_addr,
+        port: pkt.flow.dst_port,
+        protocol: pkt.flow.protocol,
+        family: pkt.flow.family,
+    };
+    // SAFETY: the value is copied out at once; the map entry may be replaced later.
+    let Some(service) = (unsafe { SERVICES.get(&key) }).copied() else {
+        return nat_reply(ctx, &pkt, bytes);
+    };
+    if service.flags & SERVICE_L7 != 0 {
+        return Err(Reason::PassL7);
+    }
+    let Some(placed) = place(&pkt, &service) else {
+        if service.flags & SERVICE_REFUSE_WHEN_EMPTY != 0 {
+            return Ok((xdp_action::XDP_DROP, Reason::DropNoBackend));
+        }
+        return Err(Reason::PassNoBackend);
+    };
+    let verdict = if service.flags & SERVICE_NAT != 0 {
+        nat_forward(ctx, &pkt, &placed)?
+    } else {
+        dsr_forward(ctx, &pkt, &placed)?
+    };
+    stats::count_flow(service.id, placed.id, bytes, placed.new_flow);
+    Ok(verdict)
+}
+
+/// The backend a flow is on.
+struct Placement {
+    id: u32,
+    backend: BackendValue,
+    /// Maglev placed it just now (new flow, evicted entry, or removed backend).
+    new_flow: bool,
+}
+
+/// The backend for this packet: the connection table's, if that backend still lives,
+/// otherwise Maglev's pick, remembered. `None` when the service has no backend.
+#[inline(always)]
+fn place(pkt: &Packet, service: &ServiceValue) -> Option<Placement> {
+    if let Some(entry) = CONNTRACK.get_ptr(&pkt.flow) {
+        // SAFETY: LRU values are plain data; copy it out before looking at it.
+        let entry = unsafe { *entry };
+        if let Some(backend) = live_backend(entry.backend_id) {
+            if backend.generation == entry.backend_generation {
+                stats::count(Reason::FlowEstablished, 0);
+                return Some(Placement {
+                    id: entry.backend_id,
+                    backend,
+                    new_flow: false,
+                });
+            }
+        }
+        stats::count(Reason::FlowResteered, 0);
+    } else {
+        stats::count(Reason::FlowNew, 0);
+    }
+
+    if service.table_size == 0 {
+        return None;
+    }
+    let input = FlowHashInput {
+        src_addr: host_order(&pkt.flow.src_addr),
+        dst_addr: host_order(&pkt.flow.dst_addr),
+        src_port: u16::from_be(pkt.flow.src_port),
+        dst_port: u16::from_be(pkt.flow.dst_port),
+        protocol: pkt.flow.protocol,
+    };
+    let slot = maglev_slot(flow_hash(&input, service.hash_seed), service.table_size);
+    let id = *MAGLEV_RINGS.get(service.ring_offset.wrapping_add(slot))?;
+    let backend = live_backend(id)?;
+    let entry = FlowValue {
+        backend_id: id,
+        backend_generation: backend.generation,
+    };
+    if CONNTRACK.insert(&pkt.flow, &entry, 0).is_err() {
+        stats::count(Reason::FlowInsertFailed, 0);
+    }
+    Some(Placement {
+        id,
+        backend,
+        new_flow: true,
+    })
+}
+
+#[inline(always)]
+fn live_backend(id: u32) -> Option<BackendValue> {
+    let backend = *BACKENDS.get(id)?;
+    (backend.flags & BACKEND_ACTIVE != 0).then_some(backend)
+}
+
+/// Layer-2 direct server return: only the MACs change; the backend holds the VIP.
+#[inline(always)]
+fn dsr_forward(ctx: &XdpContext, pkt: &Packet, placed: &Placement) -> Result<Verdict, Reason> {
+    let hop = forward::next_hop(
+        ctx,
+        &Route {
+            family: pkt.flow.family,
+            protocol: pkt.flow.protocol,
+            src: &pkt.flow.src_addr,
+            dst: &placed.backend.addr,
+            src_port: pkt.flow.src_port,
+            dst_port: pkt.flow.dst_port,
+            ip_len: pkt.ip_len,
+        },
+    )?;
+    // A routed next hop would route the packet by its destination, the VIP, straight back.
+    if hop.via != placed.backend.addr {
+        return Err(Reason::PassDsrNotOnLink);
+    }
+    Ok((forward::transmit(ctx, &hop)?, Reason::ForwardDsr))
+}
+
+/// Destination NAT to the backend; the reverse entry lets its replies be translated back.
+#[inline(always)]
+fn nat_forward(ctx: &XdpContext, pkt: &Packet, placed: &Placement) -> Result<Verdict, Reason> {
+    let backend = &placed.backend;
+    let hop = forward::next_hop(
+        ctx,
+        &Route {
+            family: pkt.flow.family,
+            protocol: pkt.flow.protocol,
+            src: &pkt.flow.src_addr,
+            dst: &backend.addr,
+            src_port: pkt.flow.src_port,
+            dst_port: backend.port,
+            ip_len: pkt.ip_len,
+        },
+    )?;
+    nat::check_ttl(ctx, pkt)?;
+    if placed.new_flow {
+        let reply = FlowKey {
+            src_addr: backend.addr,
+            dst_addr: pkt.flow.src_addr,
+            src_port: backend.port,
+            dst_port: pkt.flow.src_port,
+            protocol: pkt.flow.protocol,
+            family: pkt.flow.family,
+            _pad: [0; 2],
+        };
+        let value = NatValue {
+            vip: pkt.flow.dst_addr,
+            vip_port: pkt.flow.dst_port,
+            _pad: [0; 2],
+            backend_id: placed.id,
+        };
+        if NAT_REVERSE.insert(&reply, &value, 0).is_err() {
+            stats::count(Reason::FlowInsertFailed, 0);
+        }
+    }
+    nat::rewrite(ctx, pkt, End::Destination, &backend.addr, backend.port)?;
+    Ok((forward::transmit(ctx, &hop)?, Reason::ForwardNat))
+}
+
+/// A packet for no service: if it is a NAT backend's reply, give it the VIP back as its
+/// source and send it to the client.
+#[inline(always)]
+fn nat_reply(ctx: &XdpContext, pkt: &Packet, bytes: u64) -> Result<Verdict, Reason> {
+    let nat_in_use = SETTINGS
+        .get(SETTING_FLAGS)
+        .is_some_and(|flags| flags & SETTING_FLAG_NAT != 0);
+    if !nat_in_use {
+        return Err(Reason::PassNoService);
+    }
+    let Some(entry) = NAT_REVERSE.get_ptr(&pkt.flow) else {
+        return Err(Reason::PassNoService);
+    };
+    // SAFETY: LRU values are plain data; copy it out before using it.
+    let entry = unsafe { *entry };
+    let hop = forward::next_hop(
+        ctx,
+        &Route {
+            family: pkt.flow.family,
+            protocol: pkt.flow.protocol,
+            src: &entry.vip,
+            dst: &pkt.flow.dst_addr,
+            src_port: entry.vip_port,
+            dst_port: pkt.flow.dst_port,
+            ip_len: pkt.ip_len,
+        },
+    )?;
+    nat::check_ttl(ctx, pkt)?;
+    nat::rewrite(ctx, pkt, End::Source, &entry.vip, entry.vip_port)?;
+    stats::count_backend(entry.backend_id, bytes, 0);
+    Ok((forward::transmit(ctx, &hop)?, Reason::ForwardNatReply))
+}
