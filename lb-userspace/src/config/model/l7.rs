@@ -1,0 +1,242 @@
+//! The validated l7 part of the config: listeners, virtual hosts and routes.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{CertificateId, HostPattern, PoolId};
+
+/// An l7 (HTTP proxy) service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct L7Service {
+    /// TLS termination; `None` for a plain-text listener.
+    pub tls: Option<Tls>,
+    /// Accept HTTP/2 with prior knowledge on a plain-text listener.
+    pub h2c: bool,
+    /// Answer every request with a redirect to HTTPS on this port (plain listeners only).
+    pub redirect_to_https: Option<u16>,
+    /// Log each request.
+    pub access_log: bool,
+    /// Resource limits.
+    pub limits: Limits,
+    /// Virtual hosts; at least one, domains unique across them.
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+/// TLS settings of a listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    /// At least one; the first is served when no SNI name matches.
+    pub certificates: Vec<CertificateId>,
+    /// ALPN protocols offered, in preference order.
+    pub alpn: Vec<Alpn>,
+    /// Lowest TLS version accepted.
+    pub min_version: TlsVersion,
+}
+
+/// An ALPN protocol Sluice can serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Alpn {
+    /// HTTP/2.
+    #[serde(rename = "h2")]
+    H2,
+    /// HTTP/1.1.
+    #[serde(rename = "http/1.1")]
+    Http11,
+}
+
+/// TLS protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+pub enum TlsVersion {
+    /// TLS 1.2.
+    #[serde(rename = "1.2")]
+    Tls12,
+    /// TLS 1.3.
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+/// Per-listener resource limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest accepted request head.
+    pub max_request_header_bytes: u32,
+    /// Largest accepted request body; `None` is unlimited.
+    pub max_request_body_bytes: Option<u64>,
+    /// Time allowed to receive the request head.
+    pub header_read_timeout: Duration,
+    /// Idle connections are closed after this.
+    pub idle_timeout: Duration,
+    /// Concurrent client connections.
+    pub max_connections: u32,
+    /// HTTP/2 concurrent streams per connection.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2 header list size.
+    pub h2_max_header_list_bytes: u32,
+}
+
+/// A set of domains sharing one route table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VirtualHost {
+    /// Unique within the service.
+    pub name: String,
+    /// Hosts this virtual host serves; `HostPattern::Any` is the fallback.
+    pub domains: Vec<HostPattern>,
+    /// Evaluated in order; the first match wins.
+    pub routes: Vec<Route>,
+}
+
+/// One route: a match, an action and per-route options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// Which requests this route takes.
+    pub matcher: RouteMatch,
+    /// What to do with them.
+    pub action: RouteAction,
+    /// Replaces the matched prefix (only for `PathMatch::Prefix`).
+    pub prefix_rewrite: Option<String>,
+    /// Headers added to the request before forwarding (name lower-cased).
+    pub request_headers_add: Vec<(String, String)>,
+    /// Headers removed from the request before forwarding (lower-cased).
+    pub request_headers_remove: Vec<String>,
+    /// Headers added to the response (name lower-cased).
+    pub response_headers_add: Vec<(String, String)>,
+    /// Headers removed from the response (lower-cased).
+    pub response_headers_remove: Vec<String>,
+    /// Whole-request timeout, retries included.
+    pub timeout: Duration,
+    /// Retries; `None` means no retries.
+    pub retry: Option<RetryPolicy>,
+}
+
+/// Conditions a request must meet, all of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteMatch {
+    /// The path condition.
+    pub path: PathMatch,
+    /// Allowed methods (upper case); empty means any.
+    pub methods: Vec<String>,
+    /// Header conditions (names lower-cased).
+    pub headers: Vec<ValueMatch>,
+    /// Query parameter conditions.
+    pub query: Vec<ValueMatch>,
+}
+
+/// How the request path is matched.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PathMatch {
+    /// The whole path equals this.
+    Exact(String),
+    /// The path starts with this.
+    Prefix(String),
+    /// The whole path matches this regex.
+    Regex(Pattern),
+}
+
+/// A condition on a named header or query parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValueMatch {
+    /// Header or parameter name.
+    pub name: String,
+    /// What its value must satisfy.
+    pub condition: ValueCondition,
+}
+
+/// What a header or query parameter must satisfy.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ValueCondition {
+    /// It is present (any value).
+    Present,
+    /// It is absent.
+    Absent,
+    /// Its value equals this.
+    Exact(String),
+    /// Its whole value matches this regex.
+    Regex(Pattern),
+}
+
+/// A compiled regex, compared by its source.
+#[derive(Debug, Clone)]
+pub struct Pattern(pub regex::Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+/// What a route does with a matching request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteAction {
+    /// Proxy to one of these pools, chosen by weight (at least one).
+    Forward(Vec<WeightedPool>),
+    /// Answer with a redirect.
+    Redirect(Redirect),
+    /// Answer directly.
+    DirectResponse {
+        /// Status code (200..=599).
+        status: u16,
+        /// Response body.
+        body: Option<String>,
+    },
+}
+
+/// A pool and its share of a route's traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WeightedPool {
+    /// The pool.
+    pub pool: PoolId,
+    /// Relative weight (1..=10000).
+    pub weight: u16,
+}
+
+/// A redirect answer; unset parts keep the request's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    /// New scheme.
+    pub scheme: Option<Scheme>,
+    /// New host.
+    pub host: Option<String>,
+    /// New port.
+    pub port: Option<u16>,
+    /// New path (starts with '/').
+    pub path: Option<String>,
+    /// 301, 302, 303, 307 or 308.
+    pub status: u16,
+}
+
+/// URL scheme of a redirect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scheme {
+    /// `http`.
+    Http,
+    /// `https`.
+    Https,
+}
+
+/// When and how often a failed request is retried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Failures that trigger a retry.
+    pub on: Vec<RetryOn>,
+    /// Retries after the first try (0..=10).
+    pub attempts: u8,
+    /// Timeout of each try; the route timeout still bounds the total.
+    pub per_try_timeout: Option<Duration>,
+    /// Also retry methods that are not idempotent (POST, PATCH).
+    pub non_idempotent: bool,
+    /// Retries may add at most this percentage to the pool's request rate (0..=100).
+    pub budget_percent: u8,
+}
+
+/// A failure that can trigger a retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryOn {
+    /// The upstream connection could not be established.
+    ConnectFailure,
+    /// The upstream reset the connection before responding.
+    Reset,
+    /// The upstream answered with this 5xx status.
+    Status(u16),
+}

@@ -1,0 +1,116 @@
+//! `[[certificate]]`: names, server names, and PEM files that must load.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use toml::Spanned;
+
+use super::check;
+use crate::config::diagnostic::Reporter;
+use crate::config::file;
+use crate::config::model::{Certificate, PrivateKey};
+
+pub(super) fn certificates(
+    items: &[Spanned<file::Certificate>],
+    base_dir: &Path,
+    r: &mut Reporter,
+) -> Option<Vec<Certificate>> {
+    check::unique_names(
+        items
+            .iter()
+            .map(|c| (&c.get_ref().name, context(c.get_ref()))),
+        "certificate",
+        r,
+    );
+    let checked: Vec<_> = items
+        .iter()
+        .map(|item| certificate(item.get_ref(), base_dir, r))
+        .collect();
+    checked.into_iter().collect()
+}
+
+fn context(cert: &file::Certificate) -> String {
+    format!("certificate {:?}", cert.name.get_ref())
+}
+
+fn certificate(item: &file::Certificate, base_dir: &Path, r: &mut Reporter) -> Option<Certificate> {
+    let ctx = context(item);
+    let name = check::name(&item.name, "name", &ctx, r);
+    let chain = load_chain(&item.cert, base_dir, &ctx, r);
+    let key = load_key(&item.key, base_dir, &ctx, r);
+    let server_names: Vec<_> = item
+        .server_names
+        .iter()
+        .map(|n| check::host_pattern(n, false, &ctx, r))
+        .collect();
+    let (cert_path, chain) = chain?;
+    let (key_path, key) = key?;
+    Some(Certificate {
+        name: name?,
+        cert_path,
+        key_path,
+        server_names: server_names.into_iter().collect::<Option<_>>()?,
+        chain,
+        key: PrivateKey(Arc::new(key)),
+    })
+}
+
+fn load_chain(
+    value: &Spanned<String>,
+    base_dir: &Path,
+    ctx: &str,
+    r: &mut Reporter,
+) -> Option<(std::path::PathBuf, Vec<CertificateDer<'static>>)> {
+    let path = check::existing_file(value, base_dir, "cert", ctx, r)?;
+    let chain =
+        CertificateDer::pem_file_iter(&path).and_then(|certs| certs.collect::<Result<Vec<_>, _>>());
+    match chain {
+        Ok(chain) if !chain.is_empty() => Some((path, chain)),
+        Ok(_) => {
+            r.error_in(
+                &value.span(),
+                ctx,
+                format!("cert {} holds no PEM CERTIFICATE block", path.display()),
+            );
+            None
+        }
+        Err(err) => {
+            r.error_in(
+                &value.span(),
+                ctx,
+                format!("cert {} is not valid PEM: {err}", path.display()),
+            );
+            None
+        }
+    }
+}
+
+fn load_key(
+    value: &Spanned<String>,
+    base_dir: &Path,
+    ctx: &str,
+    r: &mut Reporter,
+) -> Option<(std::path::PathBuf, PrivateKeyDer<'static>)> {
+    let path = check::existing_file(value, base_dir, "key", ctx, r)?;
+    match PrivateKeyDer::from_pem_file(&path) {
+        Ok(key) => Some((path, key)),
+        Err(rustls_pki_types::pem::Error::NoItemsFound) => {
+            r.error_in(
+                &value.span(),
+                ctx,
+                format!("key {} holds no PEM private key block", path.display()),
+            );
+            None
+        }
+        Err(err) => {
+            r.error_in(
+                &value.span(),
+                ctx,
+                format!("key {} is not valid PEM: {err}", path.display()),
+            );
+            None
+        }
+    }
+}
