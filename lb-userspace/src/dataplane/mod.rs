@@ -1,0 +1,188 @@
+//! The kernel side of the agent: the only code that touches BPF. It loads the embedded XDP
+//! object, attaches it to interfaces and reads its maps.
+
+mod error;
+mod preflight;
+
+use std::ffi::CString;
+
+use aya::maps::PerCpuArray;
+use aya::programs::{Xdp, XdpMode, xdp::XdpLinkId};
+use aya::{Ebpf, EbpfLoader};
+use lb_common::stats::{Counter, Reason};
+use tracing::{debug, info, warn};
+
+pub use error::DataplaneError;
+pub use preflight::preflight;
+
+use crate::config::{Interface, XdpMode as ConfigXdpMode};
+
+/// The XDP object, embedded by build.rs from `cargo xtask build-ebpf`'s output.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
+
+/// How the program ended up attached to an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachedMode {
+    /// In the driver, before the kernel allocates an skb: the fast path.
+    Native,
+    /// In the kernel's generic hook, after skb allocation: works everywhere, much slower.
+    Generic,
+}
+
+struct Attachment {
+    interface: String,
+    mode: AttachedMode,
+    link: XdpLinkId,
+}
+
+/// The loaded XDP program and where it is attached. Dropping it detaches everything.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    attached: Vec<Attachment>,
+}
+
+impl Dataplane {
+    /// Loads the embedded object and the XDP program into the kernel (not attached yet).
+    pub fn load() -> Result<Self, DataplaneError> {
+        if OBJECT.is_empty() {
+            return Err(DataplaneError::NotEmbedded);
+        }
+        let mut ebpf = EbpfLoader::new()
+            .load(OBJECT)
+            .map_err(DataplaneError::from_load)?;
+        let program = xdp_program(&mut ebpf)?;
+        program.load().map_err(DataplaneError::from_program_load)?;
+        info!(
+            bytes = OBJECT.len(),
+            "loaded the XDP program {}",
+            lb_common::XDP_PROGRAM_NAME
+        );
+        Ok(Self {
+            ebpf,
+            attached: Vec::new(),
+        })
+    }
+
+    /// Attaches the program to `interface` in the mode its config asks for. `auto` tries
+    /// native mode first and falls back to generic mode with a warning.
+    pub fn attach(&mut self, interface: &Interface) -> Result<AttachedMode, DataplaneError> {
+        let name = interface.name.as_str();
+        let if_index = if_index(name)?;
+        let program = xdp_program(&mut self.ebpf)?;
+        let (link, mode) = match interface.xdp_mode {
+            ConfigXdpMode::Native => (
+                attach_mode(program, name, if_index, XdpMode::Driver)?,
+                AttachedMode::Native,
+            ),
+            ConfigXdpMode::Generic => (
+                attach_mode(program, name, if_index, XdpMode::Skb)?,
+                AttachedMode::Generic,
+            ),
+            ConfigXdpMode::Auto => match attach_mode(program, name, if_index, XdpMode::Driver) {
+                Ok(link) => (link, AttachedMode::Native),
+                Err(DataplaneError::NativeUnsupported { reason, .. }) => {
+                    warn!(
+                        interface = name,
+                        %reason,
+                        "native XDP is not available on this interface; falling back to generic \
+                         mode, which runs after the kernel allocates each packet and is much \
+                         slower (set xdp_mode = \"generic\" to silence this warning)"
+                    );
+                    (
+                        attach_mode(program, name, if_index, XdpMode::Skb)?,
+                        AttachedMode::Generic,
+                    )
+                }
+                Err(other) => return Err(other),
+            },
+        };
+        info!(
+            interface = name,
+            if_index,
+            ?mode,
+            "attached the XDP program"
+        );
+        self.attached.push(Attachment {
+            interface: name.to_string(),
+            mode,
+            link,
+        });
+        Ok(mode)
+    }
+
+    /// The interfaces the program is attached to, with their modes.
+    pub fn attachments(&self) -> impl Iterator<Item = (&str, AttachedMode)> {
+        self.attached.iter().map(|a| (a.interface.as_str(), a.mode))
+    }
+
+    /// Detaches the program from every interface, logging (not failing on) what could not
+    /// be detached: at shutdown there is nothing better to do.
+    pub fn detach_all(&mut self) {
+        let Ok(program) = xdp_program(&mut self.ebpf) else {
+            return;
+        };
+        for attachment in self.attached.drain(..) {
+            match program.detach(attachment.link) {
+                Ok(()) => info!(interface = %attachment.interface, "detached the XDP program"),
+                Err(err) => {
+                    warn!(interface = %attachment.interface, error = %err, "detaching the XDP program failed")
+                }
+            }
+        }
+    }
+
+    /// A global counter, summed over CPUs.
+    pub fn global_counter(&self, which: Reason) -> Result<Counter, DataplaneError> {
+        let map = self
+            .ebpf
+            .map(lb_common::maps::GLOBAL_STATS)
+            .ok_or(DataplaneError::MissingMap(lb_common::maps::GLOBAL_STATS))?;
+        let array = PerCpuArray::<_, Counter>::try_from(map).map_err(DataplaneError::map)?;
+        let per_cpu = array.get(&(which as u32), 0).map_err(DataplaneError::map)?;
+        let mut total = Counter::default();
+        for counter in per_cpu.iter() {
+            total.add(counter);
+        }
+        Ok(total)
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        self.detach_all();
+    }
+}
+
+fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
+    let name = lb_common::XDP_PROGRAM_NAME;
+    ebpf.program_mut(name)
+        .ok_or(DataplaneError::MissingProgram(name))?
+        .try_into()
+        .map_err(|_| DataplaneError::MissingProgram(name))
+}
+
+fn if_index(name: &str) -> Result<u32, DataplaneError> {
+    let c_name = CString::new(name).map_err(|_| DataplaneError::NoSuchInterface {
+        name: name.to_string(),
+    })?;
+    // SAFETY: `c_name` is a valid NUL-terminated string for the duration of the call.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    if index == 0 {
+        return Err(DataplaneError::NoSuchInterface {
+            name: name.to_string(),
+        });
+    }
+    Ok(index)
+}
+
+fn attach_mode(
+    program: &mut Xdp,
+    name: &str,
+    if_index: u32,
+    mode: XdpMode,
+) -> Result<XdpLinkId, DataplaneError> {
+    debug!(interface = name, ?mode, "attaching");
+    program
+        .attach_to_if_index(if_index, mode)
+        .map_err(|source| DataplaneError::from_attach(name, mode == XdpMode::Driver, source))
+}

@@ -1,0 +1,89 @@
+//! Checks made before touching the kernel, so a missing requirement gets a clear message
+//! instead of an errno from deep inside a syscall.
+
+use std::path::Path;
+
+use tracing::warn;
+
+use super::DataplaneError;
+
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Checks kernel BTF and the capabilities loading and attaching XDP needs, and raises the
+/// memlock limit for kernels that still charge BPF maps to it.
+pub fn preflight() -> Result<(), DataplaneError> {
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Err(DataplaneError::Preflight(
+            "this kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing); Sluice needs \
+             Linux >= 5.15 built with CONFIG_DEBUG_INFO_BTF=y"
+                .into(),
+        ));
+    }
+    if let Some(caps) = effective_capabilities() {
+        let has = |cap: u32| caps & (1u64 << cap) != 0;
+        let bpf = has(CAP_BPF) || has(CAP_SYS_ADMIN);
+        let mut missing = Vec::new();
+        if !bpf {
+            missing.push("CAP_BPF");
+        }
+        if !has(CAP_NET_ADMIN) {
+            missing.push("CAP_NET_ADMIN");
+        }
+        if !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
+            missing.push("CAP_PERFMON");
+        }
+        if !missing.is_empty() {
+            return Err(DataplaneError::Preflight(format!(
+                "missing capabilities {}: run as root, or `setcap \
+                 cap_bpf,cap_net_admin,cap_perfmon+ep` on the sluice binary",
+                missing.join(", ")
+            )));
+        }
+    }
+    raise_memlock_limit();
+    Ok(())
+}
+
+/// The process's effective capability set, from /proc/self/status.
+fn effective_capabilities() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it so large maps load there.
+/// Later kernels charge the memory cgroup instead, and the limit does not matter.
+fn raise_memlock_limit() {
+    if kernel_at_least(5, 11) {
+        return;
+    }
+    let limit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: `limit` is a valid rlimit for the duration of the call.
+    let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) };
+    if ret != 0 {
+        warn!(
+            error = %std::io::Error::last_os_error(),
+            "could not raise RLIMIT_MEMLOCK (needs CAP_SYS_RESOURCE); loading large maps may fail \
+             on this kernel (before 5.11)"
+        );
+    }
+}
+
+/// Whether the running kernel's release is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    found >= (major, minor)
+}

@@ -1,0 +1,11 @@
+//! Sluice's agent: loads the XDP program and keeps its maps in step with the config,
+//! terminates HTTP/HTTPS for L7 services, health-checks backends and exports metrics.
+//!
+//! The binary (`sluice`, in `main.rs`) is a thin CLI over this library, so integration tests
+//! and benchmarks can drive the same code.
+
+pub mod cli;
+pub mod config;
+pub mod dataplane;
+pub mod logging;
+pub mod run;
