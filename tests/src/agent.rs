@@ -1,0 +1,78 @@
+//! A `sluice run` process inside a namespace, with its config and its log in a temp folder.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use crate::{ChildGuard, Netns, sluice_binary};
+
+/// A running agent. Dropping it kills the process; [`SluiceAgent::stop`] asks it to shut down
+/// with SIGTERM, as an init system would.
+pub struct SluiceAgent {
+    child: ChildGuard,
+    dir: tempfile::TempDir,
+}
+
+impl SluiceAgent {
+    /// Writes `config` (TOML) to a temp folder and starts `sluice run --config` inside `ns`.
+    pub fn start(ns: &Netns, config: &str) -> SluiceAgent {
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-test-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("creating a temp folder: {e}"));
+        let config_path = dir.path().join("sluice.toml");
+        std::fs::write(&config_path, config)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", config_path.display()));
+        let log_path = dir.path().join("sluice.log");
+        let log = std::fs::File::create(&log_path)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", log_path.display()));
+        let stderr = log
+            .try_clone()
+            .unwrap_or_else(|e| panic!("duplicating the log file handle: {e}"));
+        let mut command = ns.command(sluice_binary());
+        command
+            .args(["--log-level", "debug", "run", "--config"])
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(stderr);
+        let child = ns.spawn(command);
+        SluiceAgent { child, dir }
+    }
+
+    /// The config file the agent was started with (rewrite it to test reloads).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("sluice.toml")
+    }
+
+    /// The folder holding the config and the log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Everything the agent has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sluice.log")).unwrap_or_default()
+    }
+
+    /// Panics with the log if the agent has already exited.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait() {
+            panic!("sluice exited early ({status}); its log:\n{}", self.log());
+        }
+    }
+
+    /// Waits for the agent to exit by itself.
+    pub fn wait(mut self, timeout: Duration) -> ExitStatus {
+        self.child.wait_timeout(timeout)
+    }
+
+    /// Sends SIGTERM and waits for the agent to exit.
+    pub fn stop(mut self, timeout: Duration) -> ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.pid() as i32);
+        if let Err(e) = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM) {
+            panic!("sending SIGTERM to sluice: {e}; its log:\n{}", self.log());
+        }
+        self.child.wait_timeout(timeout)
+    }
+}

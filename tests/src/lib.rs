@@ -1,0 +1,50 @@
+//! Sluice's integration-test harness: isolated network topologies for privileged tests.
+//!
+//! Each simulated host (client, load balancer, backend) is a network namespace ([`Netns`]),
+//! joined by veth pairs ([`veth`]) or a bridge ([`Lan`]). Everything is an RAII guard:
+//! processes, async tasks, XDP attachments and namespaces go away on drop, also when a test
+//! panics, and a sweep at the first [`Netns::new`] of a process removes what killed runs left.
+//! Names carry the pid and a counter, so test threads and test binaries run side by side.
+//!
+//! ```no_run
+//! use sluice_tests::{Netns, add_addr, privileged, veth};
+//!
+//! if !privileged() {
+//!     return;
+//! }
+//! let client = Netns::new("client");
+//! let server = Netns::new("server");
+//! veth(&client, "eth0", &server, "eth0");
+//! add_addr(&client, "eth0", "10.0.0.1/24");
+//! add_addr(&server, "eth0", "10.0.0.2/24");
+//! let socket = server.in_ns(|| std::net::UdpSocket::bind("10.0.0.2:9000"));
+//! ```
+
+mod agent;
+mod artifacts;
+mod kernel;
+mod link;
+mod netns;
+mod privileged;
+mod process;
+mod sweep;
+mod task;
+mod topology;
+mod wait;
+mod xdp;
+
+pub use agent::SluiceAgent;
+pub use artifacts::{ebpf_object, sluice_binary, target_dir, workspace_root};
+pub use kernel::{XdpAttachMode, global_counter, program_map, xdp_program};
+pub use link::{
+    add_addr, bridge, disable_tx_offload, enslave, format_mac, if_index, link_up, mac_of,
+    route_add, set_mac, sysctl, veth,
+};
+pub use netns::Netns;
+pub use privileged::privileged;
+pub use process::ChildGuard;
+pub use sweep::sweep_stale_namespaces;
+pub use task::NsTask;
+pub use topology::Lan;
+pub use wait::{eventually, eventually_async};
+pub use xdp::{XdpPassGuard, attach_xdp_pass};
