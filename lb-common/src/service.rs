@@ -4,7 +4,7 @@ use crate::addr::WireAddr;
 
 /// Key of the service map.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceKey {
     /// The VIP, wire layout.
     pub addr: WireAddr,

@@ -4,6 +4,7 @@
 //! The binary (`sluice`, in `main.rs`) is a thin CLI over this library, so integration tests
 //! and benchmarks can drive the same code.
 
+pub mod balancer;
 pub mod cli;
 pub mod config;
 pub mod dataplane;

@@ -6,8 +6,8 @@ use anyhow::{Context, Result, anyhow};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
-use crate::config;
 use crate::dataplane::{self, Dataplane};
+use crate::{balancer, config};
 
 /// Runs the agent until SIGTERM or SIGINT, then detaches everything it attached.
 pub fn run(config_path: &Path) -> Result<()> {
@@ -34,7 +34,10 @@ pub fn run(config_path: &Path) -> Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async {
         dataplane::preflight()?;
-        let mut dataplane = Dataplane::load()?;
+        let desired = balancer::desired(&config).context("building Maglev tables")?;
+        let mut dataplane = Dataplane::load(dataplane::ring_capacity(&desired))?;
+        // Tables before traffic: the program must never see a service without them.
+        dataplane.apply(&desired)?;
         for interface in &config.interfaces {
             dataplane.attach(interface)?;
         }

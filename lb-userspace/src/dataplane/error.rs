@@ -76,6 +76,9 @@ pub enum DataplaneError {
 
     #[error("{0}")]
     Preflight(String),
+
+    #[error("updating the kernel maps")]
+    Sync(#[from] super::sync::SyncError),
 }
 
 impl DataplaneError {

@@ -2,7 +2,10 @@
 //! object, attaches it to interfaces and reads its maps.
 
 mod error;
+mod kernel_maps;
+mod neighbours;
 mod preflight;
+pub mod sync;
 
 use std::ffi::CString;
 
@@ -15,7 +18,11 @@ use tracing::{debug, info, warn};
 pub use error::DataplaneError;
 pub use preflight::preflight;
 
+use crate::balancer::DesiredState;
 use crate::config::{Interface, XdpMode as ConfigXdpMode};
+use kernel_maps::KernelMaps;
+use neighbours::Neighbours;
+use sync::{MapSync, SyncReport};
 
 /// The XDP object, embedded by build.rs from `cargo xtask build-ebpf`'s output.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
@@ -35,19 +42,38 @@ struct Attachment {
     link: XdpLinkId,
 }
 
-/// The loaded XDP program and where it is attached. Dropping it detaches everything.
+/// The loaded XDP program, its maps and where it is attached. Dropping it detaches
+/// everything.
 pub struct Dataplane {
     ebpf: Ebpf,
     attached: Vec<Attachment>,
+    maps: KernelMaps,
+    sync: MapSync,
+    neighbours: Neighbours,
+}
+
+/// Ring map size for a desired state: room for every L4 service's double buffer twice over,
+/// so reloads that add services fit without reloading the program.
+pub fn ring_capacity(desired: &DesiredState) -> u32 {
+    let needed: u64 = desired
+        .services
+        .values()
+        .filter_map(|s| s.l4.as_ref())
+        .map(|l4| 2 * u64::from(l4.table_size))
+        .sum();
+    let wanted = (2 * needed).max(u64::from(lb_common::limits::DEFAULT_RING_CAPACITY));
+    u32::try_from(wanted).unwrap_or(u32::MAX)
 }
 
 impl Dataplane {
-    /// Loads the embedded object and the XDP program into the kernel (not attached yet).
-    pub fn load() -> Result<Self, DataplaneError> {
+    /// Loads the embedded object and the XDP program into the kernel (not attached yet),
+    /// with a ring map of `ring_capacity` slots.
+    pub fn load(ring_capacity: u32) -> Result<Self, DataplaneError> {
         if OBJECT.is_empty() {
             return Err(DataplaneError::NotEmbedded);
         }
         let mut ebpf = EbpfLoader::new()
+            .map_max_entries(lb_common::maps::MAGLEV_RINGS, ring_capacity)
             .load(OBJECT)
             .map_err(DataplaneError::from_load)?;
         let program = xdp_program(&mut ebpf)?;
@@ -57,10 +83,32 @@ impl Dataplane {
             "loaded the XDP program {}",
             lb_common::XDP_PROGRAM_NAME
         );
+        let maps = KernelMaps::take(&mut ebpf)?;
+        let sync = MapSync::new(
+            ring_capacity,
+            lb_common::limits::MAX_SERVICES,
+            lb_common::limits::MAX_BACKENDS,
+        );
         Ok(Self {
             ebpf,
             attached: Vec::new(),
+            maps,
+            sync,
+            neighbours: Neighbours::default(),
         })
+    }
+
+    /// Brings the kernel maps to `desired`, writing only what changed, and keeps the
+    /// backends' next hops resolved.
+    pub fn apply(&mut self, desired: &DesiredState) -> Result<SyncReport, DataplaneError> {
+        for l4 in desired.services.values().filter_map(|s| s.l4.as_ref()) {
+            for backend in &l4.backends {
+                self.neighbours.ensure(backend.address.ip());
+            }
+        }
+        let report = self.sync.apply(desired, &mut self.maps)?;
+        info!(?report, "kernel maps updated");
+        Ok(report)
     }
 
     /// Attaches the program to `interface` in the mode its config asks for. `auto` tries

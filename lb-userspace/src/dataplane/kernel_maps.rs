@@ -1,0 +1,77 @@
+//! The real maps behind [`MapWriter`]: typed aya handles taken from the loaded object.
+
+use aya::Ebpf;
+use aya::maps::{Array, HashMap, MapData};
+use lb_common::backend::BackendValue;
+use lb_common::limits::SETTING_FLAGS;
+use lb_common::maps;
+use lb_common::service::{ServiceKey, ServiceValue};
+
+use super::DataplaneError;
+use super::sync::{MapWriter, SyncError};
+
+/// The maps the agent writes.
+pub struct KernelMaps {
+    services: HashMap<MapData, ServiceKey, ServiceValue>,
+    backends: Array<MapData, BackendValue>,
+    rings: Array<MapData, u32>,
+    settings: Array<MapData, u32>,
+}
+
+impl KernelMaps {
+    /// Takes the writable maps out of a loaded object.
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, DataplaneError> {
+        let mut take =
+            |name: &'static str| ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name));
+        let services = HashMap::try_from(take(maps::SERVICES)?).map_err(DataplaneError::map)?;
+        let backends = Array::try_from(take(maps::BACKENDS)?).map_err(DataplaneError::map)?;
+        let rings = Array::try_from(take(maps::MAGLEV_RINGS)?).map_err(DataplaneError::map)?;
+        let settings = Array::try_from(take(maps::SETTINGS)?).map_err(DataplaneError::map)?;
+        Ok(Self {
+            services,
+            backends,
+            rings,
+            settings,
+        })
+    }
+}
+
+fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> SyncError {
+    move |e| SyncError::Map {
+        map,
+        reason: e.to_string(),
+    }
+}
+
+impl MapWriter for KernelMaps {
+    fn set_backend(&mut self, id: u32, value: &BackendValue) -> Result<(), SyncError> {
+        self.backends
+            .set(id, value, 0)
+            .map_err(map_error(maps::BACKENDS))
+    }
+
+    fn set_ring_slots(&mut self, slots: &[(u32, u32)]) -> Result<(), SyncError> {
+        for (index, backend_id) in slots {
+            self.rings
+                .set(*index, backend_id, 0)
+                .map_err(map_error(maps::MAGLEV_RINGS))?;
+        }
+        Ok(())
+    }
+
+    fn set_service(&mut self, key: &ServiceKey, value: &ServiceValue) -> Result<(), SyncError> {
+        self.services
+            .insert(key, value, 0)
+            .map_err(map_error(maps::SERVICES))
+    }
+
+    fn remove_service(&mut self, key: &ServiceKey) -> Result<(), SyncError> {
+        self.services.remove(key).map_err(map_error(maps::SERVICES))
+    }
+
+    fn set_settings_flags(&mut self, flags: u32) -> Result<(), SyncError> {
+        self.settings
+            .set(SETTING_FLAGS, flags, 0)
+            .map_err(map_error(maps::SETTINGS))
+    }
+}
