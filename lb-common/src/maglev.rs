@@ -7,7 +7,8 @@
 //! per-backend hashes are written out (in `permutation`) rather than taken from `std`, and
 //! golden-value tests pin them and whole tables.
 //!
-//! Each backend walks the paper's permutation of the slots, and backends take turns in
+//! Each backend walks a permutation of the slots built from the paper's per-key offset and
+//! skip (see `permutation` for the one change), and backends take turns in
 //! virtual time (stride scheduling with Sainte-Laguë start times, so with equal weights the
 //! paper's round robin in key order). Unlike the paper, a turn probes one slot rather than
 //! taking one, and a backend stops once it holds its quota, the Sainte-Laguë apportionment of
@@ -20,7 +21,7 @@ use std::boxed::Box;
 use std::collections::HashMap;
 use std::vec::Vec;
 
-use permutation::Cursor;
+use permutation::Walk;
 
 mod fill;
 mod permutation;
@@ -158,11 +159,11 @@ impl MaglevTable {
         let ranked = rank_by_key(backends)?;
         let mut slots = std::vec![EMPTY; table_size as usize];
         let weights: Vec<u32> = ranked.iter().map(|&i| backends[i].weight).collect();
-        let cursors = ranked
+        let walks: Vec<Walk> = ranked
             .iter()
-            .map(|&i| Cursor::new(backends[i].key.as_bytes(), table_size, seed))
+            .map(|&i| Walk::new(backends[i].key.as_bytes(), table_size, seed))
             .collect();
-        fill::fill(&mut slots, &weights, cursors);
+        fill::fill(&mut slots, &weights, &walks);
 
         // Rank < backends.len() < m <= MAX_TABLE_SIZE, so no index collides with EMPTY.
         for slot in slots.iter_mut().filter(|s| **s != EMPTY) {

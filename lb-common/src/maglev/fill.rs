@@ -27,12 +27,13 @@ use std::collections::binary_heap::PeekMut;
 use std::vec::Vec;
 
 use super::EMPTY;
-use super::permutation::Cursor;
+use super::permutation::{Spread, Walk};
 
 /// Fills `slots` (all [`EMPTY`], a prime number of them) with ranks, given each rank's weight
-/// and cursor. Leaves the table empty if no weight is positive.
-pub(super) fn fill(slots: &mut [u32], weights: &[u32], mut cursors: Vec<Cursor>) {
+/// and walk. Leaves the table empty if no weight is positive.
+pub(super) fn fill(slots: &mut [u32], weights: &[u32], walks: &[Walk]) {
     let m = slots.len() as u32;
+    let spread = Spread::new(m);
     let classes = classes(weights);
     let mut left = quotas(&classes, weights.len(), m);
     let mut active: Vec<Vec<u32>> = classes
@@ -54,9 +55,11 @@ pub(super) fn fill(slots: &mut [u32], weights: &[u32], mut cursors: Vec<Cursor>)
         let Some(mut next) = turns.peek_mut() else {
             break; // unreachable: some class still has a backend below its quota
         };
+        // Every member of a class has probed exactly `k` times.
+        let power = spread.power(next.0.k);
         let members = &mut active[next.0.class as usize];
         members.retain(|&rank| {
-            let slot = &mut slots[cursors[rank as usize].advance(m) as usize];
+            let slot = &mut slots[walks[rank as usize].slot(power, m) as usize];
             if *slot == EMPTY {
                 *slot = rank;
                 left[rank as usize] -= 1;
