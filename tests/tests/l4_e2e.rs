@@ -22,10 +22,15 @@ const BACKENDS: [(&str, u16); 3] = [("10.30.0.11", 1), ("10.30.0.12", 1), ("10.3
 
 /// Answers every TCP connection and UDP datagram with `name`.
 async fn identity_server(name: String, addr: IpAddr) {
-    let tcp = tokio::net::TcpListener::bind((addr, TCP_PORT))
+    identity_server_on(name, addr, TCP_PORT, UDP_PORT).await;
+}
+
+/// Answers TCP connections on `tcp_port` and UDP datagrams on `udp_port` with `name`.
+async fn identity_server_on(name: String, addr: IpAddr, tcp_port: u16, udp_port: u16) {
+    let tcp = tokio::net::TcpListener::bind((addr, tcp_port))
         .await
         .unwrap_or_else(|e| panic!("bind tcp: {e}"));
-    let udp = tokio::net::UdpSocket::bind((addr, UDP_PORT))
+    let udp = tokio::net::UdpSocket::bind((addr, udp_port))
         .await
         .unwrap_or_else(|e| panic!("bind udp: {e}"));
     let tcp_name = name.clone();
@@ -46,7 +51,11 @@ async fn identity_server(name: String, addr: IpAddr) {
 
 /// The table the agent builds for a pool of `BACKENDS` listening on `port`.
 fn model(port: u16) -> (MaglevTable, Vec<String>) {
-    let backends: Vec<MaglevBackend> = BACKENDS
+    model_of(&BACKENDS, port)
+}
+
+fn model_of(list: &[(&str, u16)], port: u16) -> (MaglevTable, Vec<String>) {
+    let backends: Vec<MaglevBackend> = list
         .iter()
         .map(|(addr, weight)| MaglevBackend {
             key: BackendKey::from(SocketAddr::new(parse(addr), port)),
@@ -54,7 +63,7 @@ fn model(port: u16) -> (MaglevTable, Vec<String>) {
         })
         .collect();
     let table = MaglevTable::build(&backends, TABLE_SIZE, 0).unwrap_or_else(|e| panic!("{e}"));
-    (table, BACKENDS.iter().map(|(a, _)| a.to_string()).collect())
+    (table, list.iter().map(|(a, _)| a.to_string()).collect())
 }
 
 fn parse(addr: &str) -> IpAddr {
@@ -213,7 +222,11 @@ fn tcp_exchange(vip: SocketAddr) -> std::io::Result<(SocketAddr, String)> {
 }
 
 fn udp_exchange(vip: SocketAddr) -> (SocketAddr, String) {
-    let socket = UdpSocket::bind("10.30.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    udp_exchange_from("10.30.0.1:0", vip)
+}
+
+fn udp_exchange_from(local: &str, vip: SocketAddr) -> (SocketAddr, String) {
+    let socket = UdpSocket::bind(local).unwrap_or_else(|e| panic!("bind: {e}"));
     socket
         .set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -228,4 +241,140 @@ fn udp_exchange(vip: SocketAddr) -> (SocketAddr, String) {
         }
     }
     panic!("no UDP answer through the VIP from {local}");
+}
+
+const NAT_BACKENDS: [(&str, u16); 3] = [("10.41.0.11", 1), ("10.41.0.12", 2), ("10.41.0.13", 1)];
+const NAT_TCP_BACKEND_PORT: u16 = 8000;
+const NAT_UDP_BACKEND_PORT: u16 = 8001;
+
+#[test]
+fn nat_translates_both_ways_and_follows_the_maglev_model() {
+    if !privileged() {
+        return;
+    }
+    let lan = Lan::new();
+    let client = Netns::new("client");
+    let lb = Netns::new("lb");
+    lan.connect(&client, "eth0");
+    let lb_port = lan.connect(&lb, "eth0");
+    add_addr(&client, "eth0", "10.40.0.1/24");
+    add_addr(&lb, "eth0", "10.40.0.2/24");
+    add_addr(&lb, "eth0", "10.41.0.2/24");
+    route_add(&client, &format!("{VIP}/32"), "10.40.0.2");
+    disable_tx_offload(&client, "eth0");
+    sysctl(&lb, "net.ipv4.conf.all.forwarding", "1");
+    sysctl(&lb, "net.ipv4.conf.eth0.forwarding", "1");
+    let _pass = attach_xdp_pass(lan.switch(), &lb_port);
+
+    let mut hosts = Vec::new();
+    let mut servers: Vec<NsTask<()>> = Vec::new();
+    for (addr, _) in NAT_BACKENDS {
+        let host = Netns::new("backend");
+        lan.connect(&host, "eth0");
+        add_addr(&host, "eth0", &format!("{addr}/24"));
+        // Replies go back through the load balancer, which translates them.
+        route_add(&host, "default", "10.41.0.2");
+        disable_tx_offload(&host, "eth0");
+        servers.push(host.spawn_task(identity_server_on(
+            addr.to_string(),
+            parse(addr),
+            NAT_TCP_BACKEND_PORT,
+            NAT_UDP_BACKEND_PORT,
+        )));
+        hosts.push(host);
+    }
+    let pool = |name: &str, port: u16| {
+        let mut text =
+            format!("[[pool]]\nname = \"{name}\"\n[pool.health_check]\nkind = \"none\"\n");
+        for (addr, weight) in NAT_BACKENDS {
+            text += &format!(
+                "[[pool.backend]]\naddress = \"{addr}\"\nport = {port}\nweight = {weight}\n"
+            );
+        }
+        text
+    };
+    let config = format!(
+        r#"
+[[interface]]
+name = "eth0"
+xdp_mode = "native"
+{tcp_pool}
+{udp_pool}
+[[service]]
+name = "tcp"
+vip = "{VIP}"
+port = {TCP_PORT}
+protocol = "tcp"
+[service.l4]
+mode = "nat"
+pool = "tcp"
+
+[[service]]
+name = "udp"
+vip = "{VIP}"
+port = {UDP_PORT}
+protocol = "udp"
+[service.l4]
+mode = "nat"
+pool = "udp"
+"#,
+        tcp_pool = pool("tcp", NAT_TCP_BACKEND_PORT),
+        udp_pool = pool("udp", NAT_UDP_BACKEND_PORT),
+    );
+    let mut agent = SluiceAgent::start(&lb, &config);
+    eventually(Duration::from_secs(20), || {
+        agent.assert_running();
+        xdp_program(&lb, "eth0").ok_or_else(|| "not attached yet".to_string())
+    });
+
+    let (tcp_table, names) = model_of(&NAT_BACKENDS, NAT_TCP_BACKEND_PORT);
+    let (udp_table, _) = model_of(&NAT_BACKENDS, NAT_UDP_BACKEND_PORT);
+    let hits = client.in_ns(|| {
+        let vip = parse(VIP);
+        let mut hits: BTreeMap<String, usize> = BTreeMap::new();
+        eventually(Duration::from_secs(20), || {
+            tcp_exchange(SocketAddr::new(vip, TCP_PORT)).map_err(|e| e.to_string())
+        });
+        for _ in 0..100 {
+            // The client talks to VIP:port only; a reply from anywhere else is refused by
+            // its TCP stack, so a completed exchange proves the reverse translation.
+            let (local, served_by) = tcp_exchange(SocketAddr::new(vip, TCP_PORT))
+                .unwrap_or_else(|e| panic!("TCP through the VIP: {e}"));
+            assert_eq!(
+                served_by,
+                predicted(&tcp_table, &names, local, TCP_PORT, 6),
+                "flow {local}"
+            );
+            *hits.entry(served_by).or_default() += 1;
+        }
+        for _ in 0..100 {
+            let socket = UdpSocket::bind("10.40.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+            socket
+                .connect(SocketAddr::new(vip, UDP_PORT))
+                .unwrap_or_else(|e| panic!("connect: {e}"));
+            socket
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let local = socket.local_addr().unwrap_or_else(|e| panic!("{e}"));
+            let mut buf = [0u8; 64];
+            // A connected UDP socket only receives datagrams from VIP:port.
+            let n = (0..5)
+                .find_map(|_| {
+                    socket.send(b"who").ok()?;
+                    socket.recv(&mut buf).ok()
+                })
+                .unwrap_or_else(|| panic!("no UDP answer from the VIP to {local}"));
+            let served_by = String::from_utf8_lossy(&buf[..n]).into_owned();
+            assert_eq!(
+                served_by,
+                predicted(&udp_table, &names, local, UDP_PORT, 17),
+                "flow {local}"
+            );
+        }
+        hits
+    });
+    assert_eq!(hits.len(), 3, "every backend got flows: {hits:?}");
+    let status = agent.stop(Duration::from_secs(10));
+    assert!(status.success(), "sluice exited with {status}");
+    drop(servers);
 }
