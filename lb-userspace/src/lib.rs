@@ -8,5 +8,6 @@ pub mod balancer;
 pub mod cli;
 pub mod config;
 pub mod dataplane;
+pub mod forwarding;
 pub mod logging;
 pub mod run;

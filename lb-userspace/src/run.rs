@@ -1,30 +1,24 @@
-//! `sluice run`: load the config, attach the data plane, serve until told to stop.
+//! `sluice run`: load the config, fill the kernel maps, attach the data plane, serve until
+//! told to stop; SIGHUP re-reads the config and applies what changed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
+use crate::config::{self, Config};
 use crate::dataplane::{self, Dataplane};
-use crate::{balancer, config};
+use crate::{balancer, forwarding};
 
 /// Runs the agent until SIGTERM or SIGINT, then detaches everything it attached.
 pub fn run(config_path: &Path) -> Result<()> {
-    let loaded = config::load(config_path).map_err(|errors| {
-        for diagnostic in &errors.diagnostics {
-            tracing::error!("{diagnostic}");
-        }
+    let config = load(config_path).map_err(|count| {
         anyhow!(
-            "{} has {} error(s); nothing was started",
-            config_path.display(),
-            errors.diagnostics.len()
+            "{} has {count} error(s); nothing was started",
+            config_path.display()
         )
     })?;
-    for warning in &loaded.warnings {
-        warn!("{warning}");
-    }
-    let config = loaded.config;
     info!(path = %config_path.display(), "config loaded");
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -33,7 +27,53 @@ pub fn run(config_path: &Path) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
+        let mut agent = Agent::start(config_path.to_path_buf(), config)?;
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        let reason = loop {
+            tokio::select! {
+                _ = term.recv() => break "SIGTERM",
+                _ = int.recv() => break "SIGINT",
+                _ = hup.recv() => agent.reload(),
+            }
+        };
+        info!(signal = reason, "shutting down: detaching the XDP program");
+        agent.dataplane.detach_all();
+        info!("stopped");
+        Ok(())
+    })
+}
+
+/// Reads and validates the config, logging every problem; `Err` carries the error count.
+fn load(path: &Path) -> Result<Config, usize> {
+    match config::load(path) {
+        Ok(loaded) => {
+            for warning in &loaded.warnings {
+                warn!("{warning}");
+            }
+            Ok(loaded.config)
+        }
+        Err(errors) => {
+            for diagnostic in &errors.diagnostics {
+                error!("{diagnostic}");
+            }
+            Err(errors.diagnostics.len())
+        }
+    }
+}
+
+/// The running agent: the config in force and the data plane built from it.
+struct Agent {
+    config_path: PathBuf,
+    config: Config,
+    dataplane: Dataplane,
+}
+
+impl Agent {
+    fn start(config_path: PathBuf, config: Config) -> Result<Self> {
         dataplane::preflight()?;
+        forwarding::check(&config)?;
         let desired = balancer::desired(&config).context("building Maglev tables")?;
         let mut dataplane = Dataplane::load(dataplane::ring_capacity(&desired))?;
         // Tables before traffic: the program must never see a service without them.
@@ -41,21 +81,54 @@ pub fn run(config_path: &Path) -> Result<()> {
         for interface in &config.interfaces {
             dataplane.attach(interface)?;
         }
-        info!(interfaces = config.interfaces.len(), "sluice is running");
+        info!(
+            interfaces = config.interfaces.len(),
+            services = config.services.len(),
+            "sluice is running"
+        );
+        Ok(Self {
+            config_path,
+            config,
+            dataplane,
+        })
+    }
 
-        let signal = wait_for_shutdown().await?;
-        info!(signal, "shutting down: detaching the XDP program");
-        dataplane.detach_all();
-        info!("stopped");
+    /// Re-reads the config and applies what changed. An invalid config is rejected whole and
+    /// the running one stays in force.
+    fn reload(&mut self) {
+        info!(path = %self.config_path.display(), "reloading the config");
+        let config = match load(&self.config_path) {
+            Ok(config) => config,
+            Err(count) => {
+                error!(
+                    errors = count,
+                    "config rejected; the running config stays in force"
+                );
+                return;
+            }
+        };
+        if let Err(err) = self.apply(&config) {
+            error!("reload failed part-way: {err:#}");
+            return;
+        }
+        self.config = config;
+        info!("config reloaded");
+    }
+
+    fn apply(&mut self, config: &Config) -> Result<()> {
+        forwarding::check(config)?;
+        let desired = balancer::desired(config).context("building Maglev tables")?;
+        self.dataplane.apply(&desired)?;
+        for old in &self.config.interfaces {
+            if !config.interfaces.contains(old) {
+                self.dataplane.detach(&old.name)?;
+            }
+        }
+        for new in &config.interfaces {
+            if !self.config.interfaces.contains(new) {
+                self.dataplane.attach(new)?;
+            }
+        }
         Ok(())
-    })
-}
-
-async fn wait_for_shutdown() -> Result<&'static str> {
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+    }
 }

@@ -62,6 +62,14 @@ impl SluiceAgent {
         }
     }
 
+    /// Sends SIGHUP: the agent re-reads its config file.
+    pub fn reload(&self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.pid() as i32);
+        if let Err(e) = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP) {
+            panic!("sending SIGHUP to sluice: {e}; its log:\n{}", self.log());
+        }
+    }
+
     /// Waits for the agent to exit by itself.
     pub fn wait(mut self, timeout: Duration) -> ExitStatus {
         self.child.wait_timeout(timeout)

@@ -163,6 +163,23 @@ impl Dataplane {
         self.attached.iter().map(|a| (a.interface.as_str(), a.mode))
     }
 
+    /// Detaches the program from `interface`, if it is attached there.
+    pub fn detach(&mut self, interface: &str) -> Result<(), DataplaneError> {
+        let Some(index) = self.attached.iter().position(|a| a.interface == interface) else {
+            return Ok(());
+        };
+        let attachment = self.attached.remove(index);
+        let program = xdp_program(&mut self.ebpf)?;
+        program
+            .detach(attachment.link)
+            .map_err(|source| DataplaneError::Attach {
+                name: attachment.interface.clone(),
+                source,
+            })?;
+        info!(interface, "detached the XDP program");
+        Ok(())
+    }
+
     /// Detaches the program from every interface, logging (not failing on) what could not
     /// be detached: at shutdown there is nothing better to do.
     pub fn detach_all(&mut self) {
