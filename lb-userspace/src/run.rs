@@ -7,7 +7,7 @@ use anyhow::{Context, Result, anyhow};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, HealthCheckKind, ServiceKind};
 use crate::dataplane::{self, Dataplane};
 use crate::{balancer, forwarding};
 
@@ -72,6 +72,7 @@ struct Agent {
 
 impl Agent {
     fn start(config_path: PathBuf, config: Config) -> Result<Self> {
+        warn_unimplemented(&config);
         dataplane::preflight()?;
         forwarding::check(&config)?;
         let desired = balancer::desired(&config).context("building Maglev tables")?;
@@ -131,4 +132,30 @@ impl Agent {
         }
         Ok(())
     }
+}
+
+/// Says plainly which configured features this version does not run yet, rather than
+/// accepting them silently.
+fn warn_unimplemented(config: &Config) {
+    for service in &config.services {
+        if matches!(service.kind, ServiceKind::L7(_)) {
+            warn!(
+                service = %service.name,
+                "l7 services are not terminated by this version yet: the XDP program passes \
+                 their packets to the host stack, where nothing of Sluice listens"
+            );
+        }
+    }
+    for pool in &config.pools {
+        if pool.health_check.kind != HealthCheckKind::None {
+            warn!(
+                pool = %pool.name,
+                "health checks are not run by this version yet: every backend counts as healthy"
+            );
+        }
+    }
+    warn!(
+        listen = %config.admin.listen,
+        "the admin and metrics listener is not served by this version yet"
+    );
 }
