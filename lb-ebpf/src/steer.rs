@@ -45,11 +45,17 @@ pub fn process(ctx: &XdpContext, bytes: u64) -> Result<Verdict, Reason> {
         }
         return Err(Reason::PassNoBackend);
     };
-    let verdict = if service.flags & SERVICE_NAT != 0 {
+    let nat = service.flags & SERVICE_NAT != 0;
+    let verdict = if nat {
         nat_forward(ctx, &pkt, &placed)?
     } else {
         dsr_forward(ctx, &pkt, &placed)?
     };
+    // Remembered only once the packet is really forwarded: a packet passed up (no neighbour
+    // yet, TTL) must leave no entry behind, or the NAT reverse entry would never be made.
+    if placed.new_flow {
+        remember(&pkt, &placed, nat);
+    }
     stats::count_flow(service.id, placed.id, bytes, placed.new_flow);
     Ok(verdict)
 }
@@ -97,18 +103,46 @@ fn place(pkt: &Packet, service: &ServiceValue) -> Option<Placement> {
     let slot = maglev_slot(flow_hash(&input, service.hash_seed), service.table_size);
     let id = *MAGLEV_RINGS.get(service.ring_offset.wrapping_add(slot))?;
     let backend = live_backend(id)?;
-    let entry = FlowValue {
-        backend_id: id,
-        backend_generation: backend.generation,
-    };
-    if CONNTRACK.insert(&pkt.flow, &entry, 0).is_err() {
-        stats::count(Reason::FlowInsertFailed, 0);
-    }
     Some(Placement {
         id,
         backend,
         new_flow: true,
     })
+}
+
+/// Records a newly placed flow in the connection table and, for NAT, the reverse entry its
+/// backend's replies are translated by. `pkt` holds the packet as it arrived.
+#[inline(always)]
+fn remember(pkt: &Packet, placed: &Placement, nat: bool) {
+    let entry = FlowValue {
+        backend_id: placed.id,
+        backend_generation: placed.backend.generation,
+    };
+    if CONNTRACK.insert(&pkt.flow, &entry, 0).is_err() {
+        stats::count(Reason::FlowInsertFailed, 0);
+    }
+    if !nat {
+        return;
+    }
+    let backend = &placed.backend;
+    let reply = FlowKey {
+        src_addr: backend.addr,
+        dst_addr: pkt.flow.src_addr,
+        src_port: backend.port,
+        dst_port: pkt.flow.src_port,
+        protocol: pkt.flow.protocol,
+        family: pkt.flow.family,
+        _pad: [0; 2],
+    };
+    let value = NatValue {
+        vip: pkt.flow.dst_addr,
+        vip_port: pkt.flow.dst_port,
+        _pad: [0; 2],
+        backend_id: placed.id,
+    };
+    if NAT_REVERSE.insert(&reply, &value, 0).is_err() {
+        stats::count(Reason::FlowInsertFailed, 0);
+    }
 }
 
 #[inline(always)]
@@ -156,26 +190,6 @@ fn nat_forward(ctx: &XdpContext, pkt: &Packet, placed: &Placement) -> Result<Ver
         },
     )?;
     nat::check_ttl(ctx, pkt)?;
-    if placed.new_flow {
-        let reply = FlowKey {
-            src_addr: backend.addr,
-            dst_addr: pkt.flow.src_addr,
-            src_port: backend.port,
-            dst_port: pkt.flow.src_port,
-            protocol: pkt.flow.protocol,
-            family: pkt.flow.family,
-            _pad: [0; 2],
-        };
-        let value = NatValue {
-            vip: pkt.flow.dst_addr,
-            vip_port: pkt.flow.dst_port,
-            _pad: [0; 2],
-            backend_id: placed.id,
-        };
-        if NAT_REVERSE.insert(&reply, &value, 0).is_err() {
-            stats::count(Reason::FlowInsertFailed, 0);
-        }
-    }
     nat::rewrite(ctx, pkt, End::Destination, &backend.addr, backend.port)?;
     Ok((forward::transmit(ctx, &hop)?, Reason::ForwardNat))
 }

@@ -1,0 +1,26 @@
+//! The real `sluice_xdp` object, run on hand-built frames through BPF_PROG_TEST_RUN.
+//!
+//! Each test creates its own namespace (a veth pair with addresses, forwarding on and
+//! permanent neighbours, so `bpf_fib_lookup` answers are fixed), loads its own copy of the
+//! program there, fills the maps with `lb-common` types, and checks the verdict, every output
+//! byte and the `GLOBAL_STATS` reason each frame was counted under.
+
+// Helpers: the bench (namespace, program, maps), frames, and table-driven checks.
+#[path = "xdp_packets/cases.rs"]
+mod cases;
+#[path = "xdp_packets/frames.rs"]
+mod frames;
+#[path = "xdp_packets/lab.rs"]
+mod lab;
+
+// Tests.
+#[path = "xdp_packets/conntrack.rs"]
+mod conntrack;
+#[path = "xdp_packets/forward.rs"]
+mod forward;
+#[path = "xdp_packets/maglev.rs"]
+mod maglev;
+#[path = "xdp_packets/malformed.rs"]
+mod malformed;
+#[path = "xdp_packets/services.rs"]
+mod services;
