@@ -4,6 +4,7 @@
 //! tasks install what is missing (once) and build both halves, so a fresh clone needs nothing
 //! installed by hand.
 
+mod bench;
 mod ebpf;
 mod run;
 mod shell;
@@ -52,6 +53,9 @@ enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Measure the data path (root only): the XDP program's per-packet cost through
+    /// BPF_PROG_TEST_RUN, printed as a table and written to `<target>/bench/xdp.json`.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> Result<()> {
@@ -61,5 +65,6 @@ fn main() -> Result<()> {
         Command::Build { release } => run::build_all(release).map(|_| ()),
         Command::Run { release, args } => run::run(release, &args),
         Command::Test { args } => test::run(&args),
+        Command::Bench(args) => bench::run(&args),
     }
 }
