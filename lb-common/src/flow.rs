@@ -28,21 +28,28 @@ pub struct FlowValue {
 }
 
 /// For a NAT flow, keyed by the backend's reply 5-tuple (backend to client): the VIP and port
-/// the client addressed, to restore as the reply's source.
+/// the client addressed, to restore as the reply's source, and the path the client's packet
+/// came in by, which the reply takes back (no route lookup per reply).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NatValue {
     pub vip: WireAddr,
     /// Network byte order.
     pub vip_port: u16,
+    /// Source MAC of the client's first packet: the client, or the router before it.
+    pub client_mac: [u8; 6],
+    /// Destination MAC of that packet: this host's interface.
+    pub local_mac: [u8; 6],
     pub _pad: [u8; 2],
     /// The backend the flow is on, for per-backend reply counters.
     pub backend_id: u32,
+    /// The interface the client's packet arrived on.
+    pub client_ifindex: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 const _: () = assert!(core::mem::size_of::<FlowValue>() == 8);
-const _: () = assert!(core::mem::size_of::<NatValue>() == 24);
+const _: () = assert!(core::mem::size_of::<NatValue>() == 40);
 
 #[cfg(feature = "user")]
 // SAFETY: repr(C), integers only, explicit padding (sizes asserted above).

@@ -10,6 +10,11 @@ pub const DEFAULT_RING_CAPACITY: u32 = 2 * 65537 * 8;
 /// Default entries of the connection table and of the NAT reverse table.
 pub const DEFAULT_CONNTRACK_ENTRIES: u32 = 262_144;
 
+/// Backend ids below this have their next hop cached per CPU by the XDP program.
+pub const NEXT_HOP_CACHE_SLOTS: u32 = 4096;
+/// How long a cached next hop is trusted before the FIB is asked again.
+pub const NEXT_HOP_TTL_NS: u64 = 1_000_000_000;
+
 /// Slots of the settings array.
 pub const SETTINGS_COUNT: u32 = 1;
 /// Settings slot holding `SETTING_FLAG_*` bits.

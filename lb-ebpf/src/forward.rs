@@ -4,11 +4,13 @@
 use aya_ebpf::bindings::{
     BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams, xdp_action,
 };
-use aya_ebpf::helpers::generated::{bpf_fib_lookup, bpf_redirect};
+use aya_ebpf::helpers::generated::{bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect};
 use aya_ebpf::programs::XdpContext;
 use lb_common::addr::{FAMILY_V4, WireAddr};
+use lb_common::limits::NEXT_HOP_TTL_NS;
 use lb_common::stats::Reason;
 
+use crate::maps::NEXT_HOPS;
 use crate::parse::{EthHdr, ptr_at};
 
 const AF_INET: u8 = 2;
@@ -22,6 +24,73 @@ pub struct NextHop {
     /// The next hop's address: the destination itself when it is on a connected network,
     /// otherwise the gateway's.
     pub via: WireAddr,
+    /// The route's MTU.
+    pub mtu: u16,
+}
+
+/// A backend's next hop, cached per CPU so established flows skip the FIB lookup (its largest
+/// cost). Trusted for `NEXT_HOP_TTL_NS`, and only for the backend generation it was made for.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CachedHop {
+    pub expires_ns: u64,
+    pub generation: u32,
+    pub ifindex: u32,
+    pub mtu: u16,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// The next hop toward backend `id` for `route`: from the per-CPU cache while fresh,
+/// otherwise from the FIB. With `on_link`, a backend behind a gateway is refused (DSR).
+#[inline(always)]
+pub fn backend_hop(
+    ctx: &XdpContext,
+    route: &Route,
+    id: u32,
+    generation: u32,
+    on_link: bool,
+) -> Result<NextHop, Reason> {
+    // SAFETY: plain helper call without arguments.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let slot = NEXT_HOPS.get_ptr_mut(id);
+    if let Some(cached) = slot {
+        // SAFETY: a per-CPU slot: nothing else writes it while this program runs here.
+        let cached = unsafe { *cached };
+        if cached.generation == generation && now < cached.expires_ns {
+            if route.ip_len > cached.mtu {
+                return Err(Reason::PassNoRoute);
+            }
+            return Ok(NextHop {
+                ifindex: cached.ifindex,
+                smac: cached.smac,
+                dmac: cached.dmac,
+                via: *route.dst,
+                mtu: cached.mtu,
+            });
+        }
+    }
+    let hop = next_hop(ctx, route)?;
+    // A routed next hop would route a DSR packet by its destination, the VIP, straight back.
+    if on_link && hop.via != *route.dst {
+        return Err(Reason::PassDsrNotOnLink);
+    }
+    if let Some(cached) = slot {
+        // SAFETY: per-CPU slot, as above.
+        unsafe {
+            *cached = CachedHop {
+                expires_ns: now + NEXT_HOP_TTL_NS,
+                generation,
+                ifindex: hop.ifindex,
+                mtu: hop.mtu,
+                smac: hop.smac,
+                dmac: hop.dmac,
+                _pad: [0; 2],
+            };
+        }
+    }
+    Ok(hop)
 }
 
 /// The fields of a packet the FIB lookup looks at.
@@ -80,11 +149,14 @@ pub fn next_hop(ctx: &XdpContext, route: &Route) -> Result<NextHop, Reason> {
     } else {
         unsafe { params.__bindgen_anon_4.ipv6_dst }
     };
+    // SAFETY: on success the kernel reports the route's MTU in this union member.
+    let mtu = unsafe { params.__bindgen_anon_1.mtu_result };
     Ok(NextHop {
         ifindex: params.ifindex,
         smac: params.smac,
         dmac: params.dmac,
         via,
+        mtu,
     })
 }
 

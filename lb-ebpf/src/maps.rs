@@ -1,6 +1,7 @@
 //! Every map the program uses. The agent sizes the large ones at load time; the numbers
 //! here are defaults. Names match `lb_common::maps`.
 
+use aya_ebpf::bindings::BPF_F_NO_COMMON_LRU;
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray};
 use lb_common::backend::BackendValue;
@@ -8,6 +9,8 @@ use lb_common::flow::{FlowKey, FlowValue, NatValue};
 use lb_common::limits;
 use lb_common::service::{ServiceKey, ServiceValue};
 use lb_common::stats::{Counter, FlowCounter, Reason};
+
+use crate::forward::CachedHop;
 
 /// (VIP, port, protocol) to service.
 #[map(name = "SERVICES")]
@@ -22,15 +25,21 @@ pub static BACKENDS: Array<BackendValue> = Array::with_max_entries(limits::MAX_B
 #[map(name = "MAGLEV_RINGS")]
 pub static MAGLEV_RINGS: Array<u32> = Array::with_max_entries(limits::DEFAULT_RING_CAPACITY, 0);
 
-/// Established flows (client to VIP) to their backend.
+/// Established flows (client to VIP) to their backend. LRU lists per CPU: inserts on one CPU
+/// do not contend for a shared free list (lookups still see every CPU's entries).
 #[map(name = "CONNTRACK")]
 pub static CONNTRACK: LruHashMap<FlowKey, FlowValue> =
-    LruHashMap::with_max_entries(limits::DEFAULT_CONNTRACK_ENTRIES, 0);
+    LruHashMap::with_max_entries(limits::DEFAULT_CONNTRACK_ENTRIES, BPF_F_NO_COMMON_LRU);
 
 /// NAT backends' reply 5-tuples to the VIP they must appear to come from.
 #[map(name = "NAT_REVERSE")]
 pub static NAT_REVERSE: LruHashMap<FlowKey, NatValue> =
-    LruHashMap::with_max_entries(limits::DEFAULT_CONNTRACK_ENTRIES, 0);
+    LruHashMap::with_max_entries(limits::DEFAULT_CONNTRACK_ENTRIES, BPF_F_NO_COMMON_LRU);
+
+/// Per CPU, the next hop toward each backend as the FIB last gave it.
+#[map(name = "NEXT_HOPS")]
+pub static NEXT_HOPS: PerCpuArray<CachedHop> =
+    PerCpuArray::with_max_entries(limits::NEXT_HOP_CACHE_SLOTS, 0);
 
 /// Program-wide switches set by the agent (`lb_common::limits::SETTING_*`).
 #[map(name = "SETTINGS")]

@@ -13,10 +13,10 @@ use lb_common::service::{
 };
 use lb_common::stats::Reason;
 
-use crate::forward::{self, Route};
+use crate::forward::{self, NextHop, Route};
 use crate::maps::{BACKENDS, CONNTRACK, MAGLEV_RINGS, NAT_REVERSE, SERVICES, SETTINGS};
 use crate::nat::{self, End};
-use crate::parse::{self, Packet};
+use crate::parse::{self, EthHdr, Packet};
 use crate::stats;
 
 /// A packet's verdict and the reason it is counted under.
@@ -46,6 +46,12 @@ pub fn process(ctx: &XdpContext, bytes: u64) -> Result<Verdict, Reason> {
         return Err(Reason::PassNoBackend);
     };
     let nat = service.flags & SERVICE_NAT != 0;
+    // The client's path, read before the MACs are rewritten, for the NAT reverse entry.
+    let arrival = if nat && placed.new_flow {
+        Some(arrival(ctx)?)
+    } else {
+        None
+    };
     let verdict = if nat {
         nat_forward(ctx, &pkt, &placed)?
     } else {
@@ -54,7 +60,7 @@ pub fn process(ctx: &XdpContext, bytes: u64) -> Result<Verdict, Reason> {
     // Remembered only once the packet is really forwarded: a packet passed up (no neighbour
     // yet, TTL) must leave no entry behind, or the NAT reverse entry would never be made.
     if placed.new_flow {
-        remember(&pkt, &placed, nat);
+        remember(&pkt, &placed, arrival.as_ref());
     }
     stats::count_flow(service.id, placed.id, bytes, placed.new_flow);
     Ok(verdict)
@@ -110,10 +116,30 @@ fn place(pkt: &Packet, service: &ServiceValue) -> Option<Placement> {
     })
 }
 
-/// Records a newly placed flow in the connection table and, for NAT, the reverse entry its
-/// backend's replies are translated by. `pkt` holds the packet as it arrived.
+/// How a client's packet arrived: its MACs and interface.
+struct Arrival {
+    client_mac: [u8; 6],
+    local_mac: [u8; 6],
+    ifindex: u32,
+}
+
 #[inline(always)]
-fn remember(pkt: &Packet, placed: &Placement, nat: bool) {
+fn arrival(ctx: &XdpContext) -> Result<Arrival, Reason> {
+    let eth: *const EthHdr = parse::ptr_at(ctx, 0)?;
+    // SAFETY: bounds checked by ptr_at; ctx.ctx points at this run's xdp_md.
+    unsafe {
+        Ok(Arrival {
+            client_mac: (*eth).src,
+            local_mac: (*eth).dst,
+            ifindex: (*ctx.ctx).ingress_ifindex,
+        })
+    }
+}
+
+/// Records a newly placed flow in the connection table and, for NAT (`arrival` given), the
+/// reverse entry its backend's replies are translated by. `pkt` holds the packet as it arrived.
+#[inline(always)]
+fn remember(pkt: &Packet, placed: &Placement, arrival: Option<&Arrival>) {
     let entry = FlowValue {
         backend_id: placed.id,
         backend_generation: placed.backend.generation,
@@ -121,9 +147,9 @@ fn remember(pkt: &Packet, placed: &Placement, nat: bool) {
     if CONNTRACK.insert(&pkt.flow, &entry, 0).is_err() {
         stats::count(Reason::FlowInsertFailed, 0);
     }
-    if !nat {
+    let Some(arrival) = arrival else {
         return;
-    }
+    };
     let backend = &placed.backend;
     let reply = FlowKey {
         src_addr: backend.addr,
@@ -137,8 +163,11 @@ fn remember(pkt: &Packet, placed: &Placement, nat: bool) {
     let value = NatValue {
         vip: pkt.flow.dst_addr,
         vip_port: pkt.flow.dst_port,
+        client_mac: arrival.client_mac,
+        local_mac: arrival.local_mac,
         _pad: [0; 2],
         backend_id: placed.id,
+        client_ifindex: arrival.ifindex,
     };
     if NAT_REVERSE.insert(&reply, &value, 0).is_err() {
         stats::count(Reason::FlowInsertFailed, 0);
@@ -154,22 +183,16 @@ fn live_backend(id: u32) -> Option<BackendValue> {
 /// Layer-2 direct server return: only the MACs change; the backend holds the VIP.
 #[inline(always)]
 fn dsr_forward(ctx: &XdpContext, pkt: &Packet, placed: &Placement) -> Result<Verdict, Reason> {
-    let hop = forward::next_hop(
-        ctx,
-        &Route {
-            family: pkt.flow.family,
-            protocol: pkt.flow.protocol,
-            src: &pkt.flow.src_addr,
-            dst: &placed.backend.addr,
-            src_port: pkt.flow.src_port,
-            dst_port: pkt.flow.dst_port,
-            ip_len: pkt.ip_len,
-        },
-    )?;
-    // A routed next hop would route the packet by its destination, the VIP, straight back.
-    if hop.via != placed.backend.addr {
-        return Err(Reason::PassDsrNotOnLink);
-    }
+    let route = Route {
+        family: pkt.flow.family,
+        protocol: pkt.flow.protocol,
+        src: &pkt.flow.src_addr,
+        dst: &placed.backend.addr,
+        src_port: pkt.flow.src_port,
+        dst_port: pkt.flow.dst_port,
+        ip_len: pkt.ip_len,
+    };
+    let hop = forward::backend_hop(ctx, &route, placed.id, placed.backend.generation, true)?;
     Ok((forward::transmit(ctx, &hop)?, Reason::ForwardDsr))
 }
 
@@ -177,18 +200,16 @@ fn dsr_forward(ctx: &XdpContext, pkt: &Packet, placed: &Placement) -> Result<Ver
 #[inline(always)]
 fn nat_forward(ctx: &XdpContext, pkt: &Packet, placed: &Placement) -> Result<Verdict, Reason> {
     let backend = &placed.backend;
-    let hop = forward::next_hop(
-        ctx,
-        &Route {
-            family: pkt.flow.family,
-            protocol: pkt.flow.protocol,
-            src: &pkt.flow.src_addr,
-            dst: &backend.addr,
-            src_port: pkt.flow.src_port,
-            dst_port: backend.port,
-            ip_len: pkt.ip_len,
-        },
-    )?;
+    let route = Route {
+        family: pkt.flow.family,
+        protocol: pkt.flow.protocol,
+        src: &pkt.flow.src_addr,
+        dst: &backend.addr,
+        src_port: pkt.flow.src_port,
+        dst_port: backend.port,
+        ip_len: pkt.ip_len,
+    };
+    let hop = forward::backend_hop(ctx, &route, placed.id, backend.generation, false)?;
     nat::check_ttl(ctx, pkt)?;
     nat::rewrite(ctx, pkt, End::Destination, &backend.addr, backend.port)?;
     Ok((forward::transmit(ctx, &hop)?, Reason::ForwardNat))
@@ -209,18 +230,14 @@ fn nat_reply(ctx: &XdpContext, pkt: &Packet, bytes: u64) -> Result<Verdict, Reas
     };
     // SAFETY: LRU values are plain data; copy it out before using it.
     let entry = unsafe { *entry };
-    let hop = forward::next_hop(
-        ctx,
-        &Route {
-            family: pkt.flow.family,
-            protocol: pkt.flow.protocol,
-            src: &entry.vip,
-            dst: &pkt.flow.dst_addr,
-            src_port: entry.vip_port,
-            dst_port: pkt.flow.dst_port,
-            ip_len: pkt.ip_len,
-        },
-    )?;
+    // Back the way the client's packet came: no route lookup per reply.
+    let hop = NextHop {
+        ifindex: entry.client_ifindex,
+        smac: entry.local_mac,
+        dmac: entry.client_mac,
+        via: pkt.flow.dst_addr,
+        mtu: u16::MAX,
+    };
     nat::check_ttl(ctx, pkt)?;
     nat::rewrite(ctx, pkt, End::Source, &entry.vip, entry.vip_port)?;
     stats::count_backend(entry.backend_id, bytes, 0);
