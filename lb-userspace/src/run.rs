@@ -2,14 +2,19 @@
 //! told to stop; SIGHUP re-reads the config and applies what changed.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
-use crate::config::{self, Config, HealthCheckKind, ServiceKind};
+use crate::config::{self, Config, HealthCheckKind};
 use crate::dataplane::{self, Dataplane};
+use crate::proxy::Proxy;
 use crate::{balancer, forwarding};
+
+/// How long SIGTERM waits for L7 requests in flight before the agent exits anyway.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs the agent until SIGTERM or SIGINT, then detaches everything it attached.
 pub fn run(config_path: &Path) -> Result<()> {
@@ -38,7 +43,9 @@ pub fn run(config_path: &Path) -> Result<()> {
                 _ = hup.recv() => agent.reload(),
             }
         };
-        info!(signal = reason, "shutting down: detaching the XDP program");
+        info!(signal = reason, "shutting down: draining l7 connections");
+        agent.proxy.shutdown(DRAIN_GRACE).await;
+        info!("detaching the XDP program");
         agent.dataplane.detach_all();
         info!("stopped");
         Ok(())
@@ -63,11 +70,12 @@ fn load(path: &Path) -> Result<Config, usize> {
     }
 }
 
-/// The running agent: the config in force and the data plane built from it.
+/// The running agent: the config in force, the data plane and the L7 proxy built from it.
 struct Agent {
     config_path: PathBuf,
     config: Config,
     dataplane: Dataplane,
+    proxy: Proxy,
 }
 
 impl Agent {
@@ -79,6 +87,8 @@ impl Agent {
         let mut dataplane = Dataplane::load(dataplane::ring_capacity(&desired))?;
         // Tables before traffic: the program must never see a service without them.
         dataplane.apply(&desired)?;
+        // L7 listeners before the program passes their packets up.
+        let proxy = Proxy::start(&config).context("starting the l7 listeners")?;
         for interface in &config.interfaces {
             dataplane.attach(interface)?;
         }
@@ -91,6 +101,7 @@ impl Agent {
             config_path,
             config,
             dataplane,
+            proxy,
         })
     }
 
@@ -130,22 +141,16 @@ impl Agent {
                 self.dataplane.attach(new)?;
             }
         }
-        Ok(())
+        self.proxy.reload(config).map_err(|errors| {
+            let all: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            anyhow!("{}", all.join("; "))
+        })
     }
 }
 
 /// Says plainly which configured features this version does not run yet, rather than
 /// accepting them silently.
 fn warn_unimplemented(config: &Config) {
-    for service in &config.services {
-        if matches!(service.kind, ServiceKind::L7(_)) {
-            warn!(
-                service = %service.name,
-                "l7 services are not terminated by this version yet: the XDP program passes \
-                 their packets to the host stack, where nothing of Sluice listens"
-            );
-        }
-    }
     for pool in &config.pools {
         if pool.health_check.kind != HealthCheckKind::None {
             warn!(

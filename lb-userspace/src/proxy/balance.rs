@@ -1,0 +1,209 @@
+//! Load-balancing policies over a pool's usable backends. A [`Selector`] is built once per
+//! backend set (Maglev table, smooth weighted sequence) and picks lock-free per request.
+//! Pure: backends are indices, in-flight counts come from the caller.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+use http::HeaderMap;
+use http::header::COOKIE;
+use lb_common::hash::{FlowHashInput, flow_hash, maglev_slot};
+use lb_common::maglev::{BackendKey, EMPTY, MaglevBackend, MaglevTable};
+
+use crate::config::{HashOn, Policy};
+
+/// Longest smooth-weighted sequence kept; larger weight sums are scaled down to fit.
+const MAX_SEQUENCE: u64 = 1 << 16;
+
+/// Slots of an l7 Maglev table: the same prime as the kernel's default.
+const MAGLEV_TABLE_SIZE: u32 = lb_common::maglev::DEFAULT_TABLE_SIZE;
+
+/// Picks a backend index for each request.
+#[derive(Debug)]
+pub struct Selector {
+    len: usize,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    RoundRobin(AtomicUsize),
+    Weighted {
+        sequence: Vec<u32>,
+        next: AtomicUsize,
+    },
+    LeastRequest,
+    Random,
+    Maglev {
+        slots: Vec<u32>,
+        hash_on: HashOn,
+    },
+}
+
+impl Selector {
+    /// A selector over `backends` (address and weight, in the caller's order).
+    pub fn build(policy: &Policy, backends: &[(SocketAddr, u16)]) -> Self {
+        let kind = match policy {
+            Policy::RoundRobin => Kind::RoundRobin(AtomicUsize::new(0)),
+            Policy::Weighted => Kind::Weighted {
+                sequence: smooth_weighted_sequence(backends.iter().map(|(_, w)| *w)),
+                next: AtomicUsize::new(0),
+            },
+            Policy::LeastRequest => Kind::LeastRequest,
+            Policy::Random => Kind::Random,
+            Policy::Maglev { hash_on } => {
+                let input: Vec<MaglevBackend> = backends
+                    .iter()
+                    .map(|(addr, weight)| MaglevBackend {
+                        key: BackendKey::from(*addr),
+                        weight: u32::from(*weight),
+                    })
+                    .collect();
+                // Keys are unique (validated) and the size is a prime far above any pool,
+                // so building cannot fail; an empty table sends everything to random.
+                let slots = MaglevTable::build(&input, MAGLEV_TABLE_SIZE, 0)
+                    .map(|t| t.slots().to_vec())
+                    .unwrap_or_default();
+                Kind::Maglev {
+                    slots,
+                    // Validation requires hash_on for pools an l7 route uses.
+                    hash_on: hash_on.clone().unwrap_or(HashOn::ClientAddress),
+                }
+            }
+        };
+        Self {
+            len: backends.len(),
+            kind,
+        }
+    }
+
+    /// The request property this selector hashes, if it is a Maglev selector.
+    pub fn hash_on(&self) -> Option<&HashOn> {
+        match &self.kind {
+            Kind::Maglev { hash_on, .. } => Some(hash_on),
+            _ => None,
+        }
+    }
+
+    /// Picks a backend. `hash` is the request's hash for Maglev (see [`request_hash`]);
+    /// `in_flight(i)` is backend `i`'s current request count, for least_request.
+    pub fn pick(&self, hash: Option<u32>, in_flight: impl Fn(usize) -> usize) -> Option<usize> {
+        let n = self.len;
+        if n == 0 {
+            return None;
+        }
+        if n == 1 {
+            return Some(0);
+        }
+        let index = match &self.kind {
+            Kind::RoundRobin(next) => next.fetch_add(1, Relaxed) % n,
+            Kind::Weighted { sequence, next } => {
+                let i = next.fetch_add(1, Relaxed) % sequence.len().max(1);
+                sequence.get(i).map_or(0, |b| *b as usize)
+            }
+            Kind::Random => fastrand::usize(..n),
+            Kind::LeastRequest => {
+                // Power of two choices: two distinct random backends, the less loaded wins.
+                let a = fastrand::usize(..n);
+                let mut b = fastrand::usize(..n - 1);
+                if b >= a {
+                    b += 1;
+                }
+                if in_flight(b) < in_flight(a) { b } else { a }
+            }
+            Kind::Maglev { slots, .. } => {
+                let slot = hash.and_then(|h| {
+                    let size = u32::try_from(slots.len()).ok()?;
+                    slots.get(maglev_slot(h, size) as usize).copied()
+                });
+                match slot {
+                    Some(index) if index != EMPTY => index as usize,
+                    // No key in the request (or no table): spread at random.
+                    _ => fastrand::usize(..n),
+                }
+            }
+        };
+        Some(index)
+    }
+}
+
+/// nginx's smooth weighted round robin, unrolled into one period: each step every backend
+/// gains its weight, the richest is picked and pays the total. Weights are divided by their
+/// greatest common divisor, and scaled down when their sum is above [`MAX_SEQUENCE`].
+pub fn smooth_weighted_sequence(weights: impl Iterator<Item = u16>) -> Vec<u32> {
+    let mut weights: Vec<u64> = weights.map(u64::from).collect();
+    let divisor = weights.iter().copied().fold(0, gcd).max(1);
+    weights.iter_mut().for_each(|w| *w /= divisor);
+    let total: u64 = weights.iter().sum();
+    if total > MAX_SEQUENCE {
+        weights
+            .iter_mut()
+            .for_each(|w| *w = (*w * MAX_SEQUENCE / total).max(1));
+    }
+    let total: i64 = weights.iter().map(|w| *w as i64).sum();
+    let mut current = vec![0i64; weights.len()];
+    let mut sequence = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    for _ in 0..total {
+        let mut best = 0;
+        for (i, w) in weights.iter().enumerate() {
+            current[i] += *w as i64;
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total;
+        sequence.push(best as u32);
+    }
+    sequence
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// The hash of the request property `hash_on` names; `None` when the request lacks it.
+pub fn request_hash(hash_on: &HashOn, headers: &HeaderMap, client: IpAddr) -> Option<u32> {
+    match hash_on {
+        HashOn::Header(name) => headers.get(name.as_str()).map(|v| hash_bytes(v.as_bytes())),
+        HashOn::Cookie(name) => cookie(headers, name).map(|v| hash_bytes(v.as_bytes())),
+        HashOn::ClientAddress => {
+            let input = match client {
+                IpAddr::V4(a) => FlowHashInput::from_v4(a.octets(), [0; 4], 0, 0, 0),
+                IpAddr::V6(a) => FlowHashInput::from_v6(a.octets(), [0; 16], 0, 0, 0),
+            };
+            Some(flow_hash(&input, 0))
+        }
+    }
+}
+
+/// The value of cookie `name` in the request's Cookie headers.
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then_some(v)
+        })
+}
+
+/// FNV-1a over `bytes`, then MurmurHash3's finaliser so close inputs spread over the table.
+/// Fixed forever, like the flow hash: every instance must pick the same backend for a key.
+pub fn hash_bytes(bytes: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in bytes {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
+#[cfg(test)]
+#[path = "balance_tests.rs"]
+mod tests;

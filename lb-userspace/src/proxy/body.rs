@@ -1,0 +1,261 @@
+//! The two bodies the proxy moves: [`RequestBody`] toward a backend (streamed with a size
+//! limit, or buffered so a retry can send it again) and [`ResponseBody`] toward the client
+//! (streamed under the route deadline, counted, logged when it ends). Both stream `Bytes`
+//! frames as they come; neither buffers a streamed body whole.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::Sleep;
+
+use super::access_log::RequestRecord;
+use super::error::{BoxError, RequestBodyError};
+
+/// The body of a request sent upstream.
+#[derive(Debug)]
+pub struct RequestBody {
+    kind: RequestKind,
+}
+
+#[derive(Debug)]
+enum RequestKind {
+    Empty,
+    Full(Option<Bytes>),
+    Stream {
+        /// A frame read ahead to validate the body before a backend sees the request.
+        first: Option<Frame<Bytes>>,
+        body: Incoming,
+        limit: Option<u64>,
+        seen: u64,
+    },
+}
+
+impl RequestBody {
+    /// No body.
+    pub fn empty() -> Self {
+        Self {
+            kind: RequestKind::Empty,
+        }
+    }
+
+    /// A buffered body, which [`RequestBody::replay`] can send again.
+    pub fn full(bytes: Bytes) -> Self {
+        Self {
+            kind: RequestKind::Full(Some(bytes)),
+        }
+    }
+
+    /// The client's body, streamed; `first` was read ahead and counts toward `limit`.
+    pub fn stream(body: Incoming, first: Option<Frame<Bytes>>, limit: Option<u64>) -> Self {
+        let seen = first
+            .as_ref()
+            .and_then(Frame::data_ref)
+            .map_or(0, |d| d.len() as u64);
+        Self {
+            kind: RequestKind::Stream {
+                first,
+                body,
+                limit,
+                seen,
+            },
+        }
+    }
+
+    /// A copy for another try; `None` for a streamed body, which can be sent only once.
+    pub fn replay(&self) -> Option<Self> {
+        match &self.kind {
+            RequestKind::Empty => Some(Self::empty()),
+            RequestKind::Full(bytes) => Some(Self {
+                kind: RequestKind::Full(bytes.clone()),
+            }),
+            RequestKind::Stream { .. } => None,
+        }
+    }
+
+    /// Whether the body is streamed with a length not known in advance (sent chunked).
+    pub fn is_unsized_stream(&self) -> bool {
+        matches!(self.kind, RequestKind::Stream { .. }) && self.size_hint().exact().is_none()
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = RequestBodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match &mut self.kind {
+            RequestKind::Empty => Poll::Ready(None),
+            RequestKind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            RequestKind::Stream {
+                first,
+                body,
+                limit,
+                seen,
+            } => {
+                if let Some(frame) = first.take() {
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                let frame = match ready!(Pin::new(body).poll_frame(cx)) {
+                    None => return Poll::Ready(None),
+                    Some(Err(e)) => return Poll::Ready(Some(Err(RequestBodyError::Client(e)))),
+                    Some(Ok(frame)) => frame,
+                };
+                if let Some(data) = frame.data_ref() {
+                    *seen += data.len() as u64;
+                    if let Some(limit) = *limit
+                        && *seen > limit
+                    {
+                        return Poll::Ready(Some(Err(RequestBodyError::TooLarge { limit })));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            RequestKind::Empty => true,
+            RequestKind::Full(bytes) => bytes.is_none(),
+            RequestKind::Stream { first, body, .. } => first.is_none() && body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            RequestKind::Empty => SizeHint::with_exact(0),
+            RequestKind::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            RequestKind::Stream { first, body, .. } => {
+                let ahead = first
+                    .as_ref()
+                    .and_then(Frame::data_ref)
+                    .map_or(0, |d| d.len() as u64);
+                let inner = body.size_hint();
+                match inner.exact() {
+                    Some(n) => SizeHint::with_exact(n + ahead),
+                    None => {
+                        let mut hint = SizeHint::new();
+                        hint.set_lower(inner.lower() + ahead);
+                        hint
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The body of a response sent to the client.
+pub struct ResponseBody {
+    inner: ResponseKind,
+    deadline: Option<Pin<Box<Sleep>>>,
+    bytes: u64,
+    record: Option<RequestRecord>,
+}
+
+enum ResponseKind {
+    Full(Option<Bytes>),
+    Upstream(Incoming),
+}
+
+impl ResponseBody {
+    /// A body known in full (direct responses, errors, redirects).
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        Self {
+            inner: ResponseKind::Full((!bytes.is_empty()).then_some(bytes)),
+            deadline: None,
+            bytes: 0,
+            record: None,
+        }
+    }
+
+    /// The backend's body, streamed; cut with an error if `deadline` passes first.
+    pub fn upstream(body: Incoming, deadline: Option<Pin<Box<Sleep>>>) -> Self {
+        Self {
+            inner: ResponseKind::Upstream(body),
+            deadline,
+            bytes: 0,
+            record: None,
+        }
+    }
+
+    /// Attaches the request's record: logged and counted when the body ends or is dropped.
+    pub fn set_record(&mut self, record: RequestRecord) {
+        self.record = Some(record);
+    }
+
+    fn finish(&mut self) {
+        if let Some(record) = self.record.take() {
+            record.finish(self.bytes);
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = match &mut this.inner {
+            ResponseKind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            ResponseKind::Upstream(body) => match Pin::new(body).poll_frame(cx) {
+                Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(BoxError::from))),
+                Poll::Pending => {
+                    if let Some(deadline) = &mut this.deadline
+                        && deadline.as_mut().poll(cx).is_ready()
+                    {
+                        this.finish();
+                        return Poll::Ready(Some(Err(
+                            "route timeout passed while the response was streaming".into(),
+                        )));
+                    }
+                    Poll::Pending
+                }
+            },
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(_) => this.finish(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            ResponseKind::Full(bytes) => bytes.is_none(),
+            ResponseKind::Upstream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            ResponseKind::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            ResponseKind::Upstream(body) => body.size_hint(),
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}

@@ -1,0 +1,329 @@
+//! Forwarding a request to a pool: the request re-framed for the backend, tries under the
+//! route timeout and the retry policy, the response rewritten on its way back, and
+//! protocol upgrades (WebSocket) spliced into a byte tunnel.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::time::{Instant, Sleep};
+use tracing::debug;
+
+use super::access_log::RequestRecord;
+use super::body::{RequestBody, ResponseBody};
+use super::error::{ErrorKind, ProxyError};
+use super::forward::{
+    edit_headers, is_upgrade_request, set_forwarded, strip_hop_by_hop, upstream_path, upstream_uri,
+};
+use super::handle::ConnCtx;
+use super::retry;
+use super::route::{Route, WeightedPools};
+use super::state::ListenerState;
+use super::upstream::{UpstreamBackend, UpstreamPool};
+
+/// Bodies up to this size are buffered when the route retries, so a retry can resend them;
+/// larger or unsized bodies are streamed and sent once.
+const RETRY_BUFFER_LIMIT: u64 = 64 * 1024;
+
+/// Forwards `request` along `route` and returns the backend's response, rewritten.
+pub async fn forward(
+    ctx: &ConnCtx,
+    state: &ListenerState,
+    route: &Route,
+    pools: &WeightedPools,
+    request: Request<Incoming>,
+    host: &HeaderValue,
+    record: &mut RequestRecord,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let ticket = if pools.is_split() {
+        fastrand::u32(..pools.total())
+    } else {
+        0
+    };
+    let pool = pools
+        .pick(ticket)
+        .and_then(|id| state.pool(id))
+        .ok_or_else(|| ProxyError::with_source(ErrorKind::Internal, "route names no running pool"))?
+        .clone();
+    record.pool = Some(pool.stats.clone());
+    // One timer for the whole request: the response head, then the response body.
+    let mut deadline = Box::pin(tokio::time::sleep(route.timeout));
+
+    let (mut parts, body) = request.into_parts();
+    let h1 = parts.version < Version::HTTP_2;
+    let chunked = h1 && parts.headers.contains_key(TRANSFER_ENCODING);
+    let upgrade = is_upgrade_request(parts.version, &parts.headers) && pool.is_http1();
+    let client_upgrade = if upgrade {
+        parts.extensions.remove::<OnUpgrade>()
+    } else {
+        None
+    };
+    // Nothing hyper attached to the client's request may leak into the backend's.
+    parts.extensions.clear();
+
+    let limit = state.limits.max_request_body_bytes;
+    if let (Some(limit), Some(declared)) = (limit, body.size_hint().exact())
+        && declared > limit
+    {
+        return Err(ProxyError::new(ErrorKind::BodyTooLarge));
+    }
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    set_forwarded(
+        &mut parts.headers,
+        &ctx.client_ip,
+        ctx.https,
+        Some(host.clone()),
+    );
+    edit_headers(
+        &mut parts.headers,
+        &route.request_headers_remove,
+        &route.request_headers_add,
+    );
+    if !parts.headers.contains_key(HOST) {
+        parts.headers.insert(HOST, host.clone());
+    }
+
+    let policy = route
+        .retry
+        .as_ref()
+        .filter(|p| p.attempts > 0 && !upgrade && retry::method_allows(p, &parts.method));
+    let body = prepare_body(body, chunked, limit, policy.is_some(), deadline.as_mut()).await?;
+    // One framing to the backend: hyper derives Content-Length from a sized body and
+    // chunks an unsized one (it would send an unsized GET body as no body at all).
+    parts.headers.remove(CONTENT_LENGTH);
+    if pool.is_http1() && body.is_unsized_stream() {
+        parts
+            .headers
+            .insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+    }
+    parts.version = pool.version();
+    let original = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let rewrite = route.prefix_rewrite.as_ref().map(|(a, b)| (&**a, &**b));
+    let path = upstream_path(&original, rewrite)
+        .ok_or_else(|| ProxyError::with_source(ErrorKind::Internal, "prefix rewrite"))?;
+
+    let _active = pool.budget.request();
+    let replayable = policy.filter(|_| body.replay().is_some());
+    let mut body = Some(body);
+    let mut tries: u8 = 0;
+    let mut last: Option<Arc<UpstreamBackend>> = None;
+    let mut _retry_slot = None;
+    loop {
+        let backend =
+            pick_avoiding(&pool, &parts.headers, ctx, last.as_ref()).ok_or_else(|| {
+                pool.stats.no_backend.fetch_add(1, Relaxed);
+                ProxyError::new(ErrorKind::NoHealthyBackend)
+            })?;
+        let guard = backend.start();
+        let more_tries = replayable.is_some_and(|p| tries < p.attempts);
+        let this_body = match (&replayable, &body) {
+            (Some(_), Some(b)) => b.replay(),
+            _ => body.take(),
+        }
+        .unwrap_or_else(RequestBody::empty);
+        let headers = if more_tries {
+            parts.headers.clone()
+        } else {
+            std::mem::take(&mut parts.headers)
+        };
+        let uri = upstream_uri(&backend.authority, path.clone())
+            .ok_or_else(|| ProxyError::with_source(ErrorKind::Internal, "upstream URI"))?;
+        let mut upstream = Request::new(this_body);
+        *upstream.method_mut() = parts.method.clone();
+        *upstream.uri_mut() = uri;
+        *upstream.version_mut() = parts.version;
+        *upstream.headers_mut() = headers;
+
+        let started = Instant::now();
+        let per_try = replayable.and_then(|p| p.per_try_timeout);
+        let result = send(&pool, upstream, per_try, deadline.as_mut()).await;
+        let retry_wanted = match &result {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                backend.stats.responses.record(status, 0, started.elapsed());
+                replayable.is_some_and(|p| retry::status_retried(p, status))
+            }
+            Err(err) => {
+                let counter = if err.kind() == ErrorKind::UpstreamConnect {
+                    &backend.stats.connect_failures
+                } else {
+                    &backend.stats.failures
+                };
+                counter.fetch_add(1, Relaxed);
+                debug!(backend = %backend.address, error = %err, "try failed");
+                replayable.is_some_and(|p| err.retryable_under(&p.on))
+            }
+        };
+        if retry_wanted
+            && more_tries
+            && let Some(policy) = replayable
+        {
+            // This request's previous retry is over; it must not count against the next.
+            _retry_slot = None;
+            match pool.budget.try_retry(policy.budget_percent) {
+                Some(slot) => {
+                    pool.stats.retries.fetch_add(1, Relaxed);
+                    _retry_slot = Some(slot);
+                    tries += 1;
+                    last = Some(backend);
+                    continue;
+                }
+                None => {
+                    pool.stats.retries_over_budget.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        let response = result?;
+        record.upstream = Some(backend.address);
+        return Ok(finish_response(
+            response,
+            guard,
+            deadline,
+            client_upgrade,
+            ctx,
+            record,
+        ));
+    }
+}
+
+/// Picks a backend, preferring one other than the backend the last try failed on.
+fn pick_avoiding(
+    pool: &UpstreamPool,
+    headers: &HeaderMap,
+    ctx: &ConnCtx,
+    last: Option<&Arc<UpstreamBackend>>,
+) -> Option<Arc<UpstreamBackend>> {
+    let mut pick = pool.pick(headers, ctx.client.ip())?;
+    for _ in 0..2 {
+        match last {
+            Some(last) if Arc::ptr_eq(last, &pick) => pick = pool.pick(headers, ctx.client.ip())?,
+            _ => break,
+        }
+    }
+    Some(pick)
+}
+
+/// One try: the response head within the per-try timeout and the route deadline.
+async fn send(
+    pool: &UpstreamPool,
+    request: Request<RequestBody>,
+    per_try: Option<Duration>,
+    deadline: Pin<&mut Sleep>,
+) -> Result<Response<Incoming>, ProxyError> {
+    let exchange = pool.send(request);
+    let try_timeout = async {
+        match per_try {
+            Some(limit) => tokio::time::sleep(limit).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        result = exchange => result.map_err(ProxyError::from_upstream),
+        () = deadline => Err(ProxyError::new(ErrorKind::RouteTimeout)),
+        () = try_timeout => Err(ProxyError::new(ErrorKind::PerTryTimeout)),
+    }
+}
+
+/// Reads what must be read before a backend sees the request: a body to buffer for
+/// retries, or the first chunk of a chunked body (so a malformed one is refused, not
+/// half-forwarded).
+async fn prepare_body(
+    body: Incoming,
+    chunked: bool,
+    limit: Option<u64>,
+    retries: bool,
+    deadline: Pin<&mut Sleep>,
+) -> Result<RequestBody, ProxyError> {
+    if body.is_end_stream() {
+        return Ok(RequestBody::empty());
+    }
+    let small = body
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n <= RETRY_BUFFER_LIMIT);
+    if retries && small {
+        let collected = tokio::select! {
+            collected = body.collect() => collected,
+            () = deadline => return Err(ProxyError::new(ErrorKind::ClientGone)),
+        };
+        let bytes: Bytes = collected
+            .map_err(|e| ProxyError::with_source(ErrorKind::ClientRequest, e))?
+            .to_bytes();
+        return Ok(RequestBody::full(bytes));
+    }
+    if !chunked {
+        return Ok(RequestBody::stream(body, None, limit));
+    }
+    let mut body = body;
+    let first = tokio::select! {
+        first = body.frame() => first,
+        () = deadline => return Err(ProxyError::new(ErrorKind::ClientGone)),
+    };
+    match first {
+        None => Ok(RequestBody::empty()),
+        Some(Err(e)) => Err(ProxyError::with_source(ErrorKind::ClientRequest, e)),
+        Some(Ok(frame)) => {
+            let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+            if limit.is_some_and(|limit| len > limit) {
+                return Err(ProxyError::new(ErrorKind::BodyTooLarge));
+            }
+            Ok(RequestBody::stream(body, Some(frame), limit))
+        }
+    }
+}
+
+/// The backend's response as the client gets it. A `101` to an upgrade request splices
+/// the two connections together once hyper has handed both over.
+fn finish_response(
+    mut response: Response<Incoming>,
+    guard: super::upstream::BackendGuard,
+    deadline: Pin<Box<Sleep>>,
+    client_upgrade: Option<OnUpgrade>,
+    ctx: &ConnCtx,
+    record: &mut RequestRecord,
+) -> Response<ResponseBody> {
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let tunnel = match client_upgrade {
+        Some(client) if switching => Some((client, hyper::upgrade::on(&mut response))),
+        _ => None,
+    };
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers, tunnel.is_some());
+    parts.version = Version::HTTP_11;
+    match tunnel {
+        Some((client, backend)) => {
+            ctx.shared.set_upgraded();
+            let shared = ctx.shared.clone();
+            tokio::spawn(async move {
+                let _in_flight = guard;
+                if let (Ok(client), Ok(backend)) = tokio::join!(client, backend) {
+                    let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
+                    if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut backend).await
+                    {
+                        debug!(error = %err, "upgraded connection ended with an error");
+                    }
+                }
+                shared.tunnel_closed();
+            });
+            Response::from_parts(parts, ResponseBody::upstream(body, None))
+        }
+        None => {
+            record.backend_guard = Some(guard);
+            Response::from_parts(parts, ResponseBody::upstream(body, Some(deadline)))
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! The L7 proxy: every `l7` service's listener on its VIP:port, terminating HTTP/1.1, HTTP/2
+//! (TLS with ALPN, or h2c) and TLS, routing each request to a pool. [`Proxy::start`] binds
+//! them all, [`Proxy::reload`] applies a new config without dropping a listening socket
+//! whose address stays, and [`Proxy::shutdown`] drains them.
+//!
+//! Each listener serves from an [`ArcSwap`]ped [`ListenerState`](state::ListenerState): a
+//! request reads it once and never waits on a reload. Pools are shared by name across
+//! listeners and kept across reloads while their config is unchanged, so pooled backend
+//! connections and counters survive.
+
+mod access_log;
+mod balance;
+mod body;
+mod conn_io;
+mod error;
+mod exchange;
+mod forward;
+mod handle;
+mod listener;
+mod retry;
+mod route;
+mod state;
+pub mod stats;
+mod tls;
+mod upstream;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{Semaphore, watch};
+use tracing::{info, warn};
+
+pub use error::{ErrorKind, ProxyError};
+pub use state::BuildError;
+pub use stats::{BackendStats, Histogram, PoolStats, RequestStats, StatsRegistry};
+pub use tls::TlsError;
+pub use upstream::{UpstreamBackend, UpstreamPool};
+
+use crate::config::{Config, L7Service, PoolId, Service, ServiceKind};
+use state::ListenerState;
+
+/// Why a listener could not be started or updated.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyStartError {
+    /// The socket could not be bound.
+    #[error("service {service:?}: cannot listen on {addr}: {source}{hint}")]
+    Bind {
+        /// The service.
+        service: String,
+        /// Its VIP:port.
+        addr: SocketAddr,
+        /// What the kernel said.
+        #[source]
+        source: io::Error,
+        /// How to fix the usual causes.
+        hint: &'static str,
+    },
+    /// Its TLS settings or routes could not be built.
+    #[error("service {service:?}: {source}")]
+    Build {
+        /// The service.
+        service: String,
+        /// What went wrong.
+        #[source]
+        source: BuildError,
+    },
+}
+
+/// A running listener.
+struct Listener {
+    service: String,
+    state: Arc<ArcSwap<ListenerState>>,
+    permits: Arc<Semaphore>,
+    max_connections: u32,
+    stop: watch::Sender<bool>,
+}
+
+/// All L7 listeners and the pools they forward to.
+pub struct Proxy {
+    listeners: HashMap<SocketAddr, Listener>,
+    pools: HashMap<String, Arc<UpstreamPool>>,
+    stats: Arc<StatsRegistry>,
+}
+
+impl Proxy {
+    /// Binds and starts every l7 service of `config`. Must be called inside the tokio
+    /// runtime. Fails, with nothing left running, when any listener cannot start.
+    pub fn start(config: &Config) -> Result<Self, ProxyStartError> {
+        let mut proxy = Self {
+            listeners: HashMap::new(),
+            pools: HashMap::new(),
+            stats: Arc::new(StatsRegistry::default()),
+        };
+        proxy.pools = proxy.pools_for(config);
+        for (service, l7) in l7_services(config) {
+            if let Err(err) = proxy.start_listener(service, l7, config) {
+                proxy.stop_all();
+                return Err(err);
+            }
+        }
+        Ok(proxy)
+    }
+
+    /// Applies `config`: listeners whose address stays keep their socket and switch to the
+    /// new routes, pools and limits (new TLS settings apply to new connections); new
+    /// addresses are bound; removed ones stop accepting and let requests in flight finish.
+    /// A listener that fails to build keeps its previous state; every failure is returned.
+    pub fn reload(&mut self, config: &Config) -> Result<(), Vec<ProxyStartError>> {
+        self.pools = self.pools_for(config);
+        let mut errors = Vec::new();
+        let mut wanted = Vec::new();
+        for (service, l7) in l7_services(config) {
+            let addr = SocketAddr::new(service.vip, service.port);
+            wanted.push(addr);
+            let result = match self.listeners.get_mut(&addr) {
+                Some(listener) => Self::build_state(&self.pools, &self.stats, service, l7, config)
+                    .map(|state| {
+                        listener.service = service.name.clone();
+                        listener.state.store(Arc::new(state));
+                        resize(listener, l7.limits.max_connections);
+                    }),
+                None => self.start_listener(service, l7, config),
+            };
+            if let Err(err) = result {
+                errors.push(err);
+            }
+        }
+        self.listeners.retain(|addr, listener| {
+            let keep = wanted.contains(addr);
+            if !keep {
+                info!(service = %listener.service, %addr, "l7 listener removed; draining its connections");
+                let _ = listener.stop.send(true);
+            }
+            keep
+        });
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Stops accepting everywhere, asks every connection to finish, and waits up to `grace`
+    /// for them to close.
+    pub async fn shutdown(&mut self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        self.stop_all();
+        for (addr, listener) in self.listeners.drain() {
+            let all = listener.permits.acquire_many(listener.max_connections);
+            if tokio::time::timeout_at(deadline, all).await.is_err() {
+                warn!(service = %listener.service, %addr, "connections still open at shutdown");
+            }
+        }
+    }
+
+    /// The proxy's counters, for the metrics endpoint.
+    pub fn stats(&self) -> &Arc<StatsRegistry> {
+        &self.stats
+    }
+
+    /// A running pool by name, e.g. for the health checker to call
+    /// [`UpstreamPool::set_usable`].
+    pub fn pool(&self, name: &str) -> Option<&Arc<UpstreamPool>> {
+        self.pools.get(name)
+    }
+
+    fn stop_all(&self) {
+        for listener in self.listeners.values() {
+            let _ = listener.stop.send(true);
+        }
+    }
+
+    /// The pools l7 services of `config` use: running ones whose config is unchanged, new
+    /// ones for the rest.
+    fn pools_for(&self, config: &Config) -> HashMap<String, Arc<UpstreamPool>> {
+        let mut pools = HashMap::new();
+        for (_, l7) in l7_services(config) {
+            for id in state::used_pools(l7) {
+                let Some(pool) = config.pool(id) else {
+                    continue;
+                };
+                if pools.contains_key(&pool.name) {
+                    continue;
+                }
+                let running = self
+                    .pools
+                    .get(&pool.name)
+                    .filter(|running| running.config() == pool)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(UpstreamPool::new(pool, &self.stats)));
+                pools.insert(pool.name.clone(), running);
+            }
+        }
+        pools
+    }
+
+    fn build_state(
+        pools: &HashMap<String, Arc<UpstreamPool>>,
+        stats: &StatsRegistry,
+        service: &Service,
+        l7: &L7Service,
+        config: &Config,
+    ) -> Result<ListenerState, ProxyStartError> {
+        let by_id = |id: PoolId| config.pool(id).and_then(|p| pools.get(&p.name)).cloned();
+        ListenerState::build(&service.name, l7, config, stats, by_id).map_err(|source| {
+            ProxyStartError::Build {
+                service: service.name.clone(),
+                source,
+            }
+        })
+    }
+
+    fn start_listener(
+        &mut self,
+        service: &Service,
+        l7: &L7Service,
+        config: &Config,
+    ) -> Result<(), ProxyStartError> {
+        let addr = SocketAddr::new(service.vip, service.port);
+        let state = Self::build_state(&self.pools, &self.stats, service, l7, config)?;
+        let socket = listener::bind(addr).map_err(|source| ProxyStartError::Bind {
+            service: service.name.clone(),
+            addr,
+            hint: bind_hint(&source),
+            source,
+        })?;
+        let state = Arc::new(ArcSwap::from_pointee(state));
+        let max_connections = l7.limits.max_connections;
+        let permits = Arc::new(Semaphore::new(max_connections as usize));
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(listener::accept_loop(
+            socket,
+            state.clone(),
+            permits.clone(),
+            stopped,
+        ));
+        info!(
+            service = %service.name,
+            %addr,
+            tls = l7.tls.is_some(),
+            "l7 listener started"
+        );
+        self.listeners.insert(
+            addr,
+            Listener {
+                service: service.name.clone(),
+                state,
+                permits,
+                max_connections,
+                stop,
+            },
+        );
+        Ok(())
+    }
+}
+
+/// Changes a running listener's connection limit.
+fn resize(listener: &mut Listener, max_connections: u32) {
+    let (old, new) = (listener.max_connections, max_connections);
+    listener.max_connections = new;
+    if new > old {
+        listener.permits.add_permits((new - old) as usize);
+    } else if new < old {
+        let excess = (old - new) as usize;
+        let forgotten = listener.permits.forget_permits(excess);
+        let rest = u32::try_from(excess - forgotten).unwrap_or(u32::MAX);
+        if rest > 0 {
+            // Taken from connections as they close.
+            let permits = listener.permits.clone();
+            tokio::spawn(async move {
+                if let Ok(taken) = permits.acquire_many_owned(rest).await {
+                    taken.forget();
+                }
+            });
+        }
+    }
+}
+
+fn l7_services(config: &Config) -> impl Iterator<Item = (&Service, &L7Service)> {
+    config.services.iter().filter_map(|s| match &s.kind {
+        ServiceKind::L7(l7) => Some((s, l7)),
+        ServiceKind::L4(_) => None,
+    })
+}
+
+fn bind_hint(err: &io::Error) -> &'static str {
+    match err.kind() {
+        io::ErrorKind::AddrNotAvailable => {
+            " (the VIP must be an address of this host: add it, e.g. `ip addr add VIP/32 dev lo`)"
+        }
+        io::ErrorKind::AddrInUse => " (another process listens there)",
+        io::ErrorKind::PermissionDenied => " (ports below 1024 need root or CAP_NET_BIND_SERVICE)",
+        _ => "",
+    }
+}

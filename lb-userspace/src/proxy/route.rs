@@ -1,0 +1,364 @@
+//! A listener's route table, compiled once from its virtual hosts: the host lookup (exact,
+//! then the longest `*.` suffix, then `*`) and each virtual host's routes, first match wins.
+//! Pure: no I/O, no pools, so it is unit-tested on its own.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+
+use super::stats::{RouteStats, StatsRegistry};
+use crate::config::{
+    HostPattern, PathMatch, PoolId, Redirect, RetryPolicy, Route as RouteConfig, RouteAction,
+    ValueCondition, ValueMatch, VirtualHost,
+};
+
+/// What a request is matched on. Borrowed from the request, so matching allocates nothing.
+pub struct RequestView<'a> {
+    /// The request method.
+    pub method: &'a Method,
+    /// The path, as received (not normalised).
+    pub path: &'a str,
+    /// The raw query string, without `?`.
+    pub query: Option<&'a str>,
+    /// The request headers.
+    pub headers: &'a HeaderMap,
+}
+
+/// The compiled virtual hosts of one listener.
+#[derive(Debug)]
+pub struct RouteTable {
+    exact: HashMap<Box<str>, usize>,
+    suffixes: HashMap<Box<str>, usize>,
+    any: Option<usize>,
+    hosts: Vec<Vec<Route>>,
+}
+
+/// One compiled route.
+#[derive(Debug)]
+pub struct Route {
+    /// `virtual-host#n` (1-based), for logs and metrics.
+    pub name: Arc<str>,
+    matcher: Matcher,
+    /// What to do with a matching request.
+    pub action: Action,
+    /// `(matched prefix, replacement)`.
+    pub prefix_rewrite: Option<(Box<str>, Box<str>)>,
+    /// Set on the forwarded request.
+    pub request_headers_add: Vec<(HeaderName, HeaderValue)>,
+    /// Removed from the forwarded request.
+    pub request_headers_remove: Vec<HeaderName>,
+    /// Set on the response.
+    pub response_headers_add: Vec<(HeaderName, HeaderValue)>,
+    /// Removed from the response.
+    pub response_headers_remove: Vec<HeaderName>,
+    /// Whole-request timeout, retries included.
+    pub timeout: Duration,
+    /// Retries, if any.
+    pub retry: Option<RetryPolicy>,
+    /// This route's counters.
+    pub stats: Arc<RouteStats>,
+}
+
+/// A compiled route action.
+#[derive(Debug)]
+pub enum Action {
+    /// Forward to one of these pools.
+    Forward(WeightedPools),
+    /// Answer with a redirect.
+    Redirect(Redirect),
+    /// Answer with this status and body.
+    Direct {
+        /// The status.
+        status: StatusCode,
+        /// The body (cheap to clone).
+        body: Bytes,
+    },
+}
+
+/// Pools of a forward action with cumulative weights, for a pick by one random number.
+#[derive(Debug)]
+pub struct WeightedPools {
+    cumulative: Vec<(u32, PoolId)>,
+}
+
+impl WeightedPools {
+    /// The total weight: pick with a number in `0..total()`.
+    pub fn total(&self) -> u32 {
+        self.cumulative.last().map_or(0, |(w, _)| *w)
+    }
+
+    /// The pool owning `ticket` (in `0..total()`); a single pool needs no ticket.
+    pub fn pick(&self, ticket: u32) -> Option<PoolId> {
+        if let [(_, only)] = self.cumulative.as_slice() {
+            return Some(*only);
+        }
+        self.cumulative
+            .iter()
+            .find(|(upto, _)| ticket < *upto)
+            .map(|(_, pool)| *pool)
+    }
+
+    /// Whether the action has more than one pool.
+    pub fn is_split(&self) -> bool {
+        self.cumulative.len() > 1
+    }
+}
+
+#[derive(Debug)]
+struct Matcher {
+    path: PathMatch,
+    methods: Vec<Method>,
+    headers: Vec<(HeaderName, ValueCondition)>,
+    query: Vec<ValueMatch>,
+}
+
+impl RouteTable {
+    /// Compiles `virtual_hosts` of service `service`; route counters come from `stats`, so
+    /// they survive reloads of an unchanged route. Errors name the bad header.
+    pub fn compile(
+        service: &str,
+        virtual_hosts: &[VirtualHost],
+        stats: &StatsRegistry,
+    ) -> Result<Self, String> {
+        let mut table = RouteTable {
+            exact: HashMap::new(),
+            suffixes: HashMap::new(),
+            any: None,
+            hosts: Vec::with_capacity(virtual_hosts.len()),
+        };
+        for (index, vhost) in virtual_hosts.iter().enumerate() {
+            for domain in &vhost.domains {
+                match domain {
+                    HostPattern::Exact(host) => {
+                        table.exact.insert(host.as_str().into(), index);
+                    }
+                    HostPattern::Suffix(suffix) => {
+                        table.suffixes.insert(suffix.as_str().into(), index);
+                    }
+                    HostPattern::Any => table.any = Some(index),
+                }
+            }
+            let routes = vhost
+                .routes
+                .iter()
+                .enumerate()
+                .map(|(i, route)| {
+                    let name: Arc<str> = format!("{}#{}", vhost.name, i + 1).into();
+                    compile_route(route, stats.route(service, &name), name)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            table.hosts.push(routes);
+        }
+        Ok(table)
+    }
+
+    /// The first route of the virtual host serving `host` that matches `request`.
+    /// `host` is a Host header or :authority value; port and case do not matter.
+    pub fn find(&self, host: &str, request: &RequestView<'_>) -> Option<&Route> {
+        let routes = self.hosts.get(self.virtual_host(host)?)?;
+        routes.iter().find(|r| r.matcher.matches(request))
+    }
+
+    fn virtual_host(&self, host: &str) -> Option<usize> {
+        let (name, _) = split_host_port(host);
+        let name = name.strip_suffix('.').unwrap_or(name);
+        let mut buf = [0u8; 256];
+        let Some(lower) = buf.get_mut(..name.len()) else {
+            return self.any;
+        };
+        lower.copy_from_slice(name.as_bytes());
+        lower.make_ascii_lowercase();
+        let Ok(name) = std::str::from_utf8(lower) else {
+            return self.any;
+        };
+        if let Some(index) = self.exact.get(name) {
+            return Some(*index);
+        }
+        if !self.suffixes.is_empty() {
+            // Left to right: the first suffix found is the longest.
+            for (dot, _) in name.match_indices('.') {
+                if dot > 0
+                    && let Some(index) = self.suffixes.get(&name[dot + 1..])
+                {
+                    return Some(*index);
+                }
+            }
+        }
+        self.any
+    }
+}
+
+fn compile_route(
+    route: &RouteConfig,
+    stats: Arc<RouteStats>,
+    name: Arc<str>,
+) -> Result<Route, String> {
+    let action = match &route.action {
+        RouteAction::Forward(pools) => {
+            let mut upto = 0u32;
+            let cumulative = pools
+                .iter()
+                .map(|p| {
+                    upto += u32::from(p.weight);
+                    (upto, p.pool)
+                })
+                .collect();
+            Action::Forward(WeightedPools { cumulative })
+        }
+        RouteAction::Redirect(redirect) => Action::Redirect(redirect.clone()),
+        RouteAction::DirectResponse { status, body } => Action::Direct {
+            status: StatusCode::from_u16(*status).map_err(|e| format!("status {status}: {e}"))?,
+            body: body.clone().map(Bytes::from).unwrap_or_default(),
+        },
+    };
+    let methods = route
+        .matcher
+        .methods
+        .iter()
+        .map(|m| Method::from_bytes(m.as_bytes()).map_err(|e| format!("method {m:?}: {e}")))
+        .collect::<Result<_, _>>()?;
+    let headers = route
+        .matcher
+        .headers
+        .iter()
+        .map(|h| Ok((header_name(&h.name)?, h.condition.clone())))
+        .collect::<Result<_, String>>()?;
+    let prefix_rewrite = match (&route.prefix_rewrite, &route.matcher.path) {
+        (Some(to), PathMatch::Prefix(from)) => Some((from.as_str().into(), to.as_str().into())),
+        _ => None,
+    };
+    Ok(Route {
+        name,
+        matcher: Matcher {
+            path: route.matcher.path.clone(),
+            methods,
+            headers,
+            query: route.matcher.query.clone(),
+        },
+        action,
+        prefix_rewrite,
+        request_headers_add: header_pairs(&route.request_headers_add)?,
+        request_headers_remove: header_names(&route.request_headers_remove)?,
+        response_headers_add: header_pairs(&route.response_headers_add)?,
+        response_headers_remove: header_names(&route.response_headers_remove)?,
+        timeout: route.timeout,
+        retry: route.retry.clone(),
+        stats,
+    })
+}
+
+fn header_name(name: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("header name {name:?}: {e}"))
+}
+
+fn header_names(names: &[String]) -> Result<Vec<HeaderName>, String> {
+    names.iter().map(|n| header_name(n)).collect()
+}
+
+fn header_pairs(pairs: &[(String, String)]) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    pairs
+        .iter()
+        .map(|(name, value)| {
+            let value = HeaderValue::from_str(value)
+                .map_err(|e| format!("value of header {name:?}: {e}"))?;
+            Ok((header_name(name)?, value))
+        })
+        .collect()
+}
+
+impl Matcher {
+    fn matches(&self, req: &RequestView<'_>) -> bool {
+        let path_ok = match &self.path {
+            PathMatch::Exact(p) => req.path == p,
+            PathMatch::Prefix(p) => req.path.starts_with(p.as_str()),
+            PathMatch::Regex(re) => re.0.is_match(req.path),
+        };
+        path_ok
+            && (self.methods.is_empty() || self.methods.contains(req.method))
+            && self
+                .headers
+                .iter()
+                .all(|(name, cond)| header_holds(req.headers, name, cond))
+            && self.query.iter().all(|q| query_holds(req.query, q))
+    }
+}
+
+/// A header condition holds when any of the header's values satisfies it (absent: none
+/// exists).
+fn header_holds(headers: &HeaderMap, name: &HeaderName, cond: &ValueCondition) -> bool {
+    let mut values = headers.get_all(name).iter();
+    match cond {
+        ValueCondition::Present => values.next().is_some(),
+        ValueCondition::Absent => values.next().is_none(),
+        ValueCondition::Exact(want) => values.any(|v| v.as_bytes() == want.as_bytes()),
+        ValueCondition::Regex(re) => values.any(|v| v.to_str().is_ok_and(|s| re.0.is_match(s))),
+    }
+}
+
+/// A query condition holds when any occurrence of the parameter satisfies it. Values are
+/// compared percent-decoded; names as sent.
+fn query_holds(query: Option<&str>, cond: &ValueMatch) -> bool {
+    let mut values = query.unwrap_or("").split('&').filter_map(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (name == cond.name).then_some(value)
+    });
+    match &cond.condition {
+        ValueCondition::Present => values.next().is_some(),
+        ValueCondition::Absent => values.next().is_none(),
+        ValueCondition::Exact(want) => values.any(|v| percent_decode(v) == want.as_str()),
+        ValueCondition::Regex(re) => values.any(|v| re.0.is_match(&percent_decode(v))),
+    }
+}
+
+/// Decodes `%XX` escapes; borrows when there are none. Invalid escapes stay as they are.
+fn percent_decode(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains('%') {
+        return value.into();
+    }
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes.get(i), bytes.get(i + 1), bytes.get(i + 2)) {
+            (Some(b'%'), Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                let (h, l) = (hex(h).unwrap_or(0), hex(l).unwrap_or(0));
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (Some(&b), _, _) => {
+                out.push(b);
+                i += 1;
+            }
+            (None, _, _) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned().into()
+}
+
+/// Splits `host[:port]` (IPv6 literals in brackets) into the host and the port, if valid.
+pub fn split_host_port(authority: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((host, tail)) => (
+                &authority[..host.len() + 2],
+                tail.strip_prefix(':').and_then(|p| p.parse().ok()),
+            ),
+            None => (authority, None),
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) => match port.parse() {
+            Ok(port) => (host, Some(port)),
+            Err(_) => (host, None),
+        },
+        None => (authority, None),
+    }
+}
+
+#[cfg(test)]
+#[path = "route_tests.rs"]
+mod tests;

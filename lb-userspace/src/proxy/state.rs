@@ -1,0 +1,163 @@
+//! What a listener serves with, built from one config and swapped whole on reload: the
+//! compiled route table, the pools it forwards to, TLS, limits and the hyper connection
+//! settings derived from them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio_rustls::TlsAcceptor;
+
+use super::conn_io::Timeouts;
+use super::route::RouteTable;
+use super::stats::StatsRegistry;
+use super::tls::{self, TlsError};
+use super::upstream::UpstreamPool;
+use crate::config::{Config, L7Service, Limits, PoolId};
+
+/// hyper's read buffer never goes below this (it asserts so).
+const MIN_READ_BUFFER: usize = 8192;
+/// hyper's default read buffer limit.
+const DEFAULT_READ_BUFFER: usize = 8192 + 4096 * 100;
+/// Reset streams a client may open before the server accepts them (hyper's default, set
+/// explicitly: hyper versions that left it unset were open to rapid-reset floods).
+const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// Streams the server may reset for protocol errors before closing the connection.
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
+/// A silent HTTP/2 client is pinged this often, and dropped if it does not answer in time.
+const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes the server buffers per connection for sending; bounds memory held by slow readers
+/// (and replies to SETTINGS/PING floods).
+const H2_MAX_SEND_BUFFER: usize = 256 * 1024;
+
+/// A listener's serving state.
+pub struct ListenerState {
+    /// The service's name.
+    pub service: Arc<str>,
+    /// The routes; `None` for a `redirect_to_https` listener.
+    pub routes: Option<RouteTable>,
+    /// Redirect every request to https on this port.
+    pub redirect_to_https: Option<u16>,
+    /// Pools by [`PoolId`] (only those the routes use are present).
+    pools: Vec<Option<Arc<UpstreamPool>>>,
+    /// Write access-log lines.
+    pub access_log: bool,
+    /// The service's limits.
+    pub limits: Limits,
+    /// TLS termination, if any.
+    pub tls: Option<TlsAcceptor>,
+    /// Accept h2c with prior knowledge (plain listeners).
+    pub h2c: bool,
+    /// HTTP/1.1 connection settings.
+    pub http1: http1::Builder,
+    /// HTTP/2 connection settings.
+    pub http2: http2::Builder<TokioExecutor>,
+}
+
+impl ListenerState {
+    /// Builds the state of l7 service `service` (`l7`) of `config`; `pool(id)` supplies the
+    /// running pool for an id (kept across reloads when unchanged).
+    pub fn build(
+        service: &str,
+        l7: &L7Service,
+        config: &Config,
+        stats: &StatsRegistry,
+        mut pool: impl FnMut(PoolId) -> Option<Arc<UpstreamPool>>,
+    ) -> Result<Self, BuildError> {
+        let routes = match l7.redirect_to_https {
+            Some(_) => None,
+            None => Some(
+                RouteTable::compile(service, &l7.virtual_hosts, stats)
+                    .map_err(BuildError::Routes)?,
+            ),
+        };
+        let mut pools: Vec<Option<Arc<UpstreamPool>>> = vec![None; config.pools.len()];
+        for id in used_pools(l7) {
+            if let Some(slot) = pools.get_mut(id.0) {
+                *slot = pool(id);
+            }
+        }
+        let tls = match &l7.tls {
+            Some(t) => Some(TlsAcceptor::from(
+                tls::server_config(t, config).map_err(BuildError::Tls)?,
+            )),
+            None => None,
+        };
+        let (http1, http2) = builders(&l7.limits);
+        Ok(Self {
+            service: service.into(),
+            routes,
+            redirect_to_https: l7.redirect_to_https,
+            pools,
+            access_log: l7.access_log,
+            limits: l7.limits.clone(),
+            tls,
+            h2c: l7.h2c,
+            http1,
+            http2,
+        })
+    }
+
+    /// The running pool for `id`.
+    pub fn pool(&self, id: PoolId) -> Option<&Arc<UpstreamPool>> {
+        self.pools.get(id.0)?.as_ref()
+    }
+
+    /// The connection timers.
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            header_read: self.limits.header_read_timeout,
+            idle: self.limits.idle_timeout,
+        }
+    }
+}
+
+/// Every pool any route of `l7` forwards to.
+pub fn used_pools(l7: &L7Service) -> impl Iterator<Item = PoolId> + '_ {
+    l7.virtual_hosts
+        .iter()
+        .flat_map(|v| &v.routes)
+        .filter_map(|r| match &r.action {
+            crate::config::RouteAction::Forward(pools) => Some(pools),
+            _ => None,
+        })
+        .flatten()
+        .map(|p| p.pool)
+}
+
+/// Why a listener's state could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// TLS settings.
+    #[error(transparent)]
+    Tls(TlsError),
+    /// A route that validation let through but hyper's types refuse.
+    #[error("routes: {0}")]
+    Routes(String),
+}
+
+fn builders(limits: &Limits) -> (http1::Builder, http2::Builder<TokioExecutor>) {
+    let header_bytes = limits.max_request_header_bytes as usize;
+    let read_buffer = DEFAULT_READ_BUFFER.max(header_bytes + MIN_READ_BUFFER);
+
+    let mut h1 = http1::Builder::new();
+    // Timers are ConnIo's: hyper's would also close idle keep-alive connections, silently.
+    h1.header_read_timeout(None)
+        .keep_alive(true)
+        .half_close(false)
+        .max_header_size(header_bytes)
+        .max_buf_size(read_buffer);
+
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(limits.h2_max_header_list_bytes)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
+        .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
+        .max_send_buf_size(H2_MAX_SEND_BUFFER);
+    (h1, h2)
+}

@@ -1,0 +1,209 @@
+//! Request counters and latency histograms per route, pool and backend, as plain atomics a
+//! metrics endpoint can read at any time. The request path only does relaxed atomic adds on
+//! counters it holds directly; the registry's locks are taken when tables are compiled and
+//! when metrics are read, never per request.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Upper bounds of the latency buckets, in microseconds (the last bucket is unbounded).
+pub const LATENCY_BOUNDS_US: [u64; 14] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000,
+];
+
+/// A latency histogram: per-bucket counts (not cumulative), their sum and count.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BOUNDS_US.len() + 1],
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn record(&self, elapsed: Duration) {
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let bucket = LATENCY_BOUNDS_US
+            .iter()
+            .position(|bound| us <= *bound)
+            .unwrap_or(LATENCY_BOUNDS_US.len());
+        if let Some(b) = self.buckets.get(bucket) {
+            b.fetch_add(1, Relaxed);
+        }
+        self.sum_us.fetch_add(us, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    /// Cumulative bucket counts (Prometheus style, last = `+Inf`), the sum in microseconds and
+    /// the count.
+    pub fn snapshot(&self) -> (Vec<u64>, u64, u64) {
+        let mut total = 0;
+        let cumulative = self
+            .buckets
+            .iter()
+            .map(|b| {
+                total += b.load(Relaxed);
+                total
+            })
+            .collect();
+        (
+            cumulative,
+            self.sum_us.load(Relaxed),
+            self.count.load(Relaxed),
+        )
+    }
+}
+
+/// Counters of requests through one route, pool or backend.
+#[derive(Debug, Default)]
+pub struct RequestStats {
+    /// Requests answered (by any status, including errors).
+    pub requests: AtomicU64,
+    /// Responses by status class: index 0 is 1xx ... index 4 is 5xx.
+    pub by_class: [AtomicU64; 5],
+    /// Response body bytes sent to clients.
+    pub bytes_sent: AtomicU64,
+    /// Time from the request head to the end of the response.
+    pub latency: Histogram,
+}
+
+impl RequestStats {
+    /// Records a finished request.
+    pub fn record(&self, status: u16, bytes: u64, elapsed: Duration) {
+        self.requests.fetch_add(1, Relaxed);
+        let class = usize::from(status / 100).saturating_sub(1).min(4);
+        if let Some(c) = self.by_class.get(class) {
+            c.fetch_add(1, Relaxed);
+        }
+        self.bytes_sent.fetch_add(bytes, Relaxed);
+        self.latency.record(elapsed);
+    }
+}
+
+/// Per-route statistics.
+pub type RouteStats = RequestStats;
+
+/// Per-pool statistics: requests plus what the retry machinery did.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Requests sent to the pool, by final status.
+    pub requests: RequestStats,
+    /// Retries sent.
+    pub retries: AtomicU64,
+    /// Retries not sent because the budget was spent.
+    pub retries_over_budget: AtomicU64,
+    /// Requests answered 503 because the pool had no backend.
+    pub no_backend: AtomicU64,
+}
+
+/// Per-backend statistics: each try sent to it.
+#[derive(Debug, Default)]
+pub struct BackendStats {
+    /// Tries that got a response head, by status.
+    pub responses: RequestStats,
+    /// Tries that failed to connect.
+    pub connect_failures: AtomicU64,
+    /// Tries that failed after connecting (reset, timeout, invalid response).
+    pub failures: AtomicU64,
+}
+
+type RouteKey = (Arc<str>, Arc<str>);
+type BackendKey = (Arc<str>, String);
+
+/// Every counter of the proxy, by name; entries persist across reloads so counters keep
+/// counting when the config changes around them.
+#[derive(Debug, Default)]
+pub struct StatsRegistry {
+    routes: Mutex<BTreeMap<RouteKey, Arc<RouteStats>>>,
+    pools: Mutex<BTreeMap<Arc<str>, Arc<PoolStats>>>,
+    backends: Mutex<BTreeMap<BackendKey, Arc<BackendStats>>>,
+}
+
+impl StatsRegistry {
+    /// The counters of route `route` (`virtual-host#n`) of `service`, created on first use.
+    pub fn route(&self, service: &str, route: &str) -> Arc<RouteStats> {
+        let mut routes = lock(&self.routes);
+        routes
+            .entry((service.into(), route.into()))
+            .or_default()
+            .clone()
+    }
+
+    /// The counters of pool `pool`.
+    pub fn pool(&self, pool: &str) -> Arc<PoolStats> {
+        lock(&self.pools).entry(pool.into()).or_default().clone()
+    }
+
+    /// The counters of backend `backend` (its name) of pool `pool`.
+    pub fn backend(&self, pool: &str, backend: &str) -> Arc<BackendStats> {
+        lock(&self.backends)
+            .entry((pool.into(), backend.to_owned()))
+            .or_default()
+            .clone()
+    }
+
+    /// Every route's counters: `(service, route, stats)`.
+    pub fn routes(&self) -> Vec<(Arc<str>, Arc<str>, Arc<RouteStats>)> {
+        lock(&self.routes)
+            .iter()
+            .map(|((s, r), st)| (s.clone(), r.clone(), st.clone()))
+            .collect()
+    }
+
+    /// Every pool's counters.
+    pub fn pools(&self) -> Vec<(Arc<str>, Arc<PoolStats>)> {
+        lock(&self.pools)
+            .iter()
+            .map(|(p, st)| (p.clone(), st.clone()))
+            .collect()
+    }
+
+    /// Every backend's counters: `(pool, backend, stats)`.
+    pub fn backends(&self) -> Vec<(Arc<str>, String, Arc<BackendStats>)> {
+        lock(&self.backends)
+            .iter()
+            .map(|((p, b), st)| (p.clone(), b.clone(), st.clone()))
+            .collect()
+    }
+}
+
+/// Locks `mutex`, ignoring poison: counters stay readable after a panic elsewhere.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = Histogram::default();
+        h.record(Duration::from_micros(100));
+        h.record(Duration::from_millis(3));
+        h.record(Duration::from_secs(60));
+        let (buckets, sum, count) = h.snapshot();
+        assert_eq!(count, 3);
+        assert_eq!(sum, 100 + 3_000 + 60_000_000);
+        assert_eq!(buckets[0], 1, "<= 0.5 ms");
+        assert_eq!(buckets[3], 2, "<= 5 ms");
+        assert_eq!(buckets[LATENCY_BOUNDS_US.len() - 1], 2, "<= 10 s");
+        assert_eq!(buckets[LATENCY_BOUNDS_US.len()], 3, "+Inf");
+    }
+
+    #[test]
+    fn registry_hands_out_the_same_counters_for_a_name() {
+        let registry = StatsRegistry::default();
+        let a = registry.route("svc", "www#1");
+        a.record(200, 10, Duration::from_millis(1));
+        let b = registry.route("svc", "www#1");
+        assert_eq!(b.requests.load(Relaxed), 1);
+        assert_eq!(b.by_class[1].load(Relaxed), 1);
+        assert_eq!(registry.routes().len(), 1);
+        registry.pool("app").retries.fetch_add(1, Relaxed);
+        assert_eq!(registry.pool("app").retries.load(Relaxed), 1);
+    }
+}

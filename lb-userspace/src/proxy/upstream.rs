@@ -1,0 +1,254 @@
+//! Upstream pools: the backends of a config pool, the set of them that may take requests
+//! (swapped atomically, so the health checker can replace it without stopping readers),
+//! the policy that picks one, and a keep-alive connection pool to them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::uri::Authority;
+use http::{HeaderMap, Request, Response};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::balance::{Selector, request_hash};
+use super::body::RequestBody;
+use super::retry::RetryBudget;
+use super::stats::{BackendStats, PoolStats, StatsRegistry};
+use crate::config::{Pool, UpstreamProtocol, WhenNoHealthy};
+
+/// Idle upstream connections are closed after this.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// TCP and HTTP/2 keep-alive probes to backends.
+const UPSTREAM_KEEPALIVE: Duration = Duration::from_secs(30);
+
+/// One backend of a pool.
+#[derive(Debug)]
+pub struct UpstreamBackend {
+    /// The backend's name in the config.
+    pub name: Arc<str>,
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// Its weight.
+    pub weight: u16,
+    /// `address` as a URI authority, built once.
+    pub authority: Authority,
+    in_flight: AtomicUsize,
+    /// Its counters.
+    pub stats: Arc<BackendStats>,
+}
+
+impl UpstreamBackend {
+    /// Requests in flight to this backend now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Relaxed)
+    }
+
+    /// Counts a request to this backend until the guard drops (least_request reads it).
+    pub fn start(self: &Arc<Self>) -> BackendGuard {
+        self.in_flight.fetch_add(1, Relaxed);
+        BackendGuard(self.clone())
+    }
+}
+
+/// A request in flight to a backend; see [`UpstreamBackend::start`].
+#[derive(Debug)]
+pub struct BackendGuard(Arc<UpstreamBackend>);
+
+impl BackendGuard {
+    /// The backend.
+    pub fn backend(&self) -> &Arc<UpstreamBackend> {
+        &self.0
+    }
+}
+
+impl Drop for BackendGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A set of backends and the selector built for exactly that set.
+#[derive(Debug)]
+pub struct BackendSet {
+    backends: Vec<Arc<UpstreamBackend>>,
+    selector: Selector,
+}
+
+impl BackendSet {
+    fn new(pool: &Pool, backends: Vec<Arc<UpstreamBackend>>) -> Self {
+        let weighted: Vec<(SocketAddr, u16)> =
+            backends.iter().map(|b| (b.address, b.weight)).collect();
+        Self {
+            selector: Selector::build(&pool.policy, &weighted),
+            backends,
+        }
+    }
+
+    /// The backends in the set.
+    pub fn backends(&self) -> &[Arc<UpstreamBackend>] {
+        &self.backends
+    }
+
+    fn pick(&self, headers: &HeaderMap, client: IpAddr) -> Option<&Arc<UpstreamBackend>> {
+        let hash = self
+            .selector
+            .hash_on()
+            .and_then(|on| request_hash(on, headers, client));
+        let index = self
+            .selector
+            .pick(hash, |i| self.backends.get(i).map_or(0, |b| b.in_flight()))?;
+        self.backends.get(index)
+    }
+}
+
+/// A pool as the proxy uses it.
+pub struct UpstreamPool {
+    /// The pool's name.
+    pub name: Arc<str>,
+    config: Pool,
+    all: Arc<BackendSet>,
+    usable: ArcSwap<BackendSet>,
+    client: Client<HttpConnector, RequestBody>,
+    /// Requests and retries in flight, for retry budgets.
+    pub budget: RetryBudget,
+    /// The pool's counters.
+    pub stats: Arc<PoolStats>,
+}
+
+impl std::fmt::Debug for UpstreamPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamPool")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamPool {
+    /// Builds the pool with every backend usable. Must run inside the tokio runtime.
+    pub fn new(pool: &Pool, stats: &StatsRegistry) -> Self {
+        let backends: Vec<Arc<UpstreamBackend>> = pool
+            .backends
+            .iter()
+            .map(|b| {
+                Arc::new(UpstreamBackend {
+                    name: b.name.as_str().into(),
+                    address: b.address,
+                    weight: b.weight,
+                    authority: authority(b.address),
+                    in_flight: AtomicUsize::new(0),
+                    stats: stats.backend(&pool.name, &b.name),
+                })
+            })
+            .collect();
+        let all = Arc::new(BackendSet::new(pool, backends));
+        Self {
+            name: pool.name.as_str().into(),
+            config: pool.clone(),
+            usable: ArcSwap::new(all.clone()),
+            all,
+            client: client(pool),
+            budget: RetryBudget::default(),
+            stats: stats.pool(&pool.name),
+        }
+    }
+
+    /// The config this pool was built from (a reload keeps the pool when it is unchanged).
+    pub fn config(&self) -> &Pool {
+        &self.config
+    }
+
+    /// Every configured backend.
+    pub fn backends(&self) -> &[Arc<UpstreamBackend>] {
+        self.all.backends()
+    }
+
+    /// Replaces the set of backends that take requests with those at `usable` addresses
+    /// (others are ignored). Readers switch atomically; requests in flight are unaffected.
+    pub fn set_usable(&self, usable: &[SocketAddr]) {
+        let backends = self
+            .all
+            .backends()
+            .iter()
+            .filter(|b| usable.contains(&b.address))
+            .cloned()
+            .collect();
+        self.usable
+            .store(Arc::new(BackendSet::new(&self.config, backends)));
+    }
+
+    /// Picks a backend for a request, following the pool's panic threshold and
+    /// `when_no_healthy`; `None` means answer 503.
+    pub fn pick(&self, headers: &HeaderMap, client: IpAddr) -> Option<Arc<UpstreamBackend>> {
+        let usable = self.usable.load();
+        let total = self.all.backends().len();
+        let healthy = usable.backends().len();
+        // Below the panic threshold the healthy few would drown: spread over everyone.
+        let panic = healthy * 100 < total * usize::from(self.config.panic_threshold);
+        let set: &BackendSet = if healthy == 0 {
+            match self.config.when_no_healthy {
+                WhenNoHealthy::FailOpen => &self.all,
+                WhenNoHealthy::Refuse => return None,
+            }
+        } else if panic {
+            &self.all
+        } else {
+            &usable
+        };
+        set.pick(headers, client).cloned()
+    }
+
+    /// The HTTP version requests to this pool are sent with.
+    pub fn version(&self) -> http::Version {
+        match self.config.upstream_protocol {
+            UpstreamProtocol::Http1 => http::Version::HTTP_11,
+            UpstreamProtocol::Http2 => http::Version::HTTP_2,
+        }
+    }
+
+    /// Whether the pool speaks HTTP/1.1 to its backends (upgrades need it).
+    pub fn is_http1(&self) -> bool {
+        self.config.upstream_protocol == UpstreamProtocol::Http1
+    }
+
+    /// Sends `request` (whose URI names the backend) over a pooled connection.
+    pub async fn send(
+        &self,
+        request: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+        self.client.request(request).await
+    }
+}
+
+fn client(pool: &Pool) -> Client<HttpConnector, RequestBody> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(pool.connect_timeout));
+    connector.set_nodelay(true);
+    connector.set_keepalive(Some(UPSTREAM_KEEPALIVE));
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        // The proxy sets Host itself, from the client's request.
+        .set_host(false);
+    if pool.upstream_protocol == UpstreamProtocol::Http2 {
+        builder
+            .http2_only(true)
+            .http2_keep_alive_interval(UPSTREAM_KEEPALIVE)
+            .http2_keep_alive_timeout(Duration::from_secs(10))
+            .http2_adaptive_window(true);
+    }
+    builder.build(connector)
+}
+
+/// `ip:port`, with brackets for IPv6.
+fn authority(address: SocketAddr) -> Authority {
+    // A SocketAddr always renders as a valid authority.
+    Authority::try_from(address.to_string().as_str())
+        .unwrap_or_else(|_| Authority::from_static("invalid.backend"))
+}
