@@ -1,4 +1,4 @@
-//! Desired kernel state, computed from the config.
+//! Desired kernel state, computed from the config and, optionally, a health snapshot.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -7,7 +7,8 @@ use lb_common::addr::{PROTO_TCP, PROTO_UDP, to_wire};
 use lb_common::maglev::{BackendKey, MaglevBackend, MaglevError, MaglevTable};
 use lb_common::service::ServiceKey;
 
-use crate::config::{Config, ForwardingMode, Protocol, Service, ServiceKind, WhenNoHealthy};
+use crate::config::{Config, ForwardingMode, Pool, Protocol, Service, ServiceKind, WhenNoHealthy};
+use crate::health::HealthView;
 
 /// A backend as the kernel knows it: an address in a pool. The same address in two pools is
 /// two backends, so their counters and drain states stay apart.
@@ -65,15 +66,60 @@ impl DesiredState {
 
 /// The desired state for `config`, with every configured backend taking new flows.
 pub fn desired(config: &Config) -> Result<DesiredState, MaglevError> {
+    build(config, None)
+}
+
+/// The desired state for `config` under the health snapshot `health`.
+///
+/// Each L4 table holds only its pool's usable backends ([`HealthView::usable`]: panic mode
+/// and `when_no_healthy` included; no table when the set is empty). Backends that take no
+/// new flows but are alive (drained, or ejected by outlier detection) stay in
+/// [`DesiredL4::backends`], so flows established on them go on; backends whose active
+/// checks fail and that are not in the table are left out of both, so their flows re-steer.
+/// A pool the snapshot does not know takes new flows on every backend; a backend it does
+/// not know (call `HealthChecker::update` before this on reload) stays but takes none.
+pub fn desired_with(config: &Config, health: &HealthView) -> Result<DesiredState, MaglevError> {
+    build(config, Some(health))
+}
+
+fn build(config: &Config, health: Option<&HealthView>) -> Result<DesiredState, MaglevError> {
     let mut state = DesiredState::default();
     for service in &config.services {
-        let desired = desired_service(config, service)?;
+        let desired = desired_service(config, service, health)?;
         state.services.insert(desired.key, desired);
     }
     Ok(state)
 }
 
-fn desired_service(config: &Config, service: &Service) -> Result<DesiredService, MaglevError> {
+/// The backends of `pool` an L4 service keeps, each with its Maglev weight: 0 for those
+/// that keep established flows but take no new ones.
+fn l4_backends(pool: &Pool, health: Option<&HealthView>) -> Vec<(DesiredBackend, u32)> {
+    let usable = health.and_then(|h| h.usable(&pool.name));
+    pool.backends
+        .iter()
+        .filter_map(|b| {
+            let in_table = usable.is_none_or(|set| set.contains(b.address));
+            let alive = health
+                .and_then(|h| h.state(&pool.name, b.address))
+                .is_none_or(|state| state.healthy);
+            let backend = DesiredBackend {
+                pool: pool.name.clone(),
+                address: b.address,
+            };
+            match (in_table, alive) {
+                (true, _) => Some((backend, u32::from(b.weight))),
+                (false, true) => Some((backend, 0)),
+                (false, false) => None,
+            }
+        })
+        .collect()
+}
+
+fn desired_service(
+    config: &Config,
+    service: &Service,
+    health: Option<&HealthView>,
+) -> Result<DesiredService, MaglevError> {
     let (addr, family) = to_wire(service.vip);
     let protocol = match service.protocol {
         Protocol::Tcp => PROTO_TCP,
@@ -89,19 +135,11 @@ fn desired_service(config: &Config, service: &Service) -> Result<DesiredService,
         ServiceKind::L7(_) => None,
         ServiceKind::L4(l4) => {
             // Validation resolved every pool reference; an empty pool is the safe reading.
-            let empty = Vec::new();
-            let (pool_name, pool_backends, when_no_healthy) = match config.pool(l4.pool) {
-                Some(pool) => (pool.name.as_str(), &pool.backends, pool.when_no_healthy),
-                None => ("", &empty, WhenNoHealthy::FailOpen),
+            let (kept, when_no_healthy) = match config.pool(l4.pool) {
+                Some(pool) => (l4_backends(pool, health), pool.when_no_healthy),
+                None => (Vec::new(), WhenNoHealthy::FailOpen),
             };
-            let backends: Vec<DesiredBackend> = pool_backends
-                .iter()
-                .map(|b| DesiredBackend {
-                    pool: pool_name.to_string(),
-                    address: b.address,
-                })
-                .collect();
-            let weights: Vec<u32> = pool_backends.iter().map(|b| u32::from(b.weight)).collect();
+            let (backends, weights): (Vec<DesiredBackend>, Vec<u32>) = kept.into_iter().unzip();
             let table = maglev_table(&backends, &weights, l4.maglev_table_size, l4.maglev_seed)?;
             Some(DesiredL4 {
                 mode: match l4.mode {

@@ -263,7 +263,7 @@ impl StatusRange {
 pub struct OutlierDetection {
     /// Consecutive failures that eject a backend (1..=1000).
     pub consecutive_failures: u32,
-    /// First ejection time; doubles on each repeated ejection.
+    /// Ejection time unit: the n-th recent ejection lasts n × this, capped at `max_ejection`.
     pub base_ejection: Duration,
     /// Upper bound of the ejection time; at least `base_ejection`.
     pub max_ejection: Duration,
