@@ -44,6 +44,50 @@ pub enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Show a running agent's services, pools, backends, health and drain state (JSON).
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Ask a running agent to re-read its config file (as SIGHUP does), and print the result.
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Stop sending new flows and requests to a backend; established ones finish.
+    Drain {
+        /// The pool's name.
+        pool: String,
+        /// The backend's name, or its address:port.
+        backend: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Undo `drain`: the backend takes new flows and requests again (if healthy).
+    Enable {
+        /// The pool's name.
+        pool: String,
+        /// The backend's name, or its address:port.
+        backend: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// Where a running agent's admin API is.
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    /// The agent's admin listener ([admin] listen in its config).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:9100",
+        env = "SLUICE_ADMIN"
+    )]
+    pub admin: std::net::SocketAddr,
+    /// A file holding the bearer token ([admin] token_file), when the API requires one.
+    #[arg(long, value_name = "FILE", env = "SLUICE_ADMIN_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 /// Runs the parsed command line and returns the process exit code.
@@ -51,6 +95,26 @@ pub fn main(cli: Cli) -> ExitCode {
     logging::init(&cli.log_level, cli.log_format);
     match cli.command {
         Command::CheckConfig { file } => check_config(&file),
+        Command::Status { admin } => admin_call(&admin, Method::Get, "/status"),
+        Command::Reload { admin } => admin_call(&admin, Method::Post, "/reload"),
+        Command::Drain {
+            pool,
+            backend,
+            admin,
+        } => admin_call(
+            &admin,
+            Method::Post,
+            &format!("/backends/{}/{}/drain", encode(&pool), encode(&backend)),
+        ),
+        Command::Enable {
+            pool,
+            backend,
+            admin,
+        } => admin_call(
+            &admin,
+            Method::Post,
+            &format!("/backends/{}/{}/enable", encode(&pool), encode(&backend)),
+        ),
         Command::Run { config } => match crate::run::run(&config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
@@ -90,4 +154,66 @@ fn check_config(file: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+enum Method {
+    Get,
+    Post,
+}
+
+/// Calls a running agent's admin API and prints its answer.
+fn admin_call(args: &AdminArgs, method: Method, path: &str) -> ExitCode {
+    let token = match &args.token_file {
+        Some(file) => match std::fs::read_to_string(file) {
+            Ok(token) => Some(token.trim().to_string()),
+            Err(err) => {
+                eprintln!("error: reading the token file {}: {err}", file.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let client = crate::admin::AdminClient {
+        addr: args.admin,
+        token,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: starting the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match method {
+            Method::Get => client.get(path).await,
+            Method::Post => client.post(path).await,
+        }
+    });
+    match result {
+        Ok(body) => {
+            print!("{body}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Percent-encodes a path segment (names may hold ':' or '/').
+fn encode(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }

@@ -4,10 +4,14 @@
 //! The binary (`sluice`, in `main.rs`) is a thin CLI over this library, so integration tests
 //! and benchmarks can drive the same code.
 
+pub mod admin;
 pub mod balancer;
 pub mod cli;
 pub mod config;
 pub mod dataplane;
 pub mod forwarding;
+pub mod health;
 pub mod logging;
+pub mod metrics;
+pub mod proxy;
 pub mod run;

@@ -5,18 +5,19 @@ mod error;
 mod kernel_maps;
 mod neighbours;
 mod preflight;
+pub mod stats;
 pub mod sync;
 
 use std::ffi::CString;
+use std::sync::Arc;
 
-use aya::maps::PerCpuArray;
 use aya::programs::{Xdp, XdpMode, xdp::XdpLinkId};
 use aya::{Ebpf, EbpfLoader};
-use lb_common::stats::{Counter, Reason};
 use tracing::{debug, info, warn};
 
 pub use error::DataplaneError;
 pub use preflight::preflight;
+pub use stats::{StatsLabels, StatsReader};
 
 use crate::balancer::DesiredState;
 use crate::config::{Interface, XdpMode as ConfigXdpMode};
@@ -50,6 +51,7 @@ pub struct Dataplane {
     maps: KernelMaps,
     sync: MapSync,
     neighbours: Neighbours,
+    stats: Arc<StatsReader>,
 }
 
 /// Ring map size for a desired state: room for every L4 service's double buffer twice over,
@@ -84,6 +86,7 @@ impl Dataplane {
             lb_common::XDP_PROGRAM_NAME
         );
         let maps = KernelMaps::take(&mut ebpf)?;
+        let stats = StatsReader::take(&mut ebpf)?;
         let sync = MapSync::new(
             ring_capacity,
             lb_common::limits::MAX_SERVICES,
@@ -95,6 +98,7 @@ impl Dataplane {
             maps,
             sync,
             neighbours: Neighbours::default(),
+            stats,
         })
     }
 
@@ -107,8 +111,34 @@ impl Dataplane {
             }
         }
         let report = self.sync.apply(desired, &mut self.maps)?;
+        self.stats.set_labels(self.labels(desired));
         info!(?report, "kernel maps updated");
         Ok(report)
+    }
+
+    /// The counters, for metrics.
+    pub fn stats(&self) -> Arc<StatsReader> {
+        Arc::clone(&self.stats)
+    }
+
+    fn labels(&self, desired: &DesiredState) -> StatsLabels {
+        let mut labels = StatsLabels::default();
+        for service in desired.services.values() {
+            let Some(l4) = &service.l4 else { continue };
+            if let Some(id) = self.sync.service_id(&service.key) {
+                labels.services.push((id, service.name.clone()));
+            }
+            for backend in &l4.backends {
+                if let Some(id) = self.sync.backend_id(backend)
+                    && !labels.backends.iter().any(|(b, _, _)| *b == id)
+                {
+                    labels
+                        .backends
+                        .push((id, backend.pool.clone(), backend.address));
+                }
+            }
+        }
+        labels
     }
 
     /// Attaches the program to `interface` in the mode its config asks for. `auto` tries
@@ -194,21 +224,6 @@ impl Dataplane {
                 }
             }
         }
-    }
-
-    /// A global counter, summed over CPUs.
-    pub fn global_counter(&self, which: Reason) -> Result<Counter, DataplaneError> {
-        let map = self
-            .ebpf
-            .map(lb_common::maps::GLOBAL_STATS)
-            .ok_or(DataplaneError::MissingMap(lb_common::maps::GLOBAL_STATS))?;
-        let array = PerCpuArray::<_, Counter>::try_from(map).map_err(DataplaneError::map)?;
-        let per_cpu = array.get(&(which as u32), 0).map_err(DataplaneError::map)?;
-        let mut total = Counter::default();
-        for counter in per_cpu.iter() {
-            total.add(counter);
-        }
-        Ok(total)
     }
 }
 

@@ -1,0 +1,33 @@
+//! The admin API: health, readiness, status, metrics, reload and drain, on 127.0.0.1 by
+//! default. Bound elsewhere it requires `Authorization: Bearer <token>` (the token file
+//! from the config) on every request.
+//!
+//! The server never changes agent state itself: it sends a [`Command`] to the agent's main
+//! loop and waits for the answer, so every change goes through the one place that applies
+//! config and health state.
+
+mod client;
+mod server;
+mod status;
+
+pub use client::{AdminClient, ClientError};
+pub use server::{AdminServer, serve};
+pub use status::{BackendStatus, PoolStatus, ServiceStatus, Status};
+
+use tokio::sync::oneshot;
+
+/// A request for the agent's main loop; the answer is a message for the operator.
+#[derive(Debug)]
+pub enum Command {
+    Reload(oneshot::Sender<Result<String, String>>),
+    Drain {
+        pool: String,
+        backend: String,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    Enable {
+        pool: String,
+        backend: String,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+}

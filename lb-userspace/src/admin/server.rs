@@ -1,0 +1,226 @@
+//! The admin HTTP server (HTTP/1.1, hyper).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+
+use super::{Command, Status};
+use crate::metrics::Metrics;
+
+/// What the server reads and whom it asks.
+pub struct AdminServer {
+    pub metrics: Arc<Metrics>,
+    pub metrics_path: String,
+    pub status: watch::Receiver<Arc<Status>>,
+    pub commands: mpsc::Sender<Command>,
+    /// Required as a bearer token when set.
+    pub token: Option<String>,
+    /// False until the agent has applied its config and attached.
+    pub ready: watch::Receiver<bool>,
+}
+
+/// Serves the admin API on `listener` until `stop` fires.
+pub async fn serve(listener: TcpListener, server: AdminServer, mut stop: watch::Receiver<bool>) {
+    let server = Arc::new(server);
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "admin API listening");
+    }
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(err) => {
+                    warn!(error = %err, "admin API accept failed");
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let server = Arc::clone(&server);
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let server = Arc::clone(&server);
+                async move { Ok::<_, Infallible>(handle(&server, req, peer).await) }
+            });
+            if let Err(err) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                debug!(%peer, error = %err, "admin connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn handle(
+    server: &AdminServer,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
+    if let Some(token) = &server.token {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
+            warn!(%peer, path = req.uri().path(), "admin request without a valid bearer token");
+            return text(
+                StatusCode::UNAUTHORIZED,
+                "a valid bearer token is required\n",
+            );
+        }
+    }
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (req.method(), segments.as_slice()) {
+        (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, ["ready"]) => {
+            if *server.ready.borrow() {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+            }
+        }
+        (&Method::GET, ["status"]) => {
+            let status = Arc::clone(&server.status.borrow());
+            match serde_json::to_string_pretty(&*status) {
+                Ok(json) => respond(StatusCode::OK, "application/json", json),
+                Err(err) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{err}\n")),
+            }
+        }
+        (&Method::GET, _) if path == server.metrics_path => respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            server.metrics.render(),
+        ),
+        (&Method::POST, ["reload"]) => ask(server, Command::Reload).await,
+        (&Method::POST, ["backends", pool, backend, action]) => {
+            let (Some(pool), Some(backend)) = (decode(pool), decode(backend)) else {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "bad percent-encoding in the path\n",
+                );
+            };
+            match *action {
+                "drain" => {
+                    ask(server, |reply| Command::Drain {
+                        pool,
+                        backend,
+                        reply,
+                    })
+                    .await
+                }
+                "enable" => {
+                    ask(server, |reply| Command::Enable {
+                        pool,
+                        backend,
+                        reply,
+                    })
+                    .await
+                }
+                _ => text(
+                    StatusCode::NOT_FOUND,
+                    "unknown backend action (drain or enable)\n",
+                ),
+            }
+        }
+        (_, ["healthz" | "ready" | "status" | "reload"]) | (_, ["backends", ..]) => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// Sends a command to the agent and turns its answer into a response.
+async fn ask(
+    server: &AdminServer,
+    command: impl FnOnce(oneshot::Sender<Result<String, String>>) -> Command,
+) -> Response<Full<Bytes>> {
+    let (reply, answer) = oneshot::channel();
+    if server.commands.send(command(reply)).await.is_err() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent is shutting down\n",
+        );
+    }
+    match answer.await {
+        Ok(Ok(message)) => text(StatusCode::OK, &format!("{message}\n")),
+        Ok(Err(message)) => text(StatusCode::BAD_REQUEST, &format!("{message}\n")),
+        Err(_) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent is shutting down\n",
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    respond(status, "text/plain; charset=utf-8", body.to_string())
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+/// Decodes a percent-encoded path segment; `None` for bad escapes or non-UTF-8.
+fn decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Compares without an early exit, so response timing does not reveal the token's prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_are_percent_decoded() {
+        assert_eq!(decode("10.0.0.1%3A80").as_deref(), Some("10.0.0.1:80"));
+        assert_eq!(decode("web").as_deref(), Some("web"));
+        assert_eq!(decode("%zz"), None);
+        assert_eq!(decode("%4"), None);
+        assert_eq!(decode("%FF"), None);
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+}
