@@ -15,3 +15,4 @@ pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod run;
+pub mod status;

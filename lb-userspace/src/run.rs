@@ -1,27 +1,37 @@
-//! `sluice run`: load the config, fill the kernel maps, attach the data plane, serve until
-//! told to stop; SIGHUP re-reads the config and applies what changed.
+//! `sluice run`: load the config, start health checks, fill the kernel maps, start the L7
+//! listeners and the admin API, attach the data plane, and serve until told to stop.
+//!
+//! One loop owns all agent state and applies every change: SIGHUP and `POST /reload`
+//! (config), health snapshots (kernel tables and L7 pools), and drain/enable from the admin
+//! API. Nothing else mutates it, so changes never interleave.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
-use crate::config::{self, Config, HealthCheckKind};
+use crate::admin::{self, AdminServer, Command, Status};
+use crate::config::{self, Config};
 use crate::dataplane::{self, Dataplane};
+use crate::health::{HealthChecker, HealthView};
+use crate::metrics::{HealthCollector, L7Collector, Metrics};
 use crate::proxy::Proxy;
-use crate::{balancer, forwarding};
+use crate::{balancer, forwarding, status};
 
 /// How long SIGTERM waits for L7 requests in flight before the agent exits anyway.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
-/// Runs the agent until SIGTERM or SIGINT, then detaches everything it attached.
+/// Runs the agent until SIGTERM or SIGINT, then drains, detaches and removes what it made.
 pub fn run(config_path: &Path) -> Result<()> {
-    let config = load(config_path).map_err(|count| {
+    let config = load(config_path).map_err(|errors| {
         anyhow!(
-            "{} has {count} error(s); nothing was started",
-            config_path.display()
+            "{} has {} error(s); nothing was started",
+            config_path.display(),
+            errors.len()
         )
     })?;
     info!(path = %config_path.display(), "config loaded");
@@ -32,7 +42,7 @@ pub fn run(config_path: &Path) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let mut agent = Agent::start(config_path.to_path_buf(), config)?;
+        let mut agent = Agent::start(config_path.to_path_buf(), config).await?;
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
         let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
@@ -40,20 +50,20 @@ pub fn run(config_path: &Path) -> Result<()> {
             tokio::select! {
                 _ = term.recv() => break "SIGTERM",
                 _ = int.recv() => break "SIGINT",
-                _ = hup.recv() => agent.reload(),
+                _ = hup.recv() => {
+                    let _ = agent.reload().await;
+                }
+                Some(command) = agent.commands.recv() => agent.handle(command).await,
+                Ok(()) = agent.health_rx.changed() => agent.health_changed(),
             }
         };
-        info!(signal = reason, "shutting down: draining l7 connections");
-        agent.proxy.shutdown(DRAIN_GRACE).await;
-        info!("detaching the XDP program");
-        agent.dataplane.detach_all();
-        info!("stopped");
+        agent.shutdown(reason).await;
         Ok(())
     })
 }
 
-/// Reads and validates the config, logging every problem; `Err` carries the error count.
-fn load(path: &Path) -> Result<Config, usize> {
+/// Reads and validates the config, logging every problem; `Err` holds the messages.
+fn load(path: &Path) -> Result<Config, Vec<String>> {
     match config::load(path) {
         Ok(loaded) => {
             for warning in &loaded.warnings {
@@ -65,71 +75,137 @@ fn load(path: &Path) -> Result<Config, usize> {
             for diagnostic in &errors.diagnostics {
                 error!("{diagnostic}");
             }
-            Err(errors.diagnostics.len())
+            Err(errors.diagnostics.iter().map(|d| d.to_string()).collect())
         }
     }
 }
 
-/// The running agent: the config in force, the data plane and the L7 proxy built from it.
+/// The running agent: the config in force and everything built from it.
 struct Agent {
     config_path: PathBuf,
     config: Config,
+    version: u64,
     dataplane: Dataplane,
     proxy: Proxy,
+    health: HealthChecker,
+    health_rx: watch::Receiver<Arc<HealthView>>,
+    metrics: Arc<Metrics>,
+    status_tx: watch::Sender<Arc<Status>>,
+    ready_tx: watch::Sender<bool>,
+    commands: mpsc::Receiver<Command>,
+    admin_stop: watch::Sender<bool>,
 }
 
 impl Agent {
-    fn start(config_path: PathBuf, config: Config) -> Result<Self> {
-        warn_unimplemented(&config);
+    async fn start(config_path: PathBuf, config: Config) -> Result<Self> {
         dataplane::preflight()?;
         forwarding::check(&config)?;
-        let desired = balancer::desired(&config).context("building Maglev tables")?;
+        let (health, mut health_rx) = HealthChecker::start(&config);
+        let view = health_rx.borrow_and_update().clone();
+        let desired = balancer::desired_with(&config, &view).context("building Maglev tables")?;
         let mut dataplane = Dataplane::load(dataplane::ring_capacity(&desired))?;
         // Tables before traffic: the program must never see a service without them.
         dataplane.apply(&desired)?;
         // L7 listeners before the program passes their packets up.
-        let proxy = Proxy::start(&config).context("starting the l7 listeners")?;
+        let proxy =
+            Proxy::start(&config, Some(health.handle())).context("starting the l7 listeners")?;
+        push_usable(&proxy, &view);
+
+        let metrics = Arc::new(Metrics::new());
+        metrics.register_xdp(dataplane.stats());
+        metrics.register(Box::new(L7Collector::new(Arc::clone(proxy.stats()))));
+        metrics.register(Box::new(HealthCollector::new(health.handle())));
+
+        let (status_tx, status_rx) = watch::channel(Arc::new(Status::default()));
+        let (ready_tx, ready_rx) = watch::channel(false);
+        let (commands_tx, commands) = mpsc::channel(16);
+        let (admin_stop, admin_stop_rx) = watch::channel(false);
+        let token = admin_token(&config)?;
+        let listener = tokio::net::TcpListener::bind(config.admin.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "binding the admin API to {} ([admin] listen)",
+                    config.admin.listen
+                )
+            })?;
+        tokio::spawn(admin::serve(
+            listener,
+            AdminServer {
+                metrics: Arc::clone(&metrics),
+                metrics_path: config.admin.metrics_path.clone(),
+                status: status_rx,
+                commands: commands_tx,
+                token,
+                ready: ready_rx,
+            },
+            admin_stop_rx,
+        ));
+
         for interface in &config.interfaces {
             dataplane.attach(interface)?;
         }
-        info!(
-            interfaces = config.interfaces.len(),
-            services = config.services.len(),
-            "sluice is running"
-        );
-        Ok(Self {
+        let agent = Self {
             config_path,
             config,
+            version: 1,
             dataplane,
             proxy,
-        })
+            health,
+            health_rx,
+            metrics,
+            status_tx,
+            ready_tx,
+            commands,
+            admin_stop,
+        };
+        agent.publish_status();
+        agent.ready_tx.send_replace(true);
+        info!(
+            interfaces = agent.config.interfaces.len(),
+            services = agent.config.services.len(),
+            admin = %agent.config.admin.listen,
+            "sluice is running"
+        );
+        Ok(agent)
     }
 
     /// Re-reads the config and applies what changed. An invalid config is rejected whole and
     /// the running one stays in force.
-    fn reload(&mut self) {
+    async fn reload(&mut self) -> Result<String, String> {
         info!(path = %self.config_path.display(), "reloading the config");
         let config = match load(&self.config_path) {
             Ok(config) => config,
-            Err(count) => {
+            Err(errors) => {
                 error!(
-                    errors = count,
+                    errors = errors.len(),
                     "config rejected; the running config stays in force"
                 );
-                return;
+                self.metrics.reload_result(false);
+                return Err(format!("config rejected:\n{}", errors.join("\n")));
             }
         };
-        if let Err(err) = self.apply(&config) {
+        if let Err(err) = self.apply(&config).await {
             error!("reload failed part-way: {err:#}");
-            return;
+            self.metrics.reload_result(false);
+            return Err(format!("reload failed: {err:#}"));
         }
         self.config = config;
-        info!("config reloaded");
+        self.version += 1;
+        self.metrics.reload_result(true);
+        self.publish_status();
+        info!(version = self.version, "config reloaded");
+        Ok(format!("config version {} applied", self.version))
     }
 
-    fn apply(&mut self, config: &Config) -> Result<()> {
+    async fn apply(&mut self, config: &Config) -> Result<()> {
         forwarding::check(config)?;
-        let desired = balancer::desired(config).context("building Maglev tables")?;
+        if config.admin != self.config.admin {
+            bail!("[admin] changes need a restart of sluice (the admin API is how reloads arrive)");
+        }
+        self.health.update(config);
+        let view = self.health_rx.borrow_and_update().clone();
+        let desired = balancer::desired_with(config, &view).context("building Maglev tables")?;
         self.dataplane.apply(&desired)?;
         for old in &self.config.interfaces {
             if !config.interfaces.contains(old) {
@@ -144,23 +220,102 @@ impl Agent {
         self.proxy.reload(config).map_err(|errors| {
             let all: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
             anyhow!("{}", all.join("; "))
-        })
+        })?;
+        // New pools start with every backend usable: give them the checker's view.
+        push_usable(&self.proxy, &view);
+        Ok(())
+    }
+
+    /// A new health snapshot: kernel tables and L7 pools follow it.
+    fn health_changed(&mut self) {
+        let view = self.health_rx.borrow_and_update().clone();
+        match balancer::desired_with(&self.config, &view) {
+            Ok(desired) => {
+                if let Err(err) = self.dataplane.apply(&desired) {
+                    error!("applying health changes to the kernel maps: {err:#}");
+                }
+            }
+            Err(err) => error!("building Maglev tables for health changes: {err}"),
+        }
+        push_usable(&self.proxy, &view);
+        self.publish_status();
+    }
+
+    async fn handle(&mut self, command: Command) {
+        match command {
+            Command::Reload(reply) => {
+                let result = self.reload().await;
+                let _ = reply.send(result);
+            }
+            Command::Drain {
+                pool,
+                backend,
+                reply,
+            } => {
+                let result = self.set_drained(&pool, &backend, true);
+                let _ = reply.send(result);
+            }
+            Command::Enable {
+                pool,
+                backend,
+                reply,
+            } => {
+                let result = self.set_drained(&pool, &backend, false);
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn set_drained(&mut self, pool: &str, backend: &str, drain: bool) -> Result<String, String> {
+        let address = status::find_backend(&self.config, pool, backend)?;
+        let result = if drain {
+            self.health.drain(pool, address)
+        } else {
+            self.health.enable(pool, address)
+        };
+        result.map_err(|e| e.to_string())?;
+        let verb = if drain { "draining" } else { "enabled" };
+        info!(pool, %address, "{verb} by the admin API");
+        Ok(format!("{pool}/{backend} ({address}) {verb}"))
+    }
+
+    fn publish_status(&self) {
+        let view = self.health_rx.borrow().clone();
+        let status = status::build(&self.config, &view, self.version, &self.config_path);
+        self.status_tx.send_replace(Arc::new(status));
+    }
+
+    async fn shutdown(mut self, reason: &str) {
+        info!(signal = reason, "shutting down: draining l7 connections");
+        self.ready_tx.send_replace(false);
+        self.proxy.shutdown(DRAIN_GRACE).await;
+        self.admin_stop.send_replace(true);
+        self.health.stop().await;
+        info!("detaching the XDP program");
+        self.dataplane.detach_all();
+        info!("stopped");
     }
 }
 
-/// Says plainly which configured features this version does not run yet, rather than
-/// accepting them silently.
-fn warn_unimplemented(config: &Config) {
-    for pool in &config.pools {
-        if pool.health_check.kind != HealthCheckKind::None {
-            warn!(
-                pool = %pool.name,
-                "health checks are not run by this version yet: every backend counts as healthy"
-            );
+/// Gives each L7 pool the set of backends the health checker says may take requests.
+fn push_usable(proxy: &Proxy, view: &HealthView) {
+    for (name, pool_view) in view.pools() {
+        if let Some(pool) = proxy.pool(name) {
+            pool.set_usable(&pool_view.usable.backends);
         }
     }
-    warn!(
-        listen = %config.admin.listen,
-        "the admin and metrics listener is not served by this version yet"
-    );
+}
+
+/// The bearer token the admin API requires, read from `[admin] token_file`.
+fn admin_token(config: &Config) -> Result<Option<String>> {
+    let Some(path) = &config.admin.token_file else {
+        return Ok(None);
+    };
+    let token = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the admin token file {}", path.display()))?;
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        bail!("the admin token file {} is empty", path.display());
+    }
+    Ok(Some(token))
 }

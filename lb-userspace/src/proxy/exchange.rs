@@ -155,6 +155,7 @@ pub async fn forward(
             Ok(response) => {
                 let status = response.status().as_u16();
                 backend.stats.responses.record(status, 0, started.elapsed());
+                pool.report(&backend, status < 500);
                 replayable.is_some_and(|p| retry::status_retried(p, status))
             }
             Err(err) => {
@@ -164,6 +165,7 @@ pub async fn forward(
                     &backend.stats.failures
                 };
                 counter.fetch_add(1, Relaxed);
+                pool.report(&backend, false);
                 debug!(backend = %backend.address, error = %err, "try failed");
                 replayable.is_some_and(|p| err.retryable_under(&p.on))
             }

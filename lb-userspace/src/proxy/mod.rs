@@ -41,6 +41,7 @@ pub use tls::TlsError;
 pub use upstream::{UpstreamBackend, UpstreamPool};
 
 use crate::config::{Config, L7Service, PoolId, Service, ServiceKind};
+use crate::health::HealthHandle;
 use state::ListenerState;
 
 /// Why a listener could not be started or updated.
@@ -84,16 +85,19 @@ pub struct Proxy {
     listeners: HashMap<SocketAddr, Listener>,
     pools: HashMap<String, Arc<UpstreamPool>>,
     stats: Arc<StatsRegistry>,
+    outcomes: Option<HealthHandle>,
 }
 
 impl Proxy {
     /// Binds and starts every l7 service of `config`. Must be called inside the tokio
     /// runtime. Fails, with nothing left running, when any listener cannot start.
-    pub fn start(config: &Config) -> Result<Self, ProxyStartError> {
+    /// `outcomes` receives upstream failures for outlier detection.
+    pub fn start(config: &Config, outcomes: Option<HealthHandle>) -> Result<Self, ProxyStartError> {
         let mut proxy = Self {
             listeners: HashMap::new(),
             pools: HashMap::new(),
             stats: Arc::new(StatsRegistry::default()),
+            outcomes,
         };
         proxy.pools = proxy.pools_for(config);
         for (service, l7) in l7_services(config) {
@@ -191,7 +195,9 @@ impl Proxy {
                     .get(&pool.name)
                     .filter(|running| running.config() == pool)
                     .cloned()
-                    .unwrap_or_else(|| Arc::new(UpstreamPool::new(pool, &self.stats)));
+                    .unwrap_or_else(|| {
+                        Arc::new(UpstreamPool::new(pool, &self.stats, self.outcomes.clone()))
+                    });
                 pools.insert(pool.name.clone(), running);
             }
         }

@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -19,7 +19,8 @@ use super::balance::{Selector, request_hash};
 use super::body::RequestBody;
 use super::retry::RetryBudget;
 use super::stats::{BackendStats, PoolStats, StatsRegistry};
-use crate::config::{Pool, UpstreamProtocol, WhenNoHealthy};
+use crate::config::{Pool, UpstreamProtocol};
+use crate::health::HealthHandle;
 
 /// Idle upstream connections are closed after this.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -38,6 +39,9 @@ pub struct UpstreamBackend {
     /// `address` as a URI authority, built once.
     pub authority: Authority,
     in_flight: AtomicUsize,
+    /// Failed tries in a row, so successes are reported to outlier detection only when they
+    /// end a run of failures (the common case takes no lock).
+    failed_in_row: AtomicU32,
     /// Its counters.
     pub stats: Arc<BackendStats>,
 }
@@ -118,6 +122,8 @@ pub struct UpstreamPool {
     pub budget: RetryBudget,
     /// The pool's counters.
     pub stats: Arc<PoolStats>,
+    /// Where tries' outcomes go for outlier detection.
+    outcomes: Option<HealthHandle>,
 }
 
 impl std::fmt::Debug for UpstreamPool {
@@ -130,7 +136,9 @@ impl std::fmt::Debug for UpstreamPool {
 
 impl UpstreamPool {
     /// Builds the pool with every backend usable. Must run inside the tokio runtime.
-    pub fn new(pool: &Pool, stats: &StatsRegistry) -> Self {
+    /// `outcomes` receives failed tries (connect failures, resets, 5xx) and the success
+    /// that ends a run of them.
+    pub fn new(pool: &Pool, stats: &StatsRegistry, outcomes: Option<HealthHandle>) -> Self {
         let backends: Vec<Arc<UpstreamBackend>> = pool
             .backends
             .iter()
@@ -141,6 +149,7 @@ impl UpstreamPool {
                     weight: b.weight,
                     authority: authority(b.address),
                     in_flight: AtomicUsize::new(0),
+                    failed_in_row: AtomicU32::new(0),
                     stats: stats.backend(&pool.name, &b.name),
                 })
             })
@@ -154,6 +163,7 @@ impl UpstreamPool {
             client: client(pool),
             budget: RetryBudget::default(),
             stats: stats.pool(&pool.name),
+            outcomes,
         }
     }
 
@@ -181,25 +191,26 @@ impl UpstreamPool {
             .store(Arc::new(BackendSet::new(&self.config, backends)));
     }
 
-    /// Picks a backend for a request, following the pool's panic threshold and
-    /// `when_no_healthy`; `None` means answer 503.
+    /// Picks a backend for a request from the usable set; `None` means answer 503. The
+    /// health checker already applied the panic threshold and `when_no_healthy` when it
+    /// computed that set (`health::usable_set`), so they are not applied twice here.
     pub fn pick(&self, headers: &HeaderMap, client: IpAddr) -> Option<Arc<UpstreamBackend>> {
-        let usable = self.usable.load();
-        let total = self.all.backends().len();
-        let healthy = usable.backends().len();
-        // Below the panic threshold the healthy few would drown: spread over everyone.
-        let panic = healthy * 100 < total * usize::from(self.config.panic_threshold);
-        let set: &BackendSet = if healthy == 0 {
-            match self.config.when_no_healthy {
-                WhenNoHealthy::FailOpen => &self.all,
-                WhenNoHealthy::Refuse => return None,
-            }
-        } else if panic {
-            &self.all
-        } else {
-            &usable
+        self.usable.load().pick(headers, client).cloned()
+    }
+
+    /// Records how a try to `backend` ended, for passive health checking.
+    pub fn report(&self, backend: &UpstreamBackend, ok: bool) {
+        let Some(outcomes) = &self.outcomes else {
+            return;
         };
-        set.pick(headers, client).cloned()
+        if ok {
+            if backend.failed_in_row.swap(0, Relaxed) > 0 {
+                outcomes.report_result(&self.name, backend.address, true);
+            }
+        } else {
+            backend.failed_in_row.fetch_add(1, Relaxed);
+            outcomes.report_result(&self.name, backend.address, false);
+        }
     }
 
     /// The HTTP version requests to this pool are sent with.
