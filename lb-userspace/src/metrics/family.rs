@@ -87,3 +87,20 @@ fn label_pairs(labels: &[(&str, &str)]) -> Vec<LabelPair> {
         })
         .collect()
 }
+
+/// Descriptors naming a collector's families. The registry tells collectors apart by their
+/// descriptors, so each collector must declare at least one that no other declares.
+pub fn descs(names: &[&str]) -> Vec<prometheus::core::Desc> {
+    names
+        .iter()
+        .filter_map(|name| {
+            prometheus::core::Desc::new(
+                (*name).to_string(),
+                "Collected at scrape time.".into(),
+                Vec::new(),
+                std::collections::HashMap::new(),
+            )
+            .ok()
+        })
+        .collect()
+}

@@ -16,7 +16,7 @@ impl HealthCollector {
     pub fn new(health: HealthHandle) -> Self {
         Self {
             health,
-            descs: Vec::new(),
+            descs: super::family::descs(&["sluice_backend_healthy"]),
         }
     }
 }

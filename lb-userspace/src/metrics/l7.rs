@@ -21,7 +21,7 @@ impl L7Collector {
     pub fn new(stats: Arc<StatsRegistry>) -> Self {
         Self {
             stats,
-            descs: Vec::new(),
+            descs: super::family::descs(&["sluice_l7_route_requests_total"]),
         }
     }
 }

@@ -19,14 +19,13 @@ impl XdpCollector {
     pub fn new(stats: Arc<StatsReader>) -> Self {
         Self {
             stats,
-            descs: Vec::new(),
+            descs: super::family::descs(&["sluice_xdp_packets_total"]),
         }
     }
 }
 
 impl Collector for XdpCollector {
     fn desc(&self) -> Vec<&Desc> {
-        // Families are built at scrape time from what the maps hold; nothing to pre-declare.
         self.descs.iter().collect()
     }
 

@@ -2,6 +2,10 @@
 //! in their own namespaces. Backends live on their own subnet with the load balancer as
 //! gateway (NAT replies return through it); in DSR mode they also hold the VIP on `lo` and
 //! reach the client's subnet directly, so replies bypass the load balancer.
+#![allow(
+    dead_code,
+    reason = "shared by several test binaries, each using part of it"
+)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
@@ -81,6 +85,14 @@ impl Plan {
     }
 }
 
+fn unspecified(plan: &Plan) -> IpAddr {
+    if plan.is_v6() {
+        ip("::")
+    } else {
+        ip("0.0.0.0")
+    }
+}
+
 fn ip(addr: &str) -> IpAddr {
     addr.parse().unwrap_or_else(|e| panic!("{addr}: {e}"))
 }
@@ -126,16 +138,17 @@ impl Conn {
     }
 }
 
-/// Answers each TCP connection with `name` at once and after every byte received, and each
-/// UDP datagram with `name`.
-async fn identity_server(name: String, addr: IpAddr, tcp_port: u16, udp_port: u16) {
+/// Answers each TCP connection on `tcp` with `name` at once and after every byte received,
+/// and each UDP datagram on `udp` with `name`.
+async fn identity_server(name: String, tcp: SocketAddr, udp: SocketAddr) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let tcp = tokio::net::TcpListener::bind((addr, tcp_port))
+    let (tcp_addr, udp_addr) = (tcp, udp);
+    let tcp = tokio::net::TcpListener::bind(tcp_addr)
         .await
-        .unwrap_or_else(|e| panic!("bind tcp {addr}: {e}"));
-    let udp = tokio::net::UdpSocket::bind((addr, udp_port))
+        .unwrap_or_else(|e| panic!("bind tcp {tcp_addr}: {e}"));
+    let udp = tokio::net::UdpSocket::bind(udp_addr)
         .await
-        .unwrap_or_else(|e| panic!("bind udp {addr}: {e}"));
+        .unwrap_or_else(|e| panic!("bind udp {udp_addr}: {e}"));
     let line = format!("{name}\n");
     let tcp_line = line.clone();
     tokio::spawn(async move {
@@ -165,9 +178,11 @@ pub struct Setup {
     plan: &'static Plan,
     mode: Mode,
     active: usize,
+    /// The `[pool.health_check]` table of every pool.
+    health_check: String,
     agent: Option<SluiceAgent>,
     _servers: Vec<NsTask<()>>,
-    _backends: Vec<Netns>,
+    backends: Vec<Netns>,
     _pass: XdpPassGuard,
     pub client: Netns,
     lb: Netns,
@@ -181,6 +196,16 @@ impl Setup {
 
     /// The topology with all four backends running, `active` of them in the config.
     pub fn with_backends(plan: &'static Plan, mode: Mode, active: usize) -> Setup {
+        Setup::with_health_check(plan, mode, active, "kind = \"none\"")
+    }
+
+    /// As [`Setup::with_backends`], every pool with this `[pool.health_check]` table.
+    pub fn with_health_check(
+        plan: &'static Plan,
+        mode: Mode,
+        active: usize,
+        health_check: &str,
+    ) -> Setup {
         let lan = Lan::new();
         let client = Netns::new("client");
         let lb = Netns::new("lb");
@@ -220,12 +245,18 @@ impl Setup {
                 }
                 // Replies go straight to the client, not back through the load balancer.
                 host.ip(["route", "add", plan.client_net, "dev", "eth0"]);
-                ip(plan.vip)
+                // TCP on every local address: the VIP for clients, its own for health
+                // checks. UDP on the VIP only, so answers leave with the VIP as source.
+                (unspecified(plan), ip(plan.vip))
             } else {
-                ip(addr)
+                (ip(addr), ip(addr))
             };
             let (tcp, udp) = (plan.tcp_backend_port(mode), plan.udp_backend_port(mode));
-            servers.push(host.spawn_task(identity_server(addr.to_string(), bind, tcp, udp)));
+            servers.push(host.spawn_task(identity_server(
+                addr.to_string(),
+                SocketAddr::new(bind.0, tcp),
+                SocketAddr::new(bind.1, udp),
+            )));
             backends.push(host);
         }
 
@@ -233,9 +264,10 @@ impl Setup {
             plan,
             mode,
             active,
+            health_check: health_check.to_string(),
             agent: None,
             _servers: servers,
-            _backends: backends,
+            backends,
             _pass: pass,
             client,
             lb,
@@ -250,6 +282,32 @@ impl Setup {
         setup
     }
 
+    /// Takes backend `index` off the network (its link goes down), as a host that dies.
+    pub fn kill_backend(&mut self, index: usize) {
+        self.backends[index].ip(["link", "set", "eth0", "down"]);
+    }
+
+    /// Puts backend `index` back on the network.
+    pub fn revive_backend(&mut self, index: usize) {
+        self.backends[index].ip(["link", "set", "eth0", "up"]);
+        // A link going down drops its routes; they must come back with it.
+        self.backends[index].ip([
+            "route",
+            "replace",
+            "default",
+            "via",
+            self.plan.lb_backend_side,
+        ]);
+        if self.mode == Mode::Dsr {
+            self.backends[index].ip(["route", "replace", self.plan.client_net, "dev", "eth0"]);
+        }
+    }
+
+    /// The load balancer's namespace.
+    pub fn lb(&self) -> &Netns {
+        &self.lb
+    }
+
     pub fn active_backends(&self) -> usize {
         self.active
     }
@@ -257,8 +315,10 @@ impl Setup {
     fn config(&self) -> String {
         let mode = if self.mode == Mode::Nat { "nat" } else { "dsr" };
         let pool = |name: &str, port: u16| {
-            let mut text =
-                format!("[[pool]]\nname = \"{name}\"\n[pool.health_check]\nkind = \"none\"\n");
+            let mut text = format!(
+                "[[pool]]\nname = \"{name}\"\n[pool.health_check]\n{}\n",
+                self.health_check
+            );
             for (addr, weight) in self
                 .plan
                 .backends
@@ -323,6 +383,11 @@ impl Setup {
         self.agent
             .as_ref()
             .unwrap_or_else(|| panic!("agent not started"))
+    }
+
+    /// The agent's config file.
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.agent().config_path()
     }
 
     pub fn agent_log(&self) -> String {
