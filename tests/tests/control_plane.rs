@@ -78,6 +78,9 @@ fn dead_backend_leaves_the_kernel_table_in_time_and_rises_again() {
         }
     });
     let detected = killed.elapsed();
+    eprintln!(
+        "backend removed {detected:?} after its death (interval {INTERVAL_MS} ms, fall {FALL})"
+    );
     let bound = Duration::from_millis(INTERVAL_MS * (FALL + 1)) + Duration::from_millis(400);
     assert!(
         detected <= bound,
@@ -118,6 +121,7 @@ fn dead_backend_leaves_the_kernel_table_in_time_and_rises_again() {
         }
     });
     let rose = revived.elapsed();
+    eprintln!("backend readmitted {rose:?} after it came back (rise {RISE})");
     let bound = Duration::from_millis(INTERVAL_MS * (RISE + 1)) + Duration::from_millis(400);
     assert!(
         rose <= bound,
