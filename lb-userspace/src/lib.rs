@@ -16,3 +16,4 @@ pub mod metrics;
 pub mod proxy;
 pub mod run;
 pub mod status;
+pub mod watch;

@@ -1,8 +1,8 @@
 //! `sluice run`: load the config, start health checks, fill the kernel maps, start the L7
 //! listeners and the admin API, attach the data plane, and serve until told to stop.
 //!
-//! One loop owns all agent state and applies every change: SIGHUP and `POST /reload`
-//! (config), health snapshots (kernel tables and L7 pools), and drain/enable from the admin
+//! One loop owns all agent state and applies every change: SIGHUP, `POST /reload` and
+//! edits of the config file (config), health snapshots (kernel tables and L7 pools), and drain/enable from the admin
 //! API. Nothing else mutates it, so changes never interleave.
 
 use std::path::{Path, PathBuf};
@@ -20,6 +20,7 @@ use crate::dataplane::{self, Dataplane};
 use crate::health::{HealthChecker, HealthView};
 use crate::metrics::{HealthCollector, L7Collector, Metrics};
 use crate::proxy::Proxy;
+use crate::watch::ConfigWatch;
 use crate::{balancer, forwarding, status};
 
 /// How long SIGTERM waits for L7 requests in flight before the agent exits anyway.
@@ -46,12 +47,20 @@ pub fn run(config_path: &Path) -> Result<()> {
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
         let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        let mut watch = ConfigWatch::start(&agent.config_path)?;
         let reason = loop {
             tokio::select! {
                 _ = term.recv() => break "SIGTERM",
                 _ = int.recv() => break "SIGINT",
                 _ = hup.recv() => {
                     let _ = agent.reload().await;
+                }
+                Some(()) = watch.changed() => {
+                    watch.settle().await;
+                    if agent.file_changed() {
+                        info!("the config file changed");
+                        let _ = agent.reload().await;
+                    }
                 }
                 Some(command) = agent.commands.recv() => agent.handle(command).await,
                 Ok(()) = agent.health_rx.changed() => agent.health_changed(),
@@ -85,6 +94,9 @@ struct Agent {
     config_path: PathBuf,
     config: Config,
     version: u64,
+    /// Digest of the config file as last read, so a watch event for content already seen
+    /// (a SIGHUP reload got there first, or a save without changes) reloads nothing.
+    last_read: Option<u64>,
     dataplane: Dataplane,
     proxy: Proxy,
     health: HealthChecker,
@@ -145,8 +157,10 @@ impl Agent {
         for interface in &config.interfaces {
             dataplane.attach(interface)?;
         }
+        let last_read = file_digest(&config_path);
         let agent = Self {
             config_path,
+            last_read,
             config,
             version: 1,
             dataplane,
@@ -174,6 +188,7 @@ impl Agent {
     /// the running one stays in force.
     async fn reload(&mut self) -> Result<String, String> {
         info!(path = %self.config_path.display(), "reloading the config");
+        self.last_read = file_digest(&self.config_path);
         let config = match load(&self.config_path) {
             Ok(config) => config,
             Err(errors) => {
@@ -224,6 +239,11 @@ impl Agent {
         // New pools start with every backend usable: give them the checker's view.
         push_usable(&self.proxy, &view);
         Ok(())
+    }
+
+    /// Whether the config file's content differs from what was last read.
+    fn file_changed(&self) -> bool {
+        file_digest(&self.config_path) != self.last_read
     }
 
     /// A new health snapshot: kernel tables and L7 pools follow it.
@@ -304,6 +324,15 @@ fn push_usable(proxy: &Proxy, view: &HealthView) {
             pool.set_usable(&pool_view.usable.backends);
         }
     }
+}
+
+/// A digest of the file's bytes (not cryptographic: it only tells a change from none).
+fn file_digest(path: &Path) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let bytes = std::fs::read(path).ok()?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 /// The bearer token the admin API requires, read from `[admin] token_file`.

@@ -273,7 +273,7 @@ impl Setup {
             lb,
             _lan: lan,
         };
-        let mut agent = SluiceAgent::start(&setup.lb, &setup.config());
+        let mut agent = SluiceAgent::start(&setup.lb, &setup.config_text());
         eventually(Duration::from_secs(20), || {
             agent.assert_running();
             xdp_program(&setup.lb, "eth0").ok_or_else(|| "not attached yet".to_string())
@@ -312,7 +312,8 @@ impl Setup {
         self.active
     }
 
-    fn config(&self) -> String {
+    /// The config file the agent was started with (or last reloaded with).
+    pub fn config_text(&self) -> String {
         let mode = if self.mode == Mode::Nat { "nat" } else { "dsr" };
         let pool = |name: &str, port: u16| {
             let mut text = format!(
@@ -447,7 +448,7 @@ impl Setup {
     /// Puts the fourth backend in the config and reloads (SIGHUP), waiting until applied.
     pub fn add_backend_and_reload(&mut self) {
         self.active = 4;
-        let config = self.config();
+        let config = self.config_text();
         self.reload_with(&config);
         let log = self.agent_log();
         assert!(log.contains("config reloaded"), "log:\n{log}");
