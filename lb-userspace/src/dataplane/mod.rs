@@ -39,7 +39,6 @@ pub enum AttachedMode {
 
 struct Attachment {
     interface: String,
-    mode: AttachedMode,
     link: XdpLinkId,
 }
 
@@ -182,15 +181,9 @@ impl Dataplane {
         );
         self.attached.push(Attachment {
             interface: name.to_string(),
-            mode,
             link,
         });
         Ok(mode)
-    }
-
-    /// The interfaces the program is attached to, with their modes.
-    pub fn attachments(&self) -> impl Iterator<Item = (&str, AttachedMode)> {
-        self.attached.iter().map(|a| (a.interface.as_str(), a.mode))
     }
 
     /// Detaches the program from `interface`, if it is attached there.

@@ -81,18 +81,6 @@ impl StatsReader {
             .collect()
     }
 
-    /// One reason's counts.
-    pub fn reason(&self, reason: Reason) -> Result<Counter, DataplaneError> {
-        let maps = self.lock();
-        let per_cpu = maps
-            .global
-            .get(&(reason as u32), 0)
-            .map_err(DataplaneError::map)?;
-        let mut total = Counter::default();
-        per_cpu.iter().for_each(|c| total.add(c));
-        Ok(total)
-    }
-
     /// Counters of every L4 service the maps hold, by name.
     pub fn services(&self) -> Result<Vec<Labelled<String>>, DataplaneError> {
         let labels = self.labels.load();
