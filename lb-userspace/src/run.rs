@@ -55,8 +55,7 @@ pub fn run(config_path: &Path) -> Result<()> {
                 _ = hup.recv() => {
                     let _ = agent.reload().await;
                 }
-                Some(()) = watch.changed() => {
-                    watch.settle().await;
+                Some(()) = watch.settled() => {
                     if agent.file_changed() {
                         info!("the config file changed");
                         let _ = agent.reload().await;

@@ -1,6 +1,10 @@
 //! Watching the config file, so saving it reloads the agent like SIGHUP does. The folder is
 //! watched rather than the file: editors often save by writing a new file and renaming it
 //! over the old one, which a watch on the old file would miss.
+//!
+//! The settle time runs as a deadline polled by the agent's loop, not as a sleep inside it:
+//! a loop that slept there would hold back a SIGHUP or `POST /reload` sent right after the
+//! save (and health changes) until the file went quiet, then reload the same file twice.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -9,6 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 /// How long to wait for a burst of writes (truncate, write, close) to end before reloading.
 pub const SETTLE: Duration = Duration::from_millis(200);
@@ -17,6 +22,8 @@ pub const SETTLE: Duration = Duration::from_millis(200);
 pub struct ConfigWatch {
     _watcher: RecommendedWatcher,
     changes: mpsc::Receiver<()>,
+    /// When the file will have been quiet for [`SETTLE`], after a change not yet reported.
+    quiet_at: Option<Instant>,
 }
 
 impl ConfigWatch {
@@ -51,25 +58,29 @@ impl ConfigWatch {
         Ok(Self {
             _watcher: watcher,
             changes,
+            quiet_at: None,
         })
     }
 
-    /// Waits for the file to change. Cancel-safe, for `select!`; call [`ConfigWatch::settle`]
-    /// before reading the file.
-    pub async fn changed(&mut self) -> Option<()> {
-        self.changes.recv().await
-    }
-
-    /// Waits until the file has been quiet for [`SETTLE`], so a reload reads a whole write.
-    pub async fn settle(&mut self) {
+    /// Waits until the file has changed and then stayed quiet for [`SETTLE`], so a reload
+    /// reads a whole write. Cancel-safe, for `select!`: a change seen by a cancelled call is
+    /// kept, and the next call waits out the rest of its settle time.
+    pub async fn settled(&mut self) -> Option<()> {
         loop {
-            tokio::time::sleep(SETTLE).await;
-            let mut more = false;
-            while self.changes.try_recv().is_ok() {
-                more = true;
-            }
-            if !more {
-                return;
+            let Some(quiet_at) = self.quiet_at else {
+                self.changes.recv().await?;
+                self.quiet_at = Some(Instant::now() + SETTLE);
+                continue;
+            };
+            tokio::select! {
+                change = self.changes.recv() => {
+                    change?;
+                    self.quiet_at = Some(Instant::now() + SETTLE);
+                }
+                () = tokio::time::sleep_until(quiet_at) => {
+                    self.quiet_at = None;
+                    return Some(());
+                }
             }
         }
     }
@@ -87,19 +98,17 @@ mod tests {
         let mut watch = ConfigWatch::start(&path).unwrap_or_else(|e| panic!("{e}"));
 
         std::fs::write(&path, "b").unwrap_or_else(|e| panic!("{e}"));
-        let seen = tokio::time::timeout(Duration::from_secs(5), watch.changed()).await;
+        let seen = tokio::time::timeout(Duration::from_secs(5), watch.settled()).await;
         assert_eq!(seen.ok().flatten(), Some(()), "an in-place write");
-        watch.settle().await;
 
         let staged = dir.join(".sluice.toml.new");
         std::fs::write(&staged, "c").unwrap_or_else(|e| panic!("{e}"));
         std::fs::rename(&staged, &path).unwrap_or_else(|e| panic!("{e}"));
-        let seen = tokio::time::timeout(Duration::from_secs(5), watch.changed()).await;
+        let seen = tokio::time::timeout(Duration::from_secs(5), watch.settled()).await;
         assert_eq!(seen.ok().flatten(), Some(()), "a rename over the file");
-        watch.settle().await;
 
         std::fs::write(dir.join("other.toml"), "x").unwrap_or_else(|e| panic!("{e}"));
-        let seen = tokio::time::timeout(Duration::from_millis(600), watch.changed()).await;
+        let seen = tokio::time::timeout(Duration::from_millis(600), watch.settled()).await;
         assert!(seen.is_err(), "other files are ignored");
         let _ = std::fs::remove_dir_all(&dir);
     }
