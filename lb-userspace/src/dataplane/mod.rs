@@ -104,11 +104,13 @@ impl Dataplane {
     /// Brings the kernel maps to `desired`, writing only what changed, and keeps the
     /// backends' next hops resolved.
     pub fn apply(&mut self, desired: &DesiredState) -> Result<SyncReport, DataplaneError> {
-        for l4 in desired.services.values().filter_map(|s| s.l4.as_ref()) {
-            for backend in &l4.backends {
-                self.neighbours.ensure(backend.address.ip());
-            }
-        }
+        self.neighbours.ensure(
+            desired
+                .services
+                .values()
+                .filter_map(|s| s.l4.as_ref())
+                .flat_map(|l4| l4.backends.iter().map(|b| b.address.ip())),
+        );
         let report = self.sync.apply(desired, &mut self.maps)?;
         self.stats.set_labels(self.labels(desired));
         info!(?report, "kernel maps updated");

@@ -4,87 +4,228 @@
 //! keep it resolved.
 //!
 //! This drives `ip` (iproute2), already a requirement of the tests and of any host running
-//! XDP; the entries it creates are removed at shutdown.
+//! XDP, in batch mode: one `ip` for the route lookups of every new backend and one for their
+//! neighbour entries, however many backends a reload brings. The entries it creates are
+//! removed at shutdown.
 
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
 use std::net::IpAddr;
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
 
 use tracing::{debug, warn};
+
+/// A next hop: the address to resolve (the backend itself, or its gateway) and the device.
+type NextHop = (IpAddr, String);
 
 /// Managed neighbour entries this agent created, removed on drop.
 #[derive(Default)]
 pub struct Neighbours {
-    created: Vec<(IpAddr, String)>,
+    /// Backends whose next hop is known to have a managed entry.
+    covered: HashSet<IpAddr>,
+    created: HashSet<NextHop>,
 }
 
 impl Neighbours {
-    /// Makes sure the kernel keeps the next hop toward `backend` resolved. Failures are
-    /// logged, not fatal: the program then passes the backend's packets up, counted as
-    /// `pass_no_neighbour`, until the neighbour resolves another way.
-    pub fn ensure(&mut self, backend: IpAddr) {
-        if self.created.iter().any(|(addr, _)| *addr == backend) {
+    /// Makes sure the kernel keeps the next hop toward each of `backends` resolved. Work is
+    /// done only for backends not seen before. Failures are logged, not fatal: the program
+    /// then passes those backends' packets up, counted as `pass_no_neighbour`, until the
+    /// neighbour resolves another way; the next call tries them again.
+    pub fn ensure(&mut self, backends: impl IntoIterator<Item = IpAddr>) {
+        let mut new: Vec<IpAddr> = backends
+            .into_iter()
+            .filter(|b| !self.covered.contains(b))
+            .collect();
+        new.sort_unstable();
+        new.dedup();
+        if new.is_empty() {
             return;
         }
-        let Some((next_hop, dev)) = route_to(backend) else {
-            warn!(%backend, "no route to the backend; its packets will be passed up");
-            return;
-        };
-        let status = Command::new("ip")
-            .args([
-                "neigh",
-                "replace",
-                &next_hop.to_string(),
-                "dev",
-                &dev,
-                "managed",
-            ])
-            .output();
-        match status {
-            Ok(out) if out.status.success() => {
-                debug!(%backend, %next_hop, dev, "managed neighbour entry");
-                self.created.push((next_hop, dev));
+        let routes = match routes_to(&new) {
+            Ok(routes) => routes,
+            Err(error) => {
+                warn!(%error, "could not look up routes to backends with `ip` (iproute2)");
+                return;
             }
-            Ok(out) => warn!(
-                %backend,
-                error = %String::from_utf8_lossy(&out.stderr).trim(),
-                "could not add a managed neighbour entry (needs Linux >= 5.16)"
-            ),
-            Err(e) => warn!(%backend, error = %e, "could not run `ip` (iproute2)"),
+        };
+        let mut wanted: Vec<NextHop> = Vec::new();
+        for backend in &new {
+            match routes.get(backend) {
+                Some(hop) if self.created.contains(hop) => {
+                    self.covered.insert(*backend);
+                }
+                Some(hop) => wanted.push(hop.clone()),
+                None => warn!(%backend, "no route to the backend; its packets will be passed up"),
+            }
+        }
+        wanted.sort_unstable();
+        wanted.dedup();
+        if !wanted.is_empty() {
+            let failed = add_managed(&wanted);
+            for hop in wanted {
+                if !failed.contains(&hop.0) {
+                    debug!(next_hop = %hop.0, dev = hop.1, "managed neighbour entry");
+                    self.created.insert(hop);
+                }
+            }
+        }
+        for backend in new {
+            if routes
+                .get(&backend)
+                .is_some_and(|hop| self.created.contains(hop))
+            {
+                self.covered.insert(backend);
+            }
         }
     }
 }
 
 impl Drop for Neighbours {
     fn drop(&mut self) {
-        for (addr, dev) in self.created.drain(..) {
-            let _ = Command::new("ip")
-                .args(["neigh", "del", &addr.to_string(), "dev", &dev])
-                .output();
+        if self.created.is_empty() {
+            return;
+        }
+        let script: String = self
+            .created
+            .drain()
+            .map(|(addr, dev)| format!("neigh del {addr} dev {dev}\n"))
+            .collect();
+        let _ = ip_batch(&script);
+    }
+}
+
+/// The next hop of each address `ip route get` finds a route for.
+fn routes_to(addrs: &[IpAddr]) -> Result<HashMap<IpAddr, NextHop>, String> {
+    let script: String = addrs.iter().map(|a| format!("route get {a}\n")).collect();
+    let out = ip_batch(&script)?;
+    Ok(parse_routes(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Parses `ip -o route get` lines: `[type] DEST [via GW] dev DEV ...`, one per route found
+/// (lookups that failed print nothing there).
+fn parse_routes(text: &str) -> HashMap<IpAddr, NextHop> {
+    let mut routes = HashMap::new();
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        // The destination is the first word that is an address (a route type may come first).
+        let Some(dest) = words.iter().take(2).find_map(|w| w.parse::<IpAddr>().ok()) else {
+            continue;
+        };
+        let after = |key: &str| {
+            words
+                .iter()
+                .position(|w| *w == key)
+                .and_then(|i| words.get(i + 1))
+        };
+        let Some(dev) = after("dev") else {
+            continue;
+        };
+        let next_hop = after("via")
+            .and_then(|via| via.parse().ok())
+            .unwrap_or(dest);
+        routes.insert(dest, (next_hop, dev.to_string()));
+    }
+    routes
+}
+
+/// Adds managed entries for `hops`; returns the next hops whose entry failed.
+fn add_managed(hops: &[NextHop]) -> HashSet<IpAddr> {
+    let script: String = hops
+        .iter()
+        .map(|(addr, dev)| format!("neigh replace {addr} dev {dev} managed\n"))
+        .collect();
+    match ip_batch(&script) {
+        Ok(out) if out.status.success() => HashSet::new(),
+        Ok(out) => {
+            // `ip -batch` names failed commands by line number: `Command failed -:3`.
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let failed: HashSet<IpAddr> = stderr
+                .lines()
+                .filter_map(|l| {
+                    l.rsplit_once("-:")
+                        .and_then(|(_, n)| n.trim().parse::<usize>().ok())
+                })
+                .filter_map(|line| hops.get(line.checked_sub(1)?).map(|h| h.0))
+                .collect();
+            warn!(
+                error = %stderr.trim(),
+                "could not add some managed neighbour entries (needs Linux >= 5.16)"
+            );
+            if failed.is_empty() {
+                hops.iter().map(|h| h.0).collect()
+            } else {
+                failed
+            }
+        }
+        Err(error) => {
+            warn!(%error, "could not run `ip` (iproute2)");
+            hops.iter().map(|h| h.0).collect()
         }
     }
 }
 
-/// The next hop (the address itself, or the gateway) and device toward `addr`.
-fn route_to(addr: IpAddr) -> Option<(IpAddr, String)> {
-    let out = Command::new("ip")
-        .args(["route", "get", &addr.to_string()])
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
+/// Runs `ip -o -force -batch -` on `script`: every line runs even if some fail.
+fn ip_batch(script: &str) -> Result<Output, String> {
+    let mut child = Command::new("ip")
+        .args(["-o", "-force", "-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting `ip`: {e}"))?;
+    let mut stdin = child.stdin.take().ok_or("no stdin for `ip`")?;
+    // Written from another thread: `ip` answers as it reads, and would block on a full
+    // stdout pipe while this thread still writes.
+    let script = script.to_owned();
+    let writer = std::thread::spawn(move || stdin.write_all(script.as_bytes()));
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("waiting for `ip`: {e}"))?;
+    match writer.join() {
+        Ok(Ok(())) => Ok(out),
+        Ok(Err(e)) => Err(format!("writing to `ip`: {e}")),
+        Err(_) => Err("the thread writing to `ip` panicked".into()),
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let after = |key: &str| {
-        words
-            .iter()
-            .position(|w| *w == key)
-            .and_then(|i| words.get(i + 1))
-            .map(|w| w.to_string())
-    };
-    let dev = after("dev")?;
-    let next_hop = after("via")
-        .and_then(|via| via.parse().ok())
-        .unwrap_or(addr);
-    Some((next_hop, dev))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_lines_give_next_hops() {
+        let text = "local 127.0.0.1 dev lo src 127.0.0.1 uid 0 \\    cache <local> \n\
+                    10.250.3.4 via 192.0.2.1 dev eth0 src 192.0.2.2 uid 0 \\    cache \n\
+                    fd00:31::11 from :: dev veth1 proto kernel src fd00:31::2 metric 256 pref medium\n\
+                    garbage line\n";
+        let routes = parse_routes(text);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap_or_else(|e| panic!("{s}: {e}"));
+        assert_eq!(routes.len(), 3);
+        assert_eq!(
+            routes[&ip("127.0.0.1")],
+            (ip("127.0.0.1"), "lo".to_string())
+        );
+        assert_eq!(
+            routes[&ip("10.250.3.4")],
+            (ip("192.0.2.1"), "eth0".to_string())
+        );
+        assert_eq!(
+            routes[&ip("fd00:31::11")],
+            (ip("fd00:31::11"), "veth1".to_string())
+        );
+    }
+
+    #[test]
+    fn batch_lookups_answer_for_every_routable_address() {
+        // Loopback addresses always have a route, even in a fresh namespace.
+        let addrs: Vec<IpAddr> = (1..=300u32)
+            .map(|i| IpAddr::from([127, 0, (i >> 8) as u8, i as u8]))
+            .collect();
+        // iproute2 is a requirement of the agent, so of its tests too.
+        let routes = routes_to(&addrs).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(routes.len(), addrs.len(), "one route per address");
+        for addr in addrs {
+            assert_eq!(routes[&addr].0, addr, "loopback routes are on-link");
+        }
+    }
 }
