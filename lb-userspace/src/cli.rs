@@ -36,6 +36,12 @@ pub enum Command {
         /// The config file (TOML). See config/README.md for every field.
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
+        /// Threads serving L7 traffic, health checks and the admin API. Defaults to the CPUs
+        /// this process may run on (its affinity, e.g. under `taskset`), like nginx's
+        /// `worker_processes auto`.
+        #[arg(long, value_name = "N", env = "SLUICE_WORKER_THREADS",
+              value_parser = clap::value_parser!(u16).range(1..))]
+        worker_threads: Option<u16>,
     },
     /// Parse and validate a config file, print every error with its line and column, and exit
     /// non-zero if there is any. Touches nothing on the system.
@@ -115,7 +121,10 @@ pub fn main(cli: Cli) -> ExitCode {
             Method::Post,
             &format!("/backends/{}/{}/enable", encode(&pool), encode(&backend)),
         ),
-        Command::Run { config } => match crate::run::run(&config) {
+        Command::Run {
+            config,
+            worker_threads,
+        } => match crate::run::run(&config, worker_threads.map(usize::from)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 tracing::error!("{err:#}");

@@ -27,7 +27,8 @@ use crate::{balancer, forwarding, status};
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs the agent until SIGTERM or SIGINT, then drains, detaches and removes what it made.
-pub fn run(config_path: &Path) -> Result<()> {
+/// `worker_threads` sizes the runtime (default: the CPUs this process may run on).
+pub fn run(config_path: &Path, worker_threads: Option<usize>) -> Result<()> {
     let config = load(config_path).map_err(|errors| {
         anyhow!(
             "{} has {} error(s); nothing was started",
@@ -37,7 +38,11 @@ pub fn run(config_path: &Path) -> Result<()> {
     })?;
     info!(path = %config_path.display(), "config loaded");
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = worker_threads {
+        runtime.worker_threads(threads);
+    }
+    let runtime = runtime
         .enable_all()
         .thread_name("sluice")
         .build()

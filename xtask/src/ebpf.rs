@@ -40,6 +40,9 @@ pub fn build() -> Result<PathBuf> {
             // build-std is unstable; allow it for this one build only, never globally.
             .env("RUSTC_BOOTSTRAP", "1")
             .env("CARGO_ENCODED_RUSTFLAGS", rustflags)
+            // The workspace's release LTO is for the agent; bpf-linker links the program's
+            // bitcode itself.
+            .env("CARGO_PROFILE_RELEASE_LTO", "false")
             .env_remove("RUSTFLAGS"),
         "the XDP program did not compile; the errors above say where",
     )?;

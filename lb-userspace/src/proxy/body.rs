@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use super::access_log::RequestRecord;
+use super::connections::Checkin;
 use super::error::{BoxError, RequestBodyError};
 
 /// The body of a request sent upstream.
@@ -158,6 +159,9 @@ pub struct ResponseBody {
     deadline: Option<Pin<Box<Sleep>>>,
     bytes: u64,
     record: Option<RequestRecord>,
+    /// The backend connection, given back when the body ends cleanly (dropped otherwise,
+    /// which closes it: a body cut short leaves the connection mid-message).
+    checkin: Option<Checkin>,
 }
 
 enum ResponseKind {
@@ -174,22 +178,45 @@ impl ResponseBody {
             deadline: None,
             bytes: 0,
             record: None,
+            checkin: None,
         }
     }
 
     /// The backend's body, streamed; cut with an error if `deadline` passes first.
-    pub fn upstream(body: Incoming, deadline: Option<Pin<Box<Sleep>>>) -> Self {
+    /// `checkin` goes back to its backend when the body has ended.
+    pub fn upstream(
+        body: Incoming,
+        deadline: Option<Pin<Box<Sleep>>>,
+        checkin: Option<Checkin>,
+    ) -> Self {
+        let mut checkin = checkin;
+        if body.is_end_stream()
+            && let Some(done) = checkin.take()
+        {
+            done.give_back();
+        }
         Self {
             inner: ResponseKind::Upstream(body),
             deadline,
             bytes: 0,
             record: None,
+            checkin,
         }
     }
 
     /// Attaches the request's record: logged and counted when the body ends or is dropped.
     pub fn set_record(&mut self, record: RequestRecord) {
         self.record = Some(record);
+    }
+
+    /// Returns the backend connection if the backend's body was read to its end.
+    fn give_back(&mut self) {
+        if let ResponseKind::Upstream(body) = &self.inner
+            && body.is_end_stream()
+            && let Some(checkin) = self.checkin.take()
+        {
+            checkin.give_back();
+        }
     }
 
     fn finish(&mut self) {
@@ -230,8 +257,19 @@ impl Body for ResponseBody {
                 if let Some(data) = frame.data_ref() {
                     this.bytes += data.len() as u64;
                 }
+                // hyper stops polling a body that reports its end, so the last frame may
+                // be the last word: give the connection back now.
+                if this.is_end_stream() {
+                    this.give_back();
+                }
             }
-            Poll::Ready(_) => this.finish(),
+            Poll::Ready(None) => {
+                if let Some(checkin) = this.checkin.take() {
+                    checkin.give_back();
+                }
+                this.finish();
+            }
+            Poll::Ready(Some(Err(_))) => this.finish(),
             Poll::Pending => {}
         }
         polled
@@ -256,6 +294,7 @@ impl Body for ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
+        self.give_back();
         self.finish();
     }
 }

@@ -6,6 +6,7 @@ use std::fmt;
 
 use http::StatusCode;
 
+use super::connections::UpstreamError;
 use crate::config::RetryOn;
 
 /// A boxed error from a body, a connection or a client.
@@ -100,7 +101,7 @@ impl ProxyError {
 
     /// Classifies an error of the upstream client. Errors of our own request body (the
     /// client's body failed or was too large) are found in the source chain.
-    pub fn from_upstream(err: hyper_util::client::legacy::Error) -> Self {
+    pub fn from_upstream(err: UpstreamError) -> Self {
         if err.is_connect() {
             return Self::with_source(ErrorKind::UpstreamConnect, err);
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -21,6 +21,7 @@ use tracing::debug;
 
 use super::access_log::RequestRecord;
 use super::body::{RequestBody, ResponseBody};
+use super::connections::Exchange;
 use super::error::{ErrorKind, ProxyError};
 use super::forward::{
     edit_headers, is_upgrade_request, set_forwarded, strip_hop_by_hop, upstream_path, upstream_uri,
@@ -140,8 +141,12 @@ pub async fn forward(
         } else {
             std::mem::take(&mut parts.headers)
         };
-        let uri = upstream_uri(&backend.authority, path.clone())
-            .ok_or_else(|| ProxyError::with_source(ErrorKind::Internal, "upstream URI"))?;
+        let uri = if pool.is_http1() {
+            Uri::from(path.clone())
+        } else {
+            upstream_uri(&backend.authority, path.clone())
+                .ok_or_else(|| ProxyError::with_source(ErrorKind::Internal, "upstream URI"))?
+        };
         let mut upstream = Request::new(this_body);
         *upstream.method_mut() = parts.method.clone();
         *upstream.uri_mut() = uri;
@@ -150,10 +155,10 @@ pub async fn forward(
 
         let started = Instant::now();
         let per_try = replayable.and_then(|p| p.per_try_timeout);
-        let result = send(&pool, upstream, per_try, deadline.as_mut()).await;
+        let result = send(&backend, upstream, per_try, deadline.as_mut()).await;
         let retry_wanted = match &result {
-            Ok(response) => {
-                let status = response.status().as_u16();
+            Ok(exchange) => {
+                let status = exchange.response.status().as_u16();
                 backend.stats.responses.record(status, 0, started.elapsed());
                 pool.report(&backend, status < 500);
                 replayable.is_some_and(|p| retry::status_retried(p, status))
@@ -189,10 +194,10 @@ pub async fn forward(
                 }
             }
         }
-        let response = result?;
+        let exchange = result?;
         record.upstream = Some(backend.address);
         return Ok(finish_response(
-            response,
+            exchange,
             guard,
             deadline,
             client_upgrade,
@@ -221,12 +226,12 @@ fn pick_avoiding(
 
 /// One try: the response head within the per-try timeout and the route deadline.
 async fn send(
-    pool: &UpstreamPool,
+    backend: &UpstreamBackend,
     request: Request<RequestBody>,
     per_try: Option<Duration>,
     deadline: Pin<&mut Sleep>,
-) -> Result<Response<Incoming>, ProxyError> {
-    let exchange = pool.send(request);
+) -> Result<Exchange, ProxyError> {
+    let exchange = backend.send(request);
     let try_timeout = async {
         match per_try {
             Some(limit) => tokio::time::sleep(limit).await,
@@ -289,15 +294,20 @@ async fn prepare_body(
 }
 
 /// The backend's response as the client gets it. A `101` to an upgrade request splices
-/// the two connections together once hyper has handed both over.
+/// the two connections together once hyper has handed both over; otherwise the backend
+/// connection goes back to its backend when the body has been read to its end.
 fn finish_response(
-    mut response: Response<Incoming>,
+    exchange: Exchange,
     guard: super::upstream::BackendGuard,
     deadline: Pin<Box<Sleep>>,
     client_upgrade: Option<OnUpgrade>,
     ctx: &ConnCtx,
     record: &mut RequestRecord,
 ) -> Response<ResponseBody> {
+    let Exchange {
+        mut response,
+        checkin,
+    } = exchange;
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let tunnel = match client_upgrade {
         Some(client) if switching => Some((client, hyper::upgrade::on(&mut response))),
@@ -321,11 +331,13 @@ fn finish_response(
                 }
                 shared.tunnel_closed();
             });
-            Response::from_parts(parts, ResponseBody::upstream(body, None))
+            // The connection is the tunnel's now; hyper closes it when the tunnel ends.
+            drop(checkin);
+            Response::from_parts(parts, ResponseBody::upstream(body, None, None))
         }
         None => {
             record.backend_guard = Some(guard);
-            Response::from_parts(parts, ResponseBody::upstream(body, Some(deadline)))
+            Response::from_parts(parts, ResponseBody::upstream(body, Some(deadline), checkin))
         }
     }
 }

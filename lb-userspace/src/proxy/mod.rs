@@ -6,12 +6,14 @@
 //! Each listener serves from an [`ArcSwap`]ped [`ListenerState`](state::ListenerState): a
 //! request reads it once and never waits on a reload. Pools are shared by name across
 //! listeners and kept across reloads while their config is unchanged, so pooled backend
-//! connections and counters survive.
+//! connections and counters survive; a changed pool keeps the connections of every backend
+//! that stays (connections belong to backends, see `connections`).
 
 mod access_log;
 mod balance;
 mod body;
 mod conn_io;
+mod connections;
 mod error;
 mod exchange;
 mod forward;
@@ -42,6 +44,7 @@ pub use upstream::{UpstreamBackend, UpstreamPool};
 
 use crate::config::{Config, L7Service, PoolId, Service, ServiceKind};
 use crate::health::HealthHandle;
+use connections::ConnectionRegistry;
 use state::ListenerState;
 
 /// Why a listener could not be started or updated.
@@ -86,6 +89,7 @@ pub struct Proxy {
     pools: HashMap<String, Arc<UpstreamPool>>,
     stats: Arc<StatsRegistry>,
     outcomes: Option<HealthHandle>,
+    connections: Arc<ConnectionRegistry>,
 }
 
 impl Proxy {
@@ -98,6 +102,7 @@ impl Proxy {
             pools: HashMap::new(),
             stats: Arc::new(StatsRegistry::default()),
             outcomes,
+            connections: ConnectionRegistry::start(),
         };
         proxy.pools = proxy.pools_for(config);
         for (service, l7) in l7_services(config) {
@@ -196,7 +201,12 @@ impl Proxy {
                     .filter(|running| running.config() == pool)
                     .cloned()
                     .unwrap_or_else(|| {
-                        Arc::new(UpstreamPool::new(pool, &self.stats, self.outcomes.clone()))
+                        Arc::new(UpstreamPool::new(
+                            pool,
+                            &self.stats,
+                            self.outcomes.clone(),
+                            &self.connections,
+                        ))
                     });
                 pools.insert(pool.name.clone(), running);
             }

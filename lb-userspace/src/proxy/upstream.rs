@@ -1,31 +1,25 @@
 //! Upstream pools: the backends of a config pool, the set of them that may take requests
 //! (swapped atomically, so the health checker can replace it without stopping readers),
-//! the policy that picks one, and a keep-alive connection pool to them.
+//! and the policy that picks one. Each backend sends through its kept-alive connections
+//! ([`super::connections`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::uri::Authority;
-use http::{HeaderMap, Request, Response};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http::{HeaderMap, Request};
 
 use super::balance::{Selector, request_hash};
 use super::body::RequestBody;
+use super::connections::{
+    BackendConnections, ConnectSettings, ConnectionRegistry, Exchange, UpstreamError,
+};
 use super::retry::RetryBudget;
 use super::stats::{BackendStats, PoolStats, StatsRegistry};
 use crate::config::{Pool, UpstreamProtocol};
 use crate::health::HealthHandle;
-
-/// Idle upstream connections are closed after this.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// TCP and HTTP/2 keep-alive probes to backends.
-const UPSTREAM_KEEPALIVE: Duration = Duration::from_secs(30);
 
 /// One backend of a pool.
 #[derive(Debug)]
@@ -44,12 +38,19 @@ pub struct UpstreamBackend {
     failed_in_row: AtomicU32,
     /// Its counters.
     pub stats: Arc<BackendStats>,
+    /// Kept-alive connections to it, shared with other pools that reach it the same way.
+    connections: Arc<BackendConnections>,
 }
 
 impl UpstreamBackend {
     /// Requests in flight to this backend now.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Relaxed)
+    }
+
+    /// Sends `request` (origin-form URI on HTTP/1.1, absolute on HTTP/2) to this backend.
+    pub async fn send(&self, request: Request<RequestBody>) -> Result<Exchange, UpstreamError> {
+        self.connections.send(request).await
     }
 
     /// Counts a request to this backend until the guard drops (least_request reads it).
@@ -117,7 +118,6 @@ pub struct UpstreamPool {
     config: Pool,
     all: Arc<BackendSet>,
     usable: ArcSwap<BackendSet>,
-    client: Client<HttpConnector, RequestBody>,
     /// Requests and retries in flight, for retry budgets.
     pub budget: RetryBudget,
     /// The pool's counters.
@@ -138,7 +138,20 @@ impl UpstreamPool {
     /// Builds the pool with every backend usable. Must run inside the tokio runtime.
     /// `outcomes` receives failed tries (connect failures, resets, 5xx) and the success
     /// that ends a run of them.
-    pub fn new(pool: &Pool, stats: &StatsRegistry, outcomes: Option<HealthHandle>) -> Self {
+    ///
+    /// Backends take their connections from `connections`, so a pool rebuilt by a reload
+    /// keeps the kept-alive connections of every backend that stays, and a removed
+    /// backend's idle connections close when the last pool using it goes.
+    pub fn new(
+        pool: &Pool,
+        stats: &StatsRegistry,
+        outcomes: Option<HealthHandle>,
+        connections: &ConnectionRegistry,
+    ) -> Self {
+        let settings = ConnectSettings {
+            protocol: pool.upstream_protocol,
+            connect_timeout: pool.connect_timeout,
+        };
         let backends: Vec<Arc<UpstreamBackend>> = pool
             .backends
             .iter()
@@ -151,6 +164,7 @@ impl UpstreamPool {
                     in_flight: AtomicUsize::new(0),
                     failed_in_row: AtomicU32::new(0),
                     stats: stats.backend(&pool.name, &b.name),
+                    connections: connections.get(b.address, settings),
                 })
             })
             .collect();
@@ -160,7 +174,6 @@ impl UpstreamPool {
             config: pool.clone(),
             usable: ArcSwap::new(all.clone()),
             all,
-            client: client(pool),
             budget: RetryBudget::default(),
             stats: stats.pool(&pool.name),
             outcomes,
@@ -225,36 +238,6 @@ impl UpstreamPool {
     pub fn is_http1(&self) -> bool {
         self.config.upstream_protocol == UpstreamProtocol::Http1
     }
-
-    /// Sends `request` (whose URI names the backend) over a pooled connection.
-    pub async fn send(
-        &self,
-        request: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
-        self.client.request(request).await
-    }
-}
-
-fn client(pool: &Pool) -> Client<HttpConnector, RequestBody> {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(pool.connect_timeout));
-    connector.set_nodelay(true);
-    connector.set_keepalive(Some(UPSTREAM_KEEPALIVE));
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        // The proxy sets Host itself, from the client's request.
-        .set_host(false);
-    if pool.upstream_protocol == UpstreamProtocol::Http2 {
-        builder
-            .http2_only(true)
-            .http2_keep_alive_interval(UPSTREAM_KEEPALIVE)
-            .http2_keep_alive_timeout(Duration::from_secs(10))
-            .http2_adaptive_window(true);
-    }
-    builder.build(connector)
 }
 
 /// `ip:port`, with brackets for IPv6.
