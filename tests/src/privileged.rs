@@ -4,7 +4,7 @@ use std::io::Write;
 use std::sync::OnceLock;
 
 /// Env vars that, when set (not empty, `0` or `false`), make a missing privilege fatal.
-const REQUIRE_VARS: [&str; 2] = ["CI", "SLUICE_REQUIRE_PRIVILEGED"];
+pub(crate) const REQUIRE_VARS: [&str; 2] = ["CI", "SLUICE_REQUIRE_PRIVILEGED"];
 
 /// True when root/BPF tests can run here: effective uid 0, the bpf() syscall works, and `ip`,
 /// `nsenter` and `ethtool` are installed. Start every privileged test with
@@ -70,13 +70,13 @@ fn bpf_works() -> Result<(), String> {
     Ok(())
 }
 
-fn on_path(tool: &str) -> bool {
+pub(crate) fn on_path(tool: &str) -> bool {
     let Some(path) = std::env::var_os("PATH") else {
         return false;
     };
     std::env::split_paths(&path).any(|dir| dir.join(tool).is_file())
 }
 
-fn is_set(var: &str) -> bool {
+pub(crate) fn is_set(var: &str) -> bool {
     std::env::var(var).is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
 }

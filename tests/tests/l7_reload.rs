@@ -1,17 +1,20 @@
-//! L7 config reloads (SIGHUP): new requests see new routes, pools and certificates while
-//! listening sockets and client connections stay; removed services stop accepting but let
-//! requests in flight finish; an invalid config changes nothing.
+//! L7 config reloads: new requests see new routes, pools and certificates while listening
+//! sockets and client connections stay; removed services stop accepting but let requests in
+//! flight finish; an invalid config, whichever way the reload arrives (SIGHUP, a save of
+//! the watched file, `POST /reload`, `sluice reload`), is rejected once, logged and counted,
+//! and changes nothing.
 
 mod l7_support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use l7_support::admin::Reloads;
 use l7_support::certs::{TestCa, certificate};
 use l7_support::client::{H1, get, tls_connect};
-use l7_support::{Backend, Lab, Mode, forward_all, local, pool, service};
+use l7_support::{AGENT_TIMEOUT, Backend, Lab, Mode, forward_all, local, pool, service};
 use rustls::version::{TLS12, TLS13};
-use sluice_tests::{eventually_async, privileged};
+use sluice_tests::{eventually, eventually_async, privileged};
 
 fn direct(body: &str) -> String {
     format!(
@@ -132,24 +135,114 @@ fn listeners_come_and_go_and_requests_in_flight_finish() {
     lab.stop();
 }
 
+/// The ways a reload reaches the agent.
+#[derive(Clone, Copy, Debug)]
+enum Trigger {
+    Sighup,
+    FileSave,
+    PostReload,
+    Cli,
+}
+
 #[test]
-fn an_invalid_config_changes_nothing() {
+fn an_invalid_config_is_rejected_once_by_every_trigger_and_changes_nothing() {
     if !privileged() {
         return;
     }
     let mut lab = Lab::new();
     let listen = local(8080);
     let app = Backend::start(&lab.ns, "app", local(9001), Mode::Echo);
-    let config = format!(
-        "{}{}{}",
-        pool("app", &[&app], &[], ""),
-        service("svc", listen, ""),
-        direct("v1")
-    );
-    lab.start(&config);
-    assert!(!lab.reload("this is [not toml"), "rejected");
-    let reply = lab.run(async move { H1::connect(listen).await?.send(get("x", "/")).await });
-    assert_eq!(reply.expect("still served").text(), "v1");
+    let config = |body: &str, pool_name: &str| {
+        format!(
+            "{}{}{}",
+            pool("app", &[&app], &[], ""),
+            service("svc", listen, ""),
+            direct(body).replace("pool = \"app\"", &format!("pool = \"{pool_name}\""))
+        )
+    };
+    lab.start(&config("v1", "app"));
+    let answer = |lab: &Lab| {
+        let reply = lab.run(async move { H1::connect(listen).await?.send(get("x", "/")).await });
+        reply.map(|r| r.text())
+    };
+    for trigger in [
+        Trigger::Sighup,
+        Trigger::FileSave,
+        Trigger::PostReload,
+        Trigger::Cli,
+    ] {
+        // Valid TOML with a route to a pool that does not exist; the name tells the triggers
+        // apart in the log.
+        let missing = format!("missing-{trigger:?}").to_lowercase();
+        let error = format!("pool \"{missing}\" is not defined");
+        let before = lab.reloads();
+        let logged_before = lab.log().len();
+        lab.save_config(&config("v2", &missing));
+        match trigger {
+            Trigger::Sighup => lab.agent().reload(),
+            Trigger::FileSave => {}
+            Trigger::PostReload => {
+                let answer = lab.admin("POST", "/reload");
+                assert!(
+                    answer.status == 400
+                        && answer.body.contains("config rejected")
+                        && answer.body.contains(&error),
+                    "POST /reload: {answer:?}"
+                );
+            }
+            Trigger::Cli => {
+                let (ok, out) = lab.cli(&["reload"]);
+                assert!(
+                    !ok && out.contains("config rejected") && out.contains(&error),
+                    "sluice reload: {out}"
+                );
+            }
+        }
+        eventually(AGENT_TIMEOUT, || {
+            let now = lab.reloads();
+            if now.failure > before.failure {
+                Ok(())
+            } else {
+                Err(format!("{trigger:?}: no rejection counted yet: {now:?}"))
+            }
+        });
+        // A second verdict on the same file (the watch and the trigger both reloading it)
+        // would come within the watch's settle time.
+        std::thread::sleep(Duration::from_millis(600));
+        let after = lab.reloads();
+        let expected = Reloads {
+            failure: before.failure + 1,
+            ..before
+        };
+        assert_eq!(
+            after, expected,
+            "{trigger:?}: rejected once, nothing applied"
+        );
+        let log = lab.log();
+        let logged = &log[logged_before..];
+        assert_eq!(
+            logged.matches("config rejected").count(),
+            1,
+            "{trigger:?}: one rejection logged:\n{logged}"
+        );
+        assert!(
+            logged
+                .lines()
+                .any(|line| line.contains("ERROR") && line.contains(&error)),
+            "{trigger:?}: the error is logged:\n{logged}"
+        );
+        assert_eq!(
+            answer(&lab).as_deref(),
+            Ok("v1"),
+            "{trigger:?}: the running config still answers"
+        );
+    }
+    // Rejections leave the agent able to apply the next valid config.
+    lab.save_config(&config("v2", "app"));
+    eventually(AGENT_TIMEOUT, || match answer(&lab) {
+        Ok(text) if text == "v2" => Ok(()),
+        other => Err(format!("the valid config is not applied: {other:?}")),
+    });
     lab.stop();
 }
 

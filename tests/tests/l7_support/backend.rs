@@ -10,7 +10,9 @@
 //! - anything else: the backend's name.
 //!
 //! A marker may follow a route prefix (`/least/sleep/1000`). Every answer carries
-//! `x-backend: NAME`.
+//! `x-backend: NAME`. Backends also count the connections they accept and keep the error of
+//! each one that ended badly (a reset, a request cut short), and can change their [`Mode`]
+//! while they run.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -68,10 +70,18 @@ impl Seen {
     }
 }
 
-#[derive(Default)]
 struct Log {
+    mode: Mutex<Mode>,
     heads: AtomicUsize,
     seen: Mutex<Vec<Seen>>,
+    connections: AtomicUsize,
+    connection_errors: Mutex<Vec<String>>,
+}
+
+impl Log {
+    fn mode(&self) -> Mode {
+        *self.mode.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// A running backend.
@@ -93,8 +103,14 @@ impl Backend {
         listener
             .set_nonblocking(true)
             .unwrap_or_else(|e| panic!("set_nonblocking: {e}"));
-        let log = Arc::new(Log::default());
-        let task = ns.spawn_task(serve(listener, name.to_string(), mode, log.clone()));
+        let log = Arc::new(Log {
+            mode: Mutex::new(mode),
+            heads: AtomicUsize::new(0),
+            seen: Mutex::new(Vec::new()),
+            connections: AtomicUsize::new(0),
+            connection_errors: Mutex::new(Vec::new()),
+        });
+        let task = ns.spawn_task(serve(listener, name.to_string(), log.clone()));
         Backend {
             name: name.to_string(),
             addr,
@@ -122,6 +138,26 @@ impl Backend {
             .clone()
     }
 
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.log.connections.load(Ordering::SeqCst)
+    }
+
+    /// The error of every connection that ended with one (reset by the peer, closed in the
+    /// middle of a request or response), in order.
+    pub fn connection_errors(&self) -> Vec<String> {
+        self.log
+            .connection_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Changes how the backend answers from now on (requests already waiting keep theirs).
+    pub fn set_mode(&self, mode: Mode) {
+        *self.log.mode.lock().unwrap_or_else(|p| p.into_inner()) = mode;
+    }
+
     /// The last request received whole.
     pub fn last(&self) -> Seen {
         self.seen()
@@ -130,20 +166,29 @@ impl Backend {
     }
 }
 
-async fn serve(listener: std::net::TcpListener, name: String, mode: Mode, log: Arc<Log>) {
+async fn serve(listener: std::net::TcpListener, name: String, log: Arc<Log>) {
     let listener = tokio::net::TcpListener::from_std(listener)
         .unwrap_or_else(|e| panic!("tokio listener: {e}"));
     while let Ok((stream, _)) = listener.accept().await {
-        if mode == Mode::Reset {
+        log.connections.fetch_add(1, Ordering::SeqCst);
+        if log.mode() == Mode::Reset {
             drop(stream);
             continue;
         }
         let (name, log) = (name.clone(), log.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |req| answer(req, name.clone(), mode, log.clone()));
-            let _ = auto::Builder::new(TokioExecutor::new())
+            let conn_log = log.clone();
+            let service = service_fn(move |req| answer(req, name.clone(), log.clone()));
+            let served = auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await;
+            if let Err(e) = served {
+                conn_log
+                    .connection_errors
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(e.to_string());
+            }
         });
     }
 }
@@ -153,9 +198,9 @@ type Body = BoxBody<Bytes, Infallible>;
 async fn answer(
     req: Request<Incoming>,
     name: String,
-    mode: Mode,
     log: Arc<Log>,
 ) -> Result<Response<Body>, Infallible> {
+    let mode = log.mode();
     log.heads.fetch_add(1, Ordering::SeqCst);
     let (parts, body) = req.into_parts();
     let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {

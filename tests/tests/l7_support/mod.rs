@@ -1,12 +1,14 @@
 //! Builders for the L7 end-to-end tests: a namespace whose loopback carries the agent's
 //! listeners, the backends and the clients ([`Lab`]); backends that record what reached
 //! them ([`backend`]); clients for HTTP/1.1, h2c and TLS ([`client`]); certificates made at
-//! run time ([`certs`]); and config snippets.
+//! run time ([`certs`]); the control plane: admin API, CLI, config saves ([`admin`]); and
+//! config snippets.
 #![allow(
     dead_code,
     reason = "each l7 test binary uses a different part of the support module"
 )]
 
+pub mod admin;
 pub mod backend;
 pub mod certs;
 pub mod client;
@@ -87,6 +89,13 @@ impl Lab {
             .as_ref()
             .map(SluiceAgent::log)
             .unwrap_or_default()
+    }
+
+    /// The running agent; panics before [`Lab::start`].
+    pub fn agent(&self) -> &SluiceAgent {
+        self.agent
+            .as_ref()
+            .unwrap_or_else(|| panic!("agent not started"))
     }
 
     /// Rewrites the config, sends SIGHUP and waits for the verdict; returns whether the

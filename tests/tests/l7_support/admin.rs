@@ -1,0 +1,169 @@
+//! The agent's control plane as a test sees it: the admin API (status, metrics, reload), the
+//! `sluice` CLI, SIGHUP and config-file saves, all inside the lab's namespace. Plain blocking
+//! HTTP/1.0 (the server closes, so no framing to undo) keeps these helpers usable from any
+//! thread.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use sluice_tests::{Netns, sluice_binary};
+
+use super::Lab;
+
+/// Where the agent's admin API listens in the lab (the `[admin]` default).
+pub const ADMIN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9100);
+
+/// Time one control-plane call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A response: status code and body.
+#[derive(Debug)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Body, as text.
+    pub body: String,
+}
+
+/// `METHOD path` to `addr` from inside `ns`, over a fresh connection.
+pub fn fetch(ns: &Netns, addr: SocketAddr, method: &str, path: &str) -> Result<Answer, String> {
+    let request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n");
+    ns.in_ns(move || {
+        let mut stream = TcpStream::connect_timeout(&addr, CALL_TIMEOUT)
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        stream
+            .set_read_timeout(Some(CALL_TIMEOUT))
+            .map_err(|e| format!("set_read_timeout: {e}"))?;
+        stream
+            .write_all(request.as_bytes())
+            .map_err(|e| format!("{method} {path}: write: {e}"))?;
+        let mut raw = Vec::new();
+        stream
+            .read_to_end(&mut raw)
+            .map_err(|e| format!("{method} {path}: read: {e}"))?;
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| format!("{method} {path}: no complete head in {text:?}"))?;
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("{method} {path}: bad status line in {head:?}"))?;
+        Ok(Answer {
+            status,
+            body: body.to_string(),
+        })
+    })
+}
+
+/// The value of one sample in a Prometheus text exposition: `series` is the name and labels
+/// exactly as the agent renders them, e.g. `sluice_config_reloads_total{result="success"}`.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// Reload counters and config version, read together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reloads {
+    /// `sluice_config_reloads_total{result="success"}`.
+    pub success: u64,
+    /// `sluice_config_reloads_total{result="failure"}`.
+    pub failure: u64,
+    /// `config_version` of `GET /status`.
+    pub version: u64,
+}
+
+impl Lab {
+    /// `METHOD path` on the admin API; panics when it cannot be reached.
+    pub fn admin(&self, method: &str, path: &str) -> Answer {
+        fetch(&self.ns, ADMIN, method, path)
+            .unwrap_or_else(|e| panic!("admin API: {e}; agent log:\n{}", self.log()))
+    }
+
+    /// `GET /metrics`.
+    pub fn metrics(&self) -> String {
+        let answer = self.admin("GET", "/metrics");
+        assert_eq!(answer.status, 200, "GET /metrics: {}", answer.body);
+        answer.body
+    }
+
+    /// A sample of `GET /metrics` (see [`sample`]), 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        sample(&self.metrics(), series).unwrap_or(0.0)
+    }
+
+    /// `GET /status` as JSON.
+    pub fn status(&self) -> serde_json::Value {
+        let answer = self.admin("GET", "/status");
+        assert_eq!(answer.status, 200, "GET /status: {}", answer.body);
+        serde_json::from_str(&answer.body)
+            .unwrap_or_else(|e| panic!("GET /status is not JSON ({e}): {}", answer.body))
+    }
+
+    /// Whether `GET /status` shows backend `backend` of `pool` healthy (`None`: not listed).
+    pub fn backend_healthy(&self, pool: &str, backend: &str) -> Option<bool> {
+        let status = self.status();
+        status["pools"]
+            .as_array()?
+            .iter()
+            .filter(|p| p["name"] == pool)
+            .flat_map(|p| p["backends"].as_array().cloned().unwrap_or_default())
+            .find(|b| b["name"] == backend)
+            .and_then(|b| b["healthy"].as_bool())
+    }
+
+    /// The reload counters and the config version now.
+    pub fn reloads(&self) -> Reloads {
+        let metrics = self.metrics();
+        let count = |result: &str| {
+            let series = format!("sluice_config_reloads_total{{result=\"{result}\"}}");
+            sample(&metrics, &series)
+                .unwrap_or_else(|| panic!("/metrics has no {series}:\n{metrics}"))
+                as u64
+        };
+        let version = self.status()["config_version"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("GET /status has no config_version"));
+        Reloads {
+            success: count("success"),
+            failure: count("failure"),
+            version,
+        }
+    }
+
+    /// Replaces the config file the way careful editors save: a new file renamed over the
+    /// old one, so the agent never reads half of it. The agent watches the file, so this
+    /// alone reloads it.
+    pub fn save_config(&self, config: &str) {
+        let path = self.agent().config_path();
+        let staged = path.with_extension("toml.new");
+        std::fs::write(&staged, config)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", staged.display()));
+        std::fs::rename(&staged, &path).unwrap_or_else(|e| {
+            panic!("renaming {} over {}: {e}", staged.display(), path.display())
+        });
+    }
+
+    /// Runs `sluice ARGS` (the CLI) in the lab; returns whether it succeeded and what it
+    /// printed (stdout then stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String) {
+        let output = self
+            .ns
+            .command(sluice_binary())
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running sluice {args:?}: {e}"));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), text)
+    }
+}
