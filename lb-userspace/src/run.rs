@@ -29,6 +29,7 @@ const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// Runs the agent until SIGTERM or SIGINT, then drains, detaches and removes what it made.
 /// `worker_threads` sizes the runtime (default: the CPUs this process may run on).
 pub fn run(config_path: &Path, worker_threads: Option<usize>) -> Result<()> {
+    raise_open_files_limit();
     let config = load(config_path).map_err(|errors| {
         anyhow!(
             "{} has {} error(s); nothing was started",
@@ -75,6 +76,38 @@ pub fn run(config_path: &Path, worker_threads: Option<usize>) -> Result<()> {
     })
 }
 
+/// Raises the soft limit on open files to the hard limit: each L7 connection holds two
+/// descriptors, and the usual soft limit of 1024 would cap a listener near 500 clients.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    if limit.rlim_cur >= limit.rlim_max {
+        return;
+    }
+    let before = limit.rlim_cur;
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: as above; raising the soft limit up to the hard one needs no privilege.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0 {
+        info!(
+            from = before,
+            to = limit.rlim_max,
+            "raised the open files limit"
+        );
+    } else {
+        warn!(
+            error = %std::io::Error::last_os_error(),
+            limit = before,
+            "could not raise the open files limit; L7 connections beyond it will be refused"
+        );
+    }
+}
+
 /// Reads and validates the config, logging every problem; `Err` holds the messages.
 fn load(path: &Path) -> Result<Config, Vec<String>> {
     match config::load(path) {
@@ -98,6 +131,8 @@ struct Agent {
     config_path: PathBuf,
     config: Config,
     version: u64,
+    /// When `version` was applied.
+    applied_at: std::time::SystemTime,
     /// Digest of the config file as last read, so a watch event for content already seen
     /// (a SIGHUP reload got there first, or a save without changes) reloads nothing.
     last_read: Option<u64>,
@@ -167,6 +202,7 @@ impl Agent {
             last_read,
             config,
             version: 1,
+            applied_at: std::time::SystemTime::now(),
             dataplane,
             proxy,
             health,
@@ -211,6 +247,7 @@ impl Agent {
         }
         self.config = config;
         self.version += 1;
+        self.applied_at = std::time::SystemTime::now();
         self.metrics.reload_result(true);
         self.publish_status();
         info!(version = self.version, "config reloaded");
@@ -237,7 +274,11 @@ impl Agent {
             }
         }
         self.proxy.reload(config).map_err(|errors| {
-            let all: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            // Each with its causes, as `{:#}` prints them.
+            let all: Vec<String> = errors
+                .into_iter()
+                .map(|e| format!("{:#}", anyhow::Error::from(e)))
+                .collect();
             anyhow!("{}", all.join("; "))
         })?;
         // New pools start with every backend usable: give them the checker's view.
@@ -305,7 +346,12 @@ impl Agent {
 
     fn publish_status(&self) {
         let view = self.health_rx.borrow().clone();
-        let status = status::build(&self.config, &view, self.version, &self.config_path);
+        let status = status::build(
+            &self.config,
+            &view,
+            (self.version, self.applied_at),
+            &self.config_path,
+        );
         self.status_tx.send_replace(Arc::new(status));
     }
 

@@ -3,13 +3,19 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::admin::{BackendStatus, PoolStatus, ServiceStatus, Status};
 use crate::config::{Config, ForwardingMode, Policy, Protocol, RouteAction, ServiceKind};
 use crate::health::HealthView;
 
-/// The status of `config` under `view`.
-pub fn build(config: &Config, view: &HealthView, version: u64, path: &Path) -> Status {
+/// The status of `config` (applied as `version` at `applied_at`) under `view`.
+pub fn build(
+    config: &Config,
+    view: &HealthView,
+    (version, applied_at): (u64, SystemTime),
+    path: &Path,
+) -> Status {
     let services = config
         .services
         .iter()
@@ -82,8 +88,8 @@ pub fn build(config: &Config, view: &HealthView, version: u64, path: &Path) -> S
     Status {
         config_version: version,
         config_path: path.display().to_string(),
-        config_applied_at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
+        config_applied_at: applied_at
+            .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0),
         services,

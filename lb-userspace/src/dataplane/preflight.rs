@@ -38,7 +38,8 @@ pub fn preflight() -> Result<(), DataplaneError> {
         if !missing.is_empty() {
             return Err(DataplaneError::Preflight(format!(
                 "missing capabilities {}: run as root, or `setcap \
-                 cap_bpf,cap_net_admin,cap_perfmon+ep` on the sluice binary",
+                 cap_bpf,cap_net_admin,cap_perfmon+ep` on the sluice binary (add \
+                 cap_net_bind_service for L7 ports below 1024; docs/capabilities.md)",
                 missing.join(", ")
             )));
         }

@@ -51,7 +51,7 @@ use state::ListenerState;
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyStartError {
     /// The socket could not be bound.
-    #[error("service {service:?}: cannot listen on {addr}: {source}{hint}")]
+    #[error("service {service:?}: cannot listen on {addr}{hint}")]
     Bind {
         /// The service.
         service: String,
@@ -64,7 +64,7 @@ pub enum ProxyStartError {
         hint: &'static str,
     },
     /// Its TLS settings or routes could not be built.
-    #[error("service {service:?}: {source}")]
+    #[error("service {service:?}")]
     Build {
         /// The service.
         service: String,
