@@ -5,6 +5,7 @@
 //! installed by hand.
 
 mod bench;
+mod demo;
 mod ebpf;
 mod run;
 mod shell;
@@ -32,6 +33,11 @@ enum Command {
         #[arg(long)]
         release: bool,
     },
+    /// Sluice in a minute: build everything, then (as root, through sudo if needed) run the
+    /// agent on config/demo.toml in network namespaces with a client and four backends, and
+    /// show live how flows spread, fail over, come back and follow a reload. Leaves nothing
+    /// behind, Ctrl-C included.
+    Demo(demo::DemoArgs),
     /// Build everything, then run `sluice` as root (through sudo when not root).
     ///
     /// Example: `cargo xtask run -- run --config config/example.toml`
@@ -53,16 +59,21 @@ enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Measure the data path (root only): the XDP program's per-packet cost through
-    /// BPF_PROG_TEST_RUN, printed as a table and written to `<target>/bench/xdp.json`.
+    /// Measure Sluice (root only): the XDP program's per-packet cost, L4 and L7 against
+    /// HAProxy and nginx, and the control plane. Prints Markdown tables and writes the raw
+    /// figures to `<target>/bench/<part>.json`.
+    ///
+    /// Example: `cargo xtask bench --part l7 --duration 3 --rounds 1`
     Bench(bench::BenchArgs),
 }
 
 fn main() -> Result<()> {
+    shell::forget_cargo_run_env();
     let cli = Cli::parse();
     match cli.command {
         Command::BuildEbpf => ebpf::build().map(|_| ()),
         Command::Build { release } => run::build_all(release).map(|_| ()),
+        Command::Demo(args) => demo::run(&args),
         Command::Run { release, args } => run::run(release, &args),
         Command::Test { args } => test::run(&args),
         Command::Bench(args) => bench::run(&args),

@@ -47,3 +47,29 @@ pub fn stdout(cmd: &mut Command) -> Result<String> {
     let out = output(cmd)?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
+
+/// Removes what `cargo run` told this process about the xtask package (`CARGO_MANIFEST_DIR`,
+/// `CARGO_PKG_*`, ...), so the cargo commands the xtask starts do not inherit it: build
+/// scripts that watch those variables (ring's does) would otherwise see them change between
+/// `cargo xtask` and plain cargo builds, and rebuild every time.
+pub fn forget_cargo_run_env() {
+    const EXACT: [&str; 6] = [
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_MANIFEST_LINKS",
+    ];
+    let names: Vec<std::ffi::OsString> = std::env::vars_os()
+        .map(|(name, _)| name)
+        .filter(|name| {
+            name.to_str()
+                .is_some_and(|n| EXACT.contains(&n) || n.starts_with("CARGO_PKG_"))
+        })
+        .collect();
+    for name in names {
+        // SAFETY: called first thing in main, before any other thread exists.
+        unsafe { std::env::remove_var(name) };
+    }
+}

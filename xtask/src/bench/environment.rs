@@ -3,9 +3,9 @@
 
 use serde::Serialize;
 
-/// Load average (1 minute) above which the bench warns that other work shared the machine.
-/// The bench itself keeps one CPU busy.
-const BUSY_LOAD: f64 = 1.5;
+/// Load average (1 minute), over what the bench itself causes, above which the bench warns
+/// that other work shared the machine.
+const BUSY_MARGIN: f64 = 0.5;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Environment {
@@ -39,10 +39,11 @@ impl Environment {
         self.loadavg_after = loadavg();
     }
 
-    /// A warning for the report when other work was running during the bench.
-    pub fn warning(&self) -> Option<String> {
+    /// A warning for the report when other work was running during the bench, which itself
+    /// keeps `own_load` CPUs busy.
+    pub fn warning(&self, own_load: f64) -> Option<String> {
         let load = self.loadavg_before[0].max(self.loadavg_after[0]);
-        (load > BUSY_LOAD).then(|| {
+        (load > own_load + BUSY_MARGIN).then(|| {
             format!(
                 "**Warning:** the machine was busy (1-minute load average {:.1} before, {:.1} \
                  after, on {} CPUs): other work shares caches and CPU time with the bench, so \

@@ -1,0 +1,122 @@
+//! The L7 cases: what each one measures, with which load generator, and how its output is
+//! read.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use sluice_tests::Netns;
+
+use super::load::{self, Invocation, Load};
+use super::{Options, configs};
+use crate::bench::process::run_bounded;
+
+/// Streams per HTTP/2 connection; the connection count is the concurrency divided by it.
+const H2_STREAMS: u32 = 8;
+/// `openssl s_time` loops run side by side: a quarter of the concurrency (each is a process).
+const S_TIME_SHARE: u32 = 4;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Case {
+    KeepAlive,
+    Close,
+    H2c,
+    Tls,
+    TlsFull,
+}
+
+impl Case {
+    pub const ALL: [Case; 5] = [
+        Case::KeepAlive,
+        Case::Close,
+        Case::H2c,
+        Case::Tls,
+        Case::TlsFull,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Case::KeepAlive => "HTTP/1.1 keep-alive",
+            Case::Close => "HTTP/1.1 new connection per request",
+            Case::H2c => "HTTP/2 (h2c, prior knowledge)",
+            Case::Tls => "HTTPS new connection per request (wrk, resumption offered)",
+            Case::TlsFull => "HTTPS full handshake per request (openssl s_time -new)",
+        }
+    }
+
+    pub fn port(self) -> u16 {
+        match self {
+            Case::KeepAlive | Case::Close => configs::H1_PORT,
+            Case::H2c => configs::H2C_PORT,
+            Case::Tls | Case::TlsFull => configs::TLS_PORT,
+        }
+    }
+
+    /// The load generator's command line (for `s_time`, that of one of its loops).
+    pub fn invocation(self, opts: &Options, duration: Duration, h2_log: &Path) -> Invocation {
+        let (host, c) = (configs::HOST, opts.connections);
+        match self {
+            Case::KeepAlive => load::wrk(
+                c,
+                duration,
+                false,
+                &format!("http://{host}:{}/", self.port()),
+            ),
+            Case::Close => load::wrk(
+                c,
+                duration,
+                true,
+                &format!("http://{host}:{}/", self.port()),
+            ),
+            Case::H2c => load::h2load(
+                (c / H2_STREAMS).max(1),
+                H2_STREAMS,
+                duration,
+                h2_log,
+                &format!("http://{host}:{}/", self.port()),
+            ),
+            Case::Tls => load::wrk(
+                c,
+                duration,
+                true,
+                &format!("https://{host}:{}/", self.port()),
+            ),
+            Case::TlsFull => load::s_time(&format!("{host}:{}", self.port()), duration),
+        }
+    }
+}
+
+/// Runs the case's load for `duration` and reads what it measured.
+pub fn generate(
+    ns: &Netns,
+    dir: &Path,
+    case: Case,
+    opts: &Options,
+    duration: Duration,
+) -> Result<Load> {
+    let limit = duration + Duration::from_secs(30);
+    let h2_log = dir.join("h2load.log");
+    let invocation = case.invocation(opts, duration, &h2_log);
+    if case == Case::TlsFull {
+        let loops = (opts.connections / S_TIME_SHARE).max(1);
+        let commands = (0..loops)
+            .map(|_| invocation.command(ns, opts.load_cpu))
+            .collect();
+        let (connections, wall) = load::run_s_time_loops(commands, limit)?;
+        return Ok(Load {
+            requests: connections,
+            rps: connections as f64 / wall.as_secs_f64(),
+            ..Load::default()
+        });
+    }
+    let output = run_bounded(&mut invocation.command(ns, opts.load_cpu), limit)?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    match case {
+        Case::H2c => {
+            let log = std::fs::read_to_string(&h2_log)
+                .with_context(|| format!("reading {}", h2_log.display()))?;
+            load::parse_h2load(&stdout, &log)
+        }
+        _ => load::parse_wrk(&stdout),
+    }
+}

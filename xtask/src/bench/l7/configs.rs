@@ -1,0 +1,202 @@
+//! The L7 contenders' configs, written so each does the same work: one worker, no access log,
+//! HTTP/1.1 on [`H1_PORT`], HTTP/2 with prior knowledge on [`H2C_PORT`], TLS (the same
+//! self-signed certificate) on [`TLS_PORT`], every request forwarded to one keep-alive pool
+//! of the same backend with `X-Forwarded-For/-Proto/-Host` set, as Sluice does.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::bench::agent::ADMIN;
+use crate::bench::write;
+use crate::shell;
+
+pub const HOST: &str = "127.0.0.1";
+pub const H1_PORT: u16 = 8080;
+pub const H2C_PORT: u16 = 8082;
+pub const TLS_PORT: u16 = 8443;
+pub const BACKEND_PORT: u16 = 9001;
+/// What the backend answers to every request.
+pub const BODY: &str = "hello from the backend\n";
+/// The certificate's name (it is self-signed; clients do not verify it).
+const SERVER_NAME: &str = "bench.sluice.test";
+
+/// The certificate and key every contender serves, and both in one file for HAProxy.
+pub struct Certificate {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub combined: PathBuf,
+}
+
+/// Generates a self-signed RSA-2048 certificate into `dir` with `openssl`. RSA, not ECDSA:
+/// verifying an ECDSA signature costs the client more than making it costs the server, so
+/// with ECDSA the full-handshake case would measure the load generator; an RSA signature is
+/// the server's expensive step, as it is for most sites that measure handshakes.
+pub fn certificate(dir: &Path) -> Result<Certificate> {
+    let paths = Certificate {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+        combined: dir.join("cert-and-key.pem"),
+    };
+    shell::output(
+        Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "7",
+            ])
+            .args(["-subj", &format!("/CN={SERVER_NAME}")])
+            .args(["-addext", &format!("subjectAltName=DNS:{SERVER_NAME}")])
+            .arg("-keyout")
+            .arg(&paths.key)
+            .arg("-out")
+            .arg(&paths.cert),
+    )
+    .context("generating a self-signed certificate with openssl")?;
+    let read =
+        |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    write(
+        &paths.combined,
+        &format!("{}{}", read(&paths.cert)?, read(&paths.key)?),
+    )?;
+    Ok(paths)
+}
+
+/// The backend: nginx, one worker, a fixed body, keep-alive connections that last.
+pub fn backend(dir: &Path) -> String {
+    format!(
+        "worker_processes 1;
+daemon off;
+pid {dir}/backend.pid;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  server {{
+    listen {HOST}:{BACKEND_PORT} backlog=4096;
+    keepalive_requests 10000000;
+    location / {{ return 200 \"{body}\"; }}
+  }}
+}}
+",
+        dir = dir.display(),
+        body = BODY.escape_default(),
+    )
+}
+
+/// Sluice: one pool, three services (h1, h2c, TLS) with one catch-all route each.
+pub fn sluice(cert: &Certificate) -> String {
+    let service = |name: &str, port: u16, tls: &str| {
+        format!(
+            "[[service]]
+name = \"{name}\"
+vip = \"{HOST}\"
+port = {port}
+protocol = \"tcp\"
+[service.l7]
+access_log = false
+{tls}[service.l7.limits]
+max_connections = 100000
+[[service.l7.virtual_host]]
+name = \"any\"
+domains = [\"*\"]
+[[service.l7.virtual_host.route]]
+match = {{ path_prefix = \"/\" }}
+forward = {{ pool = \"backend\" }}
+"
+        )
+    };
+    format!(
+        "[admin]
+listen = \"{ADMIN}\"
+
+[[certificate]]
+name = \"bench\"
+cert = \"{cert}\"
+key = \"{key}\"
+
+[[pool]]
+name = \"backend\"
+health_check = {{ kind = \"none\" }}
+backend = [{{ address = \"{HOST}\", port = {BACKEND_PORT} }}]
+
+{h1}
+{h2c}
+{tls}",
+        cert = cert.cert.display(),
+        key = cert.key.display(),
+        h1 = service("h1", H1_PORT, ""),
+        h2c = service("h2c", H2C_PORT, ""),
+        tls = service("tls", TLS_PORT, "tls = { certificates = [\"bench\"] }\n"),
+    )
+}
+
+/// nginx: one worker, upstream keep-alive, HTTP/2 on a plain port (prior knowledge) and ALPN.
+pub fn nginx(dir: &Path, cert: &Certificate) -> String {
+    format!(
+        "worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  upstream backend {{
+    server {HOST}:{BACKEND_PORT};
+    keepalive 128;
+    keepalive_requests 10000000;
+  }}
+  server {{
+    listen {HOST}:{H1_PORT} backlog=4096;
+    listen {HOST}:{H2C_PORT} http2 backlog=4096;
+    listen {HOST}:{TLS_PORT} ssl http2 backlog=4096;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    keepalive_requests 10000000;
+    location / {{
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $host;
+    }}
+  }}
+}}
+",
+        dir = dir.display(),
+        cert = cert.cert.display(),
+        key = cert.key.display(),
+    )
+}
+
+/// HAProxy: one thread, connection reuse across clients (as nginx's and Sluice's pools do).
+pub fn haproxy(cert: &Certificate) -> String {
+    format!(
+        "global
+  nbthread 1
+  maxconn 8000
+  ssl-default-bind-options ssl-min-ver TLSv1.2
+
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  timeout http-keep-alive 60s
+  option forwardfor
+  http-reuse always
+
+frontend bench
+  bind {HOST}:{H1_PORT}
+  bind {HOST}:{H2C_PORT} proto h2
+  bind {HOST}:{TLS_PORT} ssl crt {combined} alpn h2,http/1.1
+  http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}
+  http-request set-header X-Forwarded-Proto http if !{{ ssl_fc }}
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  default_backend backend
+
+backend backend
+  server backend1 {HOST}:{BACKEND_PORT}
+",
+        combined = cert.combined.display(),
+    )
+}

@@ -1,0 +1,338 @@
+//! L7 proxies compared: Sluice, nginx and HAProxy forwarding the same route to the same
+//! backend, on the loopback of one namespace. The proxy is pinned to one CPU, the load
+//! generator and the backend to another, so each proxy has exactly one core.
+//!
+//! Every (case, round, contender) run starts the proxy afresh, so its peak memory belongs to
+//! that case alone, warms it up, measures, reads its VmHWM and stops it.
+
+mod cases;
+mod configs;
+mod load;
+mod report;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use sluice_tests::Netns;
+
+use self::cases::{Case, generate};
+pub use self::load::Load;
+pub use self::report::markdown;
+use crate::bench::agent::{Agent, Running};
+use crate::bench::compare::{Contender, median_of, order, ratio};
+use crate::bench::process::{Daemon, command, wait_listening};
+use crate::bench::{interrupt, write};
+use crate::shell::step;
+
+/// How much to measure, and where.
+pub struct Options {
+    pub sluice: PathBuf,
+    pub rounds: u32,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub connections: u32,
+    pub proxy_cpu: usize,
+    pub load_cpu: usize,
+    pub contenders: Vec<Contender>,
+    /// Only the cases whose name contains this.
+    pub filter: Option<String>,
+}
+
+/// Everything measured, as written to `l7.json`.
+#[derive(Serialize)]
+pub struct L7Report {
+    pub method: &'static str,
+    pub proxy_cpu: usize,
+    pub load_cpu: usize,
+    pub rounds: u32,
+    pub duration_s: u64,
+    pub warmup_s: u64,
+    pub connections: u32,
+    pub cases: Vec<CaseReport>,
+}
+
+#[derive(Serialize)]
+pub struct CaseReport {
+    pub name: &'static str,
+    /// The load generator's command line, the same for every contender.
+    pub load_generator: String,
+    pub contenders: Vec<ContenderReport>,
+    /// Sluice's medians over each other contender's, against the target.
+    pub sluice_versus: Vec<Versus>,
+}
+
+/// Sluice against one other proxy on one case.
+#[derive(Serialize)]
+pub struct Versus {
+    pub contender: Contender,
+    pub rps_ratio: Option<f64>,
+    pub p99_ratio: Option<f64>,
+    /// req/s at least [`report::RPS_TARGET`] times theirs and p99 no worse (when known).
+    pub target_met: Option<bool>,
+}
+
+#[derive(Serialize)]
+pub struct ContenderReport {
+    pub contender: Contender,
+    /// Medians over rounds.
+    pub rps: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub peak_memory_mib: Option<f64>,
+    /// Summed over rounds.
+    pub errors: u64,
+    pub non_2xx: u64,
+    /// TLS cases: whether any run saw the proxy resume a session.
+    pub resumes_sessions: Option<bool>,
+    pub runs: Vec<Run>,
+}
+
+#[derive(Serialize)]
+pub struct Run {
+    pub round: u32,
+    #[serde(flatten)]
+    pub load: Load,
+    /// VmHWM summed over the proxy's processes (nginx: master and worker).
+    pub peak_memory_kib: u64,
+    /// Threads of the proxy's main process (Sluice: its runtime follows the CPU affinity).
+    pub threads: usize,
+    /// TLS cases: whether the proxy resumed a session offered again (openssl s_client).
+    pub resumes_sessions: Option<bool>,
+}
+
+impl CaseReport {
+    /// Sluice's medians over `versus`'s: (req/s ratio, p99 ratio).
+    pub fn ratios(&self, versus: Contender) -> (Option<f64>, Option<f64>) {
+        let find = |c: Contender| self.contenders.iter().find(|r| r.contender == c);
+        match (find(Contender::Sluice), find(versus)) {
+            (Some(ours), Some(theirs)) => (
+                ratio(ours.rps, theirs.rps),
+                ratio(ours.p99_ms, theirs.p99_ms),
+            ),
+            _ => (None, None),
+        }
+    }
+}
+
+const METHOD: &str = "one namespace, loopback; the proxy pinned to proxy_cpu (Sluice's tokio \
+    runtime sizes itself from the affinity: one worker; nginx: worker_processes 1; HAProxy: \
+    nbthread 1), load generator and backend (nginx, one worker, fixed 23-byte body) pinned to \
+    load_cpu; every proxy forwards to one keep-alive pool of that backend and sets \
+    X-Forwarded-For/-Proto/-Host; no access logs; each run starts the proxy afresh, warms it \
+    up with the same load, then measures; rounds interleave the contenders (order rotated each \
+    round); medians over rounds. h2c: p50/p99 from h2load's per-request log. TLS: RSA-2048 \
+    self-signed (the server's signature is the costly step of a full handshake; with ECDSA the \
+    client's verification would be), TLS 1.2 and 1.3 offered; wrk offers to resume its session \
+    and the check after each run says whether the proxy did (all three do by default: session \
+    cache or tickets), so that case is mostly abbreviated handshakes; openssl s_time -new makes \
+    a full handshake per connection (one request each, concurrency / 4 loops side by side, rate \
+    = connections / wall time, no latency figures). Peak memory: VmHWM summed over the proxy's \
+    processes.";
+
+/// Runs every case, and returns the report.
+pub fn run(opts: &Options) -> Result<L7Report> {
+    let dir = tempfile::Builder::new()
+        .prefix("sluice-bench-l7-")
+        .tempdir()
+        .context("creating a temp folder")?;
+    let dir = dir.path();
+    let cert = configs::certificate(dir)?;
+    write(&dir.join("backend.conf"), &configs::backend(dir))?;
+    write(&dir.join("sluice.toml"), &configs::sluice(&cert))?;
+    write(&dir.join("nginx.conf"), &configs::nginx(dir, &cert))?;
+    write(&dir.join("haproxy.cfg"), &configs::haproxy(&cert))?;
+
+    let ns = Netns::new("l7");
+    let mut backend = start_backend(&ns, dir, opts.load_cpu)?;
+    let cases: Vec<Case> = Case::ALL
+        .into_iter()
+        .filter(|c| {
+            opts.filter
+                .as_ref()
+                .is_none_or(|f| c.name().to_lowercase().contains(&f.to_lowercase()))
+        })
+        .collect();
+    let mut reports = Vec::new();
+    for case in cases {
+        step("Measuring", &format!("L7: {}", case.name()));
+        let mut runs: BTreeMap<usize, Vec<Run>> = BTreeMap::new();
+        for round in 0..opts.rounds {
+            for (index, contender) in order(&indexed(&opts.contenders), round) {
+                interrupt::check()?;
+                backend.check_running()?;
+                let run = measure(&ns, dir, contender, case, round, opts).with_context(|| {
+                    format!("L7 {}, {}, round {round}", case.name(), contender.name())
+                })?;
+                eprintln!(
+                    "{:>12} round {round}: {:<8} {:>10.0} req/s  p99 {} ms  peak {:.1} MiB  \
+                     errors {}",
+                    "",
+                    contender.name(),
+                    run.load.rps,
+                    run.load.p99_ms.map_or("-".into(), |p| format!("{p:.2}")),
+                    run.peak_memory_kib as f64 / 1024.0,
+                    run.load.errors + run.load.non_2xx,
+                );
+                runs.entry(index).or_default().push(run);
+            }
+        }
+        let contenders = opts
+            .contenders
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| summarise(c, runs.remove(&i).unwrap_or_default()))
+            .collect();
+        let load_generator = case
+            .invocation(opts, opts.duration, &dir.join("h2load.log"))
+            .to_string();
+        let mut report = CaseReport {
+            name: case.name(),
+            load_generator,
+            contenders,
+            sluice_versus: Vec::new(),
+        };
+        report.sluice_versus = versus(&report);
+        reports.push(report);
+    }
+    backend.stop(Duration::from_secs(3));
+    Ok(L7Report {
+        method: METHOD,
+        proxy_cpu: opts.proxy_cpu,
+        load_cpu: opts.load_cpu,
+        rounds: opts.rounds,
+        duration_s: opts.duration.as_secs(),
+        warmup_s: opts.warmup.as_secs(),
+        connections: opts.connections,
+        cases: reports,
+    })
+}
+
+fn indexed(contenders: &[Contender]) -> Vec<(usize, Contender)> {
+    contenders.iter().copied().enumerate().collect()
+}
+
+fn start_backend(ns: &Netns, dir: &Path, cpu: usize) -> Result<Daemon> {
+    let mut cmd = command(ns, Some(cpu), "nginx");
+    cmd.arg("-e")
+        .arg(dir.join("backend-error.log"))
+        .arg("-c")
+        .arg(dir.join("backend.conf"));
+    let mut daemon = Daemon::spawn("the backend (nginx)", cmd, &dir.join("backend.log"))?;
+    let addr = format!("{}:{}", configs::HOST, configs::BACKEND_PORT);
+    wait_listening(ns, addr.parse()?, &mut daemon, Duration::from_secs(10))?;
+    Ok(daemon)
+}
+
+fn start(contender: Contender, ns: &Netns, dir: &Path, opts: &Options) -> Result<Running> {
+    let cpu = Some(opts.proxy_cpu);
+    let log = dir.join(format!("{}.log", contender.name()));
+    Ok(match contender {
+        Contender::Sluice => Running::Sluice(Agent::start(
+            &opts.sluice,
+            ns,
+            cpu,
+            &dir.join("sluice.toml"),
+            &log,
+        )?),
+        Contender::Nginx => {
+            let mut cmd = command(ns, cpu, "nginx");
+            cmd.arg("-e")
+                .arg(dir.join("nginx-error.log"))
+                .arg("-c")
+                .arg(dir.join("nginx.conf"));
+            Running::Other(Daemon::spawn("nginx", cmd, &log)?)
+        }
+        Contender::Haproxy => {
+            let mut cmd = command(ns, cpu, "haproxy");
+            cmd.arg("-db").arg("-f").arg(dir.join("haproxy.cfg"));
+            Running::Other(Daemon::spawn("haproxy", cmd, &log)?)
+        }
+    })
+}
+
+/// One run: start the proxy, warm it up, measure, read its memory, stop it.
+fn measure(
+    ns: &Netns,
+    dir: &Path,
+    contender: Contender,
+    case: Case,
+    round: u32,
+    opts: &Options,
+) -> Result<Run> {
+    let mut proxy = start(contender, ns, dir, opts)?;
+    let addr = format!("{}:{}", configs::HOST, case.port()).parse()?;
+    wait_listening(ns, addr, proxy.daemon(), Duration::from_secs(30))?;
+    if !opts.warmup.is_zero() {
+        generate(ns, dir, case, opts, opts.warmup).context("warming up")?;
+    }
+    let load = generate(ns, dir, case, opts, opts.duration)?;
+    let resumes_sessions = if matches!(case, Case::Tls | Case::TlsFull) {
+        let addr = format!("{}:{}", configs::HOST, case.port());
+        Some(load::resumes_sessions(ns, opts.load_cpu, &addr, dir)?)
+    } else {
+        None
+    };
+    let daemon = proxy.daemon();
+    daemon.check_running()?;
+    let peak_memory_kib = daemon.peak_memory_kib()?;
+    let threads = daemon.threads();
+    daemon.stop(Duration::from_secs(8));
+    if load.requests == 0 {
+        anyhow::bail!(
+            "no request completed; the end of the proxy's log:\n{}",
+            daemon.log_tail()
+        );
+    }
+    Ok(Run {
+        round,
+        load,
+        peak_memory_kib,
+        threads,
+        resumes_sessions,
+    })
+}
+
+/// Sluice's ratios against every other contender of a case.
+fn versus(case: &CaseReport) -> Vec<Versus> {
+    let has_sluice = case
+        .contenders
+        .iter()
+        .any(|c| c.contender == Contender::Sluice);
+    case.contenders
+        .iter()
+        .map(|c| c.contender)
+        .filter(|&c| has_sluice && c != Contender::Sluice)
+        .map(|contender| {
+            let (rps_ratio, p99_ratio) = case.ratios(contender);
+            let target_met =
+                rps_ratio.map(|r| r >= report::RPS_TARGET && p99_ratio.is_none_or(|p| p <= 1.0));
+            Versus {
+                contender,
+                rps_ratio,
+                p99_ratio,
+                target_met,
+            }
+        })
+        .collect()
+}
+
+/// Medians over a contender's runs.
+fn summarise(contender: Contender, runs: Vec<Run>) -> ContenderReport {
+    ContenderReport {
+        contender,
+        rps: median_of(&runs, |r| Some(r.load.rps)),
+        p50_ms: median_of(&runs, |r| r.load.p50_ms),
+        p99_ms: median_of(&runs, |r| r.load.p99_ms),
+        peak_memory_mib: median_of(&runs, |r| Some(r.peak_memory_kib as f64 / 1024.0)),
+        errors: runs.iter().map(|r| r.load.errors).sum(),
+        non_2xx: runs.iter().map(|r| r.load.non_2xx).sum(),
+        resumes_sessions: runs
+            .iter()
+            .filter_map(|r| r.resumes_sessions)
+            .reduce(|a, b| a || b),
+        runs,
+    }
+}

@@ -1,0 +1,217 @@
+//! The `sluice run` process inside the load balancer's namespace, and its admin API:
+//! `/status` polled in the background, `/metrics` and `/reload` on demand.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::Deserialize;
+
+use super::http;
+use super::netns::Netns;
+use super::signals;
+use super::topology::ADMIN;
+
+/// How long the agent may take to stop after SIGTERM (it drains l7 for up to 5 s).
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The parts of `GET /status` the demo shows.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Status {
+    pub config_version: u64,
+    pub pools: Vec<PoolStatus>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct PoolStatus {
+    pub backends: Vec<BackendStatus>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct BackendStatus {
+    pub name: String,
+    pub weight: u16,
+    pub healthy: bool,
+    pub drained: bool,
+}
+
+impl Status {
+    /// The state of backend `name` in any pool.
+    pub fn backend(&self, name: &str) -> Option<&BackendStatus> {
+        self.pools
+            .iter()
+            .flat_map(|pool| &pool.backends)
+            .find(|backend| backend.name == name)
+    }
+}
+
+/// A running `sluice run`; stopped with SIGTERM when dropped.
+pub struct Agent {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Agent {
+    /// Starts `sluice run --config CONFIG` inside `ns`, logging to `log`.
+    pub fn start(ns: &Netns, sluice: &Path, config: &Path, log: &Path) -> Result<Agent> {
+        let file = std::fs::File::create(log)
+            .with_context(|| format!("creating the agent's log {}", log.display()))?;
+        let stderr = file.try_clone().context("duplicating a file handle")?;
+        let mut cmd = ns.command(sluice);
+        cmd.args(["--log-level", "info", "run", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(stderr);
+        // SAFETY: only async-signal-safe calls (sigprocmask, prctl), touching no memory of
+        // the parent. The agent gets SIGTERM if the demo dies without tearing down (SIGKILL),
+        // so it detaches its XDP program and exits rather than living on in a namespace
+        // nobody can name.
+        unsafe {
+            cmd.pre_exec(|| {
+                signals::unblock_in_child()?;
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {} (is nsenter installed?)", sluice.display()))?;
+        Ok(Agent {
+            child: Some(child),
+            log: log.to_path_buf(),
+        })
+    }
+
+    /// Fails with the end of the agent's log if it has exited.
+    pub fn check_running(&mut self) -> Result<()> {
+        let Some(child) = self.child.as_mut() else {
+            bail!("sluice was stopped");
+        };
+        if let Some(status) = child.try_wait().context("checking on sluice")? {
+            self.child = None;
+            bail!(
+                "sluice exited ({status}); the end of its log:\n{}",
+                self.log_tail(20)
+            );
+        }
+        Ok(())
+    }
+
+    /// The last `lines` lines of the agent's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Sends SIGTERM and waits for the exit (SIGKILL after a while); `None` if it had
+    /// already exited or been stopped.
+    pub fn stop(&mut self) -> Result<Option<ExitStatus>> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(None);
+        };
+        if child.try_wait()?.is_none() {
+            let pid = Pid::from_raw(i32::try_from(child.id()).context("pid out of range")?);
+            kill(pid, Signal::SIGTERM).context("sending SIGTERM to sluice")?;
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let status = child.wait()?;
+                bail!(
+                    "sluice did not stop within {STOP_TIMEOUT:?} of SIGTERM; killed ({status}). \
+                     The end of its log:\n{}",
+                    self.log_tail(20)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Err(err) = self.stop() {
+            eprintln!("demo: {err:#}");
+        }
+    }
+}
+
+/// `METHOD path` on the admin API, from inside the load balancer's namespace.
+pub fn admin(lb: &Netns, method: &str, path: &str) -> Result<http::Response> {
+    let response = lb
+        .run_in(|| http::request(ADMIN.into(), method, path, Duration::from_secs(5)))?
+        .with_context(|| format!("{method} http://{ADMIN}{path} in {}", lb.name()))?;
+    if response.status != 200 {
+        bail!(
+            "{method} {path}: status {}: {}",
+            response.status,
+            response.body.trim()
+        );
+    }
+    Ok(response)
+}
+
+/// `GET /status`, polled in the background; the latest answer is kept.
+pub struct StatusWatch {
+    latest: Arc<Mutex<Option<Status>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl StatusWatch {
+    pub fn start(lb: &Netns) -> Result<StatusWatch> {
+        let latest = Arc::new(Mutex::new(None));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (out, flag) = (Arc::clone(&latest), Arc::clone(&stop));
+        let thread = lb.spawn_in("status".into(), move || {
+            while !flag.load(Ordering::Relaxed) {
+                let status = http::request(ADMIN.into(), "GET", "/status", Duration::from_secs(1))
+                    .ok()
+                    .filter(|r| r.status == 200)
+                    .and_then(|r| serde_json::from_str::<Status>(&r.body).ok());
+                if status.is_some() {
+                    *out.lock().unwrap_or_else(|p| p.into_inner()) = status;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })?;
+        Ok(StatusWatch {
+            latest,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The latest status, if the agent has answered yet.
+    pub fn latest(&self) -> Option<Status> {
+        self.latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl Drop for StatusWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
