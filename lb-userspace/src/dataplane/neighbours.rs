@@ -147,6 +147,14 @@ fn add_managed(hops: &[NextHop]) -> HashSet<IpAddr> {
                 })
                 .filter_map(|line| hops.get(line.checked_sub(1)?).map(|h| h.0))
                 .collect();
+            if stderr.contains("No buffer space available") {
+                warn!(
+                    entries = hops.len(),
+                    "the kernel's neighbour table is full: raise \
+                     net.ipv4.neigh.default.gc_thresh3 (and net.ipv6.neigh.default.gc_thresh3) \
+                     above the number of on-link backends"
+                );
+            }
             warn!(
                 error = %stderr.trim(),
                 "could not add some managed neighbour entries (needs Linux >= 5.16)"
