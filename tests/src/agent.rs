@@ -84,3 +84,20 @@ impl SluiceAgent {
         self.child.wait_timeout(timeout)
     }
 }
+
+/// Runs the `sluice` CLI (`status`, `reload`, `drain`, ...) in `ns`, as an operator would
+/// against the agent there; returns whether it succeeded and what it printed (stdout, then
+/// stderr).
+pub fn sluice_cli(ns: &Netns, args: &[&str]) -> (bool, String) {
+    let output = ns
+        .command(sluice_binary())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running sluice {args:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}

@@ -34,7 +34,7 @@ mod topology;
 mod wait;
 mod xdp;
 
-pub use agent::SluiceAgent;
+pub use agent::{SluiceAgent, sluice_cli};
 pub use artifacts::{ebpf_object, sluice_binary, target_dir, workspace_root};
 pub use kernel::{XdpAttachMode, global_counter, program_map, xdp_program};
 pub use link::{

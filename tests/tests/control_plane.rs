@@ -10,7 +10,7 @@ mod l4_e2e_support;
 use std::time::{Duration, Instant};
 
 use l4_e2e_support::{Mode, Setup, V4};
-use sluice_tests::{eventually, privileged, sluice_binary};
+use sluice_tests::{eventually, privileged, sluice_cli};
 
 const INTERVAL_MS: u64 = 500;
 const FALL: u64 = 2;
@@ -24,18 +24,7 @@ fn health_check() -> String {
 
 /// Runs `sluice ARGS` (the CLI) inside the load balancer's namespace.
 fn cli(setup: &Setup, args: &[&str]) -> (bool, String) {
-    let output = setup
-        .lb()
-        .command(sluice_binary())
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running sluice {args:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    sluice_cli(setup.lb(), args)
 }
 
 fn backend_healthy(setup: &Setup, address: &str) -> Option<bool> {

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use sluice_tests::{Netns, sluice_binary};
+use sluice_tests::Netns;
 
 use super::Lab;
 
@@ -153,17 +153,6 @@ impl Lab {
     /// Runs `sluice ARGS` (the CLI) in the lab; returns whether it succeeded and what it
     /// printed (stdout then stderr).
     pub fn cli(&self, args: &[&str]) -> (bool, String) {
-        let output = self
-            .ns
-            .command(sluice_binary())
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("running sluice {args:?}: {e}"));
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        (output.status.success(), text)
+        sluice_tests::sluice_cli(&self.ns, args)
     }
 }

@@ -131,21 +131,10 @@ pub fn command(program: impl AsRef<OsStr>) -> Command {
     cmd
 }
 
-/// Runs `cmd` to completion; fails with its stderr.
+/// Runs `cmd` to completion in its own process group; fails with its stderr.
 pub fn run(cmd: &mut Command) -> Result<()> {
     cmd.process_group(0);
-    let shown = format!("{cmd:?}");
-    let out = cmd
-        .output()
-        .with_context(|| format!("could not start {shown}"))?;
-    if !out.status.success() {
-        bail!(
-            "{shown} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    crate::shell::output(cmd).map(|_| ())
 }
 
 /// Deletes demo namespaces whose process is gone (a demo killed with SIGKILL). Their agent
