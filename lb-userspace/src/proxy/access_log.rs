@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use http::{HeaderValue, Method, Uri};
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Method};
 
 use super::conn_io::ConnGuard;
 use super::stats::{PoolStats, RouteStats};
@@ -25,8 +26,8 @@ pub struct RequestRecord {
     pub host: Option<HeaderValue>,
     /// The method.
     pub method: Method,
-    /// The request target as received.
-    pub uri: Uri,
+    /// The request's path and query as received, kept only when the access log is on.
+    pub path: Option<PathAndQuery>,
     /// The status sent.
     pub status: u16,
     /// The route taken, if any.
@@ -75,7 +76,7 @@ impl RequestRecord {
             client = %self.client,
             host,
             method = %self.method,
-            path = self.uri.path_and_query().map_or("/", |p| p.as_str()),
+            path = self.path.as_ref().map_or("/", |p| p.as_str()),
             status = self.status,
             bytes,
             duration_ms = elapsed.as_secs_f64() * 1000.0,

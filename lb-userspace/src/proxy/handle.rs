@@ -50,7 +50,11 @@ pub async fn handle(
         client: ctx.client,
         host: None,
         method: request.method().clone(),
-        uri: request.uri().clone(),
+        // Only the access log reads it: no copy per request when the log is off.
+        path: state
+            .access_log
+            .then(|| request.uri().path_and_query().cloned())
+            .flatten(),
         status: 0,
         route: None,
         pool: None,
