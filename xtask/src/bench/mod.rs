@@ -196,6 +196,18 @@ impl Inputs<'_> {
     }
 }
 
+/// Stops the part's environment sampling; returns the report as Markdown and where its JSON
+/// went.
+fn finish<R: Serialize>(
+    part: Part,
+    environment: &mut Environment,
+    report: &R,
+    markdown: fn(&R) -> String,
+) -> Result<(String, PathBuf)> {
+    environment.finish();
+    Ok((markdown(report), write_json(part, environment, report)?))
+}
+
 fn run_part(part: Part, cx: &Inputs<'_>) -> Result<()> {
     let mut environment = Environment::start();
     let (markdown, path) = match part {
@@ -215,11 +227,7 @@ fn run_part(part: Part, cx: &Inputs<'_>) -> Result<()> {
                 ),
             );
             let report = xdp::run(&cx.object, &options)?;
-            environment.finish();
-            (
-                report::xdp_markdown(&report),
-                write_json(part, &environment, &report)?,
-            )
+            finish(part, &mut environment, &report, report::xdp_markdown)?
         }
         Part::L7 => {
             let options = l7::Options {
@@ -245,11 +253,7 @@ fn run_part(part: Part, cx: &Inputs<'_>) -> Result<()> {
                 ),
             );
             let report = l7::run(&options)?;
-            environment.finish();
-            (
-                l7::markdown(&report),
-                write_json(part, &environment, &report)?,
-            )
+            finish(part, &mut environment, &report, l7::markdown)?
         }
         Part::L4 => {
             let options = l4::Options {
@@ -271,11 +275,7 @@ fn run_part(part: Part, cx: &Inputs<'_>) -> Result<()> {
                 ),
             );
             let report = l4::run(&options)?;
-            environment.finish();
-            (
-                l4::markdown(&report),
-                write_json(part, &environment, &report)?,
-            )
+            finish(part, &mut environment, &report, l4::markdown)?
         }
         Part::ControlPlane => {
             let options = control::Options {
@@ -284,11 +284,7 @@ fn run_part(part: Part, cx: &Inputs<'_>) -> Result<()> {
             };
             step("Benchmarking", "the control plane");
             let report = control::run(&options)?;
-            environment.finish();
-            (
-                control::markdown(&report),
-                write_json(part, &environment, &report)?,
-            )
+            finish(part, &mut environment, &report, control::markdown)?
         }
     };
     println!("{markdown}");
