@@ -254,26 +254,16 @@ impl Agent {
         Ok(format!("config version {} applied", self.version))
     }
 
+    /// Applies `config` whole or not at all. Everything that can fail is built and checked
+    /// first (listeners, sockets, certificates, pools, routes, Maglev tables); only then does
+    /// anything change, and a kernel write that still fails is rolled back, so a failed
+    /// reload leaves the running state, kernel maps included, as it was.
     async fn apply(&mut self, config: &Config) -> Result<()> {
         forwarding::check(config)?;
         if config.admin != self.config.admin {
             bail!("[admin] changes need a restart of sluice (the admin API is how reloads arrive)");
         }
-        self.health.update(config);
-        let view = self.health_rx.borrow_and_update().clone();
-        let desired = balancer::desired_with(config, &view).context("building Maglev tables")?;
-        self.dataplane.apply(&desired)?;
-        for old in &self.config.interfaces {
-            if !config.interfaces.contains(old) {
-                self.dataplane.detach(&old.name)?;
-            }
-        }
-        for new in &config.interfaces {
-            if !self.config.interfaces.contains(new) {
-                self.dataplane.attach(new)?;
-            }
-        }
-        self.proxy.reload(config).map_err(|errors| {
+        let proxy = self.proxy.prepare(config).map_err(|errors| {
             // Each with its causes, as `{:#}` prints them.
             let all: Vec<String> = errors
                 .into_iter()
@@ -281,9 +271,58 @@ impl Agent {
                 .collect();
             anyhow!("{}", all.join("; "))
         })?;
+        let current = self.health_rx.borrow().clone();
+        let before = balancer::desired_with(&self.config, &current)
+            .context("building the running Maglev tables")?;
+        balancer::desired_with(config, &current).context("building Maglev tables")?;
+
+        // From here on the new config goes into force.
+        let added: Vec<_> = config
+            .interfaces
+            .iter()
+            .filter(|new| !self.config.interfaces.contains(new))
+            .collect();
+        let mut attached = Vec::new();
+        for new in &added {
+            if let Err(err) = self.dataplane.attach(new) {
+                self.detach_all_of(&attached);
+                return Err(err.into());
+            }
+            attached.push(new.name.clone());
+        }
+        self.health.update(config);
+        let view = self.health_rx.borrow_and_update().clone();
+        let written = balancer::desired_with(config, &view)
+            .context("building Maglev tables")
+            .and_then(|desired| Ok(self.dataplane.apply(&desired)?));
+        if let Err(err) = written {
+            self.health.update(&self.config);
+            if let Err(undo) = self.dataplane.apply(&before) {
+                error!("restoring the previous kernel tables after a failed reload: {undo:#}");
+            }
+            self.detach_all_of(&attached);
+            return Err(err.context("writing the kernel maps (the previous tables were restored)"));
+        }
+        for old in &self.config.interfaces {
+            if !config.interfaces.contains(old)
+                && let Err(err) = self.dataplane.detach(&old.name)
+            {
+                error!(interface = %old.name, "detaching a removed interface: {err:#}");
+            }
+        }
+        self.proxy.commit(proxy);
         // New pools start with every backend usable: give them the checker's view.
         push_usable(&self.proxy, &view);
         Ok(())
+    }
+
+    /// Undoes attachments made by a reload that then failed.
+    fn detach_all_of(&mut self, interfaces: &[String]) {
+        for name in interfaces {
+            if let Err(err) = self.dataplane.detach(name) {
+                error!(interface = %name, "detaching after a failed reload: {err:#}");
+            }
+        }
     }
 
     /// Whether the config file's content differs from what was last read.

@@ -54,7 +54,9 @@ fn forwarding_rewrites_paths_and_headers_and_strips_hop_by_hop() {
     assert_eq!(seen.header("host"), "app.test", "Host is preserved");
     assert_eq!(seen.header("x-env"), "test");
     assert_eq!(seen.header("x-debug"), "");
-    assert_eq!(seen.header("x-forwarded-for"), "203.0.113.9, 127.0.0.1");
+    // The client is not a trusted proxy: its own X-Forwarded-* are replaced, not extended.
+    assert_eq!(seen.header("x-forwarded-for"), "127.0.0.1");
+    assert_eq!(seen.header("x-real-ip"), "127.0.0.1");
     assert_eq!(seen.header("x-forwarded-proto"), "http");
     assert_eq!(seen.header("x-forwarded-host"), "app.test");
     for hop in [

@@ -77,6 +77,23 @@ pub struct Pool {
     pub health_check: Option<Spanned<HealthCheck>>,
     /// Default: disabled.
     pub outlier_detection: Option<OutlierDetection>,
+    /// Default: every limit at its default.
+    #[serde(default)]
+    pub circuit_breakers: CircuitBreakers,
+}
+
+/// `[pool.circuit_breakers]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakers {
+    /// 1..=1000000; default 1024.
+    pub max_connections: Option<Spanned<i64>>,
+    /// 0..=1000000; default 1024.
+    pub max_pending_requests: Option<Spanned<i64>>,
+    /// 1..=1000000; default 1024.
+    pub max_requests: Option<Spanned<i64>>,
+    /// 0..=1000000; default 3.
+    pub max_retries: Option<Spanned<i64>>,
 }
 
 /// Value of `pool.policy`.
@@ -169,6 +186,8 @@ pub struct OutlierDetection {
     pub max_ejection: Option<Spanned<String>>,
     /// Percent, 0..=100; default 10.
     pub max_ejected_percent: Option<Spanned<i64>>,
+    /// Whether 5xx responses count as failures; default true.
+    pub count_5xx: Option<bool>,
 }
 
 /// `[[pool.backend]]`.

@@ -146,6 +146,8 @@ pub struct Pool {
     pub health_check: HealthCheck,
     /// Passive health checking; `None` means disabled.
     pub outlier_detection: Option<OutlierDetection>,
+    /// Limits beyond which requests are refused at once (l7).
+    pub circuit_breakers: CircuitBreakers,
     /// At least one backend; names and addresses unique.
     pub backends: Vec<Backend>,
 }
@@ -269,6 +271,34 @@ pub struct OutlierDetection {
     pub max_ejection: Duration,
     /// At most this percentage of the pool is ejected at once (0..=100).
     pub max_ejected_percent: u8,
+    /// Whether a 5xx response counts as a failure (connect failures, resets and timeouts
+    /// always do; a client's own faults never do).
+    pub count_5xx: bool,
+}
+
+/// Envoy-style circuit breakers of an l7 pool: past a limit a request is answered 503 at
+/// once instead of queueing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitBreakers {
+    /// Connections open to each backend.
+    pub max_connections: u32,
+    /// Requests waiting for a connection to a backend at `max_connections`.
+    pub max_pending_requests: u32,
+    /// Requests in flight to the pool.
+    pub max_requests: u32,
+    /// Retries in flight to the pool.
+    pub max_retries: u32,
+}
+
+impl Default for CircuitBreakers {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_pending_requests: 1024,
+            max_requests: 1024,
+            max_retries: 3,
+        }
+    }
 }
 
 /// One backend server.

@@ -115,6 +115,7 @@ mod tests {
             base_ejection: 10 * SEC,
             max_ejection: 25 * SEC,
             max_ejected_percent: 10,
+            count_5xx: true,
         }
     }
 

@@ -28,6 +28,7 @@ pub fn outliers(max_ejected_percent: u8) -> OutlierDetection {
         base_ejection: Duration::from_secs(10),
         max_ejection: Duration::from_secs(25),
         max_ejected_percent,
+        count_5xx: true,
     }
 }
 
@@ -43,6 +44,7 @@ pub fn pool(name: &str, backends: &[SocketAddr], check: HealthCheck) -> Pool {
         when_no_healthy: WhenNoHealthy::FailOpen,
         health_check: check,
         outlier_detection: None,
+        circuit_breakers: crate::config::CircuitBreakers::default(),
         backends: backends
             .iter()
             .map(|a| Backend {

@@ -7,7 +7,7 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 
 use super::family::Family;
-use crate::proxy::stats::{Histogram, LATENCY_BOUNDS_US, RequestStats, StatsRegistry};
+use crate::proxy::stats::{Histogram, LATENCY_BOUNDS_US, OVERLOADS, RequestStats, StatsRegistry};
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -71,8 +71,18 @@ impl Collector for L7Collector {
             "sluice_l7_pool_no_backend_total",
             "Requests answered 503 because the pool had no usable backend.",
         );
+        let mut overflow = Family::counter(
+            "sluice_l7_pool_overflow_total",
+            "Requests answered 503 (or retries skipped) because a circuit breaker of the pool was open, by limit.",
+        );
         for (pool, stats) in self.stats.pools() {
             let labels = [("pool", &*pool)];
+            for (limit, counter) in OVERLOADS.iter().zip(&stats.overflow) {
+                overflow.count(
+                    &[("pool", &*pool), ("limit", limit.name())],
+                    counter.load(Relaxed),
+                );
+            }
             requests(&mut pool_requests, &labels, &stats.requests);
             histogram(&mut pool_latency, &labels, &stats.requests.latency);
             retries.count(&labels, stats.retries.load(Relaxed));
@@ -104,7 +114,29 @@ impl Collector for L7Collector {
             failures.count(&labels, stats.failures.load(Relaxed));
         }
 
+        let mut local = Family::counter(
+            "sluice_l7_local_responses_total",
+            "Responses the proxy made itself, without a backend's answer (no route, bad requests, timeouts, redirects, direct responses, gateway errors), by listener and status.",
+        );
+        let mut refused = Family::counter(
+            "sluice_l7_connections_refused_total",
+            "Client connections closed at accept, by listener and reason.",
+        );
+        for (service, stats) in self.stats.listeners() {
+            for (status, count) in stats.local_responses() {
+                let status = status.to_string();
+                local.count(&[("service", &*service), ("status", &status)], count);
+            }
+            refused.count(
+                &[("service", &*service), ("reason", "per_client")],
+                stats.refused_per_client.load(Relaxed),
+            );
+        }
+
         [
+            local,
+            refused,
+            overflow,
             route_requests,
             route_latency,
             route_bytes,

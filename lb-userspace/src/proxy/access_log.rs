@@ -86,3 +86,24 @@ impl RequestRecord {
         );
     }
 }
+
+/// Logs an answer a connection wrote outside any request (a 408 to a slow head, a 400 or
+/// 431 hyper sent for a head it could not parse).
+pub fn connection_answer(service: &str, client: SocketAddr, status: u16, why: &str) {
+    tracing::info!(
+        target: "sluice::access",
+        time = %humantime::format_rfc3339_millis(SystemTime::now()),
+        service,
+        client = %client,
+        host = "-",
+        method = "-",
+        path = "-",
+        status,
+        bytes = 0u64,
+        duration_ms = 0.0,
+        upstream = "-",
+        route = "-",
+        reason = why,
+        "access"
+    );
+}

@@ -3,6 +3,9 @@
 //! between requests, and whether an HTTP/1 head carried `Content-Length` (hyper drops it
 //! silently when `Transfer-Encoding` is also present; the proxy refuses such requests).
 //!
+//! Writes are watched too: a client that takes no response bytes for `send_timeout` is cut
+//! off, so a reader that stalls cannot hold a backend connection forever.
+//!
 //! hyper's own `header_read_timeout` also runs while a keep-alive connection waits for its
 //! next request and closes without an answer, so both timers live here instead. They are
 //! lazy: a phase change only records a deadline; the timer is re-armed when it fires early
@@ -19,6 +22,8 @@ use std::time::Duration;
 use atomic_waker::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+
+use super::stats::ListenerStats;
 
 /// Sent to a client whose request head did not arrive within `header_read_timeout`.
 const REQUEST_TIMEOUT: &[u8] =
@@ -103,6 +108,8 @@ pub struct Timeouts {
     pub header_read: Duration,
     /// Time a connection may wait for its next request.
     pub idle: Duration,
+    /// Time a client may take no response bytes before it is disconnected.
+    pub send: Duration,
 }
 
 /// A client stream with the connection's timers and head scanner.
@@ -121,6 +128,33 @@ pub struct ConnIo<S> {
     head_started: bool,
     /// Bytes of the 408 answer written so far, once the head deadline passed.
     timing_out: Option<usize>,
+    /// Runs while a write waits for the client to take bytes; made only when one does.
+    write_stall: Option<Pin<Box<Sleep>>>,
+    /// Where the 408 answers it writes are counted and logged.
+    answers: LocalAnswers,
+}
+
+/// What a connection needs to count and log the answers it writes itself (408).
+#[derive(Clone)]
+pub struct LocalAnswers {
+    /// The listener's counters.
+    pub stats: Arc<ListenerStats>,
+    /// The service, for the access log.
+    pub service: Arc<str>,
+    /// The client, for the access log.
+    pub client: std::net::SocketAddr,
+    /// Whether to write access-log lines.
+    pub access_log: bool,
+}
+
+impl LocalAnswers {
+    /// Counts (and logs) an answer the connection wrote outside any request.
+    pub fn answered(&self, status: u16, why: &str) {
+        self.stats.local_response(status);
+        if self.access_log {
+            super::access_log::connection_answer(&self.service, self.client, status, why);
+        }
+    }
 }
 
 impl<S> ConnIo<S> {
@@ -133,6 +167,7 @@ impl<S> ConnIo<S> {
         timeouts: Timeouts,
         http2: Option<bool>,
         accepted: Instant,
+        answers: LocalAnswers,
     ) -> Self {
         let deadline = accepted + timeouts.header_read;
         Self {
@@ -148,7 +183,35 @@ impl<S> ConnIo<S> {
             scan: HeadScan::default(),
             head_started: false,
             timing_out: None,
+            write_stall: None,
+            answers,
         }
+    }
+
+    /// Passes a write's result through, unless the client has taken no bytes for
+    /// `send_timeout`: then the write fails, hyper closes the connection, and the response
+    /// (with its backend connection and in-flight slot) is dropped.
+    fn stall_check<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.write_stall = None;
+            return polled;
+        }
+        let send = self.timeouts.send;
+        let timer = self
+            .write_stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(send)));
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.write_stall = None;
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client took no response bytes within send_timeout",
+        )))
     }
 
     /// Follows requests starting and ending: a started request makes the connection busy;
@@ -232,6 +295,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ConnIo<S> {
             }
         }
         let _ = ready!(Pin::new(&mut self.inner).poll_flush(cx));
+        self.answers
+            .answered(408, "request head not received within header_read_timeout");
         Poll::Ready(Err(io::Error::new(
             io::ErrorKind::TimedOut,
             "request head not received within header_read_timeout",
@@ -289,7 +354,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ConnIo<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.stall_check(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -297,7 +363,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ConnIo<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.stall_check(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -305,7 +372,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ConnIo<S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.stall_check(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

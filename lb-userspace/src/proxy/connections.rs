@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -22,9 +23,11 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tracing::debug;
 
 use super::body::RequestBody;
+use super::error::Overload;
 use crate::config::UpstreamProtocol;
 
 /// Idle connections are closed after this. Below the usual keep-alive timeouts of backend
@@ -72,6 +75,14 @@ pub enum UpstreamError {
         #[source]
         source: hyper::Error,
     },
+    /// A circuit breaker refused the request before it went out.
+    #[error("{address}: circuit breaker {} open", limit.name())]
+    Overloaded {
+        /// The backend.
+        address: SocketAddr,
+        /// Which limit.
+        limit: Overload,
+    },
     /// The request went out (or was going out) and no response head came back.
     #[error("exchange with {address}")]
     Exchange {
@@ -86,8 +97,17 @@ pub enum UpstreamError {
 impl UpstreamError {
     /// Whether the request never reached the backend because no connection could be made.
     pub fn is_connect(&self) -> bool {
-        !matches!(self, Self::Exchange { .. })
+        !matches!(self, Self::Exchange { .. } | Self::Overloaded { .. })
     }
+}
+
+/// A pool's queue of requests waiting for a connection to a backend at its limit.
+#[derive(Debug, Clone, Copy)]
+pub struct PendingLimit<'a> {
+    /// Requests of the pool waiting now.
+    pub waiting: &'a AtomicUsize,
+    /// The most that may wait (`max_pending_requests`).
+    pub max: usize,
 }
 
 /// How connections to a backend are made; backends reached the same way share connections.
@@ -97,6 +117,8 @@ pub struct ConnectSettings {
     pub protocol: UpstreamProtocol,
     /// The TCP connect timeout.
     pub connect_timeout: Duration,
+    /// Connections open at once (HTTP/1.1; an HTTP/2 backend gets one).
+    pub max_connections: u32,
 }
 
 /// The connection sets in use, by backend and settings. Holds them weakly: pools own them.
@@ -161,6 +183,10 @@ pub struct BackendConnections {
     h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
     /// Held while an HTTP/2 connection is being made, so concurrent requests share it.
     h2_connecting: tokio::sync::Mutex<()>,
+    /// HTTP/1.1 connections open (idle or busy), against `settings.max_connections`.
+    open: AtomicUsize,
+    /// Signalled when a connection goes idle or closes, for requests waiting for one.
+    freed: Notify,
 }
 
 impl std::fmt::Debug for BackendConnections {
@@ -208,7 +234,14 @@ impl BackendConnections {
             idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
             h2_connecting: tokio::sync::Mutex::new(()),
+            open: AtomicUsize::new(0),
+            freed: Notify::new(),
         }
+    }
+
+    /// HTTP/1.1 connections open now (for tests and status).
+    pub fn open_count(&self) -> usize {
+        self.open.load(Relaxed)
     }
 
     /// Idle HTTP/1.1 connections now (for tests and status).
@@ -220,12 +253,16 @@ impl BackendConnections {
     /// turns out closed before the request left it (the backend timed it out a moment ago)
     /// costs nothing: the request goes out on another. Once a request has left, its
     /// failure is the caller's to retry or not.
+    ///
+    /// With `max_connections` open and none idle, the request waits for one to be freed,
+    /// within `pending`; past it the request is refused at once.
     pub async fn send(
         self: &Arc<Self>,
         request: Request<RequestBody>,
+        pending: PendingLimit<'_>,
     ) -> Result<Exchange, UpstreamError> {
         match self.settings.protocol {
-            UpstreamProtocol::Http1 => self.send_http1(request).await,
+            UpstreamProtocol::Http1 => self.send_http1(request, pending).await,
             UpstreamProtocol::Http2 => self.send_http2(request).await,
         }
     }
@@ -233,11 +270,16 @@ impl BackendConnections {
     async fn send_http1(
         self: &Arc<Self>,
         mut request: Request<RequestBody>,
+        pending: PendingLimit<'_>,
     ) -> Result<Exchange, UpstreamError> {
         loop {
             let (mut sender, reused) = match self.checkout() {
                 Some(sender) => (sender, true),
-                None => (self.connect_http1().await?, false),
+                None if self.reserve() => (self.connect_http1().await?, false),
+                None => {
+                    self.wait_for_connection(pending).await?;
+                    continue;
+                }
             };
             match sender.try_send_request(request).await {
                 Ok(response) => {
@@ -283,6 +325,50 @@ impl BackendConnections {
                 },
             }
         }
+    }
+
+    /// Takes a slot for a new connection if fewer than `max_connections` are open.
+    fn reserve(&self) -> bool {
+        let max = self.settings.max_connections as usize;
+        self.open
+            .fetch_update(Relaxed, Relaxed, |open| (open < max).then_some(open + 1))
+            .is_ok()
+    }
+
+    /// Gives back a connection slot (its connection closed or was never made).
+    fn release(&self) {
+        self.open.fetch_sub(1, Relaxed);
+        self.freed.notify_one();
+    }
+
+    /// Waits, as one of the pool's pending requests, until a connection is idle or a slot is
+    /// free. Refused at once when no request may wait.
+    async fn wait_for_connection(&self, pending: PendingLimit<'_>) -> Result<(), UpstreamError> {
+        let overloaded = |limit| UpstreamError::Overloaded {
+            address: self.address,
+            limit,
+        };
+        if pending.max == 0 {
+            return Err(overloaded(Overload::MaxConnections));
+        }
+        if pending
+            .waiting
+            .fetch_update(Relaxed, Relaxed, |n| (n < pending.max).then_some(n + 1))
+            .is_err()
+        {
+            return Err(overloaded(Overload::MaxPendingRequests));
+        }
+        let _waiting = Waiting(pending.waiting);
+        let freed = self.freed.notified();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        // Freed between the caller's check and `enable`: no need to wait.
+        if lock(&self.idle).is_empty()
+            && self.open.load(Relaxed) >= self.settings.max_connections as usize
+        {
+            freed.await;
+        }
+        Ok(())
     }
 
     /// The most recently used idle connection that is still open and ready.
@@ -332,6 +418,8 @@ impl BackendConnections {
             sender,
             since: Instant::now(),
         });
+        drop(idle);
+        self.freed.notify_one();
     }
 
     fn close_expired(&self, now: Instant) {
@@ -353,7 +441,12 @@ impl BackendConnections {
         Ok(TokioIo::new(stream))
     }
 
-    async fn connect_http1(&self) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
+    /// A new connection in a slot already reserved; the slot is released when the
+    /// connection closes (or at once if it cannot be made).
+    async fn connect_http1(
+        self: &Arc<Self>,
+    ) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
+        let slot = Slot(Arc::downgrade(self));
         let io = self.connect().await?;
         let address = self.address;
         let (sender, connection) = http1::Builder::new()
@@ -361,6 +454,7 @@ impl BackendConnections {
             .await
             .map_err(|source| UpstreamError::Handshake { address, source })?;
         tokio::spawn(async move {
+            let _slot = slot;
             // Upgrades (WebSocket) take the connection over once both sides agreed.
             if let Err(err) = connection.with_upgrades().await {
                 debug!(backend = %address, error = %err, "backend connection ended with an error");
@@ -424,6 +518,26 @@ impl BackendConnections {
             address: self.address,
             source,
         }
+    }
+}
+
+/// A connection slot of a backend, released when dropped.
+struct Slot(Weak<BackendConnections>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(home) = self.0.upgrade() {
+            home.release();
+        }
+    }
+}
+
+/// One of a pool's requests waiting for a connection, until dropped.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
     }
 }
 

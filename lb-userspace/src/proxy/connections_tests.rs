@@ -62,6 +62,16 @@ fn http1() -> ConnectSettings {
     ConnectSettings {
         protocol: UpstreamProtocol::Http1,
         connect_timeout: Duration::from_secs(2),
+        max_connections: 1024,
+    }
+}
+
+/// No wait for a connection is ever needed in these tests but the limit's own.
+fn no_queue() -> PendingLimit<'static> {
+    static WAITING: AtomicUsize = AtomicUsize::new(0);
+    PendingLimit {
+        waiting: &WAITING,
+        max: 1024,
     }
 }
 
@@ -77,7 +87,7 @@ fn get(address: SocketAddr) -> Request<RequestBody> {
 /// One request, its body read to the end, the connection given back as the proxy does.
 async fn exchange(connections: &Arc<BackendConnections>, address: SocketAddr) -> String {
     let Exchange { response, checkin } = connections
-        .send(get(address))
+        .send(get(address), no_queue())
         .await
         .unwrap_or_else(|e| panic!("request failed: {e:?}"));
     let body = response
@@ -193,7 +203,7 @@ async fn a_refused_connection_is_a_connect_error() {
     };
     let registry = ConnectionRegistry::start();
     let connections = registry.get(address, http1());
-    match connections.send(get(address)).await {
+    match connections.send(get(address), no_queue()).await {
         Err(err) => assert!(err.is_connect(), "{err:?}"),
         Ok(_) => panic!("a closed port answered"),
     }

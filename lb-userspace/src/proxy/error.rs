@@ -33,8 +33,36 @@ pub enum ErrorKind {
     RouteTimeout,
     /// The pool has no backend to send to.
     NoHealthyBackend,
+    /// A circuit breaker of the pool is open: the request is refused without queueing.
+    Overloaded(Overload),
     /// A bug or an impossible state in Sluice.
     Internal,
+}
+
+/// Which circuit breaker refused a request; its name is the config field and the value of
+/// the `x-sluice-overloaded` response header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overload {
+    /// Every connection to the backend is busy and no request may wait for one.
+    MaxConnections,
+    /// Too many requests already wait for a connection.
+    MaxPendingRequests,
+    /// Too many requests in flight to the pool.
+    MaxRequests,
+    /// Too many retries in flight to the pool (the retry is skipped, not answered 503).
+    MaxRetries,
+}
+
+impl Overload {
+    /// The config field, as it appears in headers and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::MaxConnections => "max_connections",
+            Self::MaxPendingRequests => "max_pending_requests",
+            Self::MaxRequests => "max_requests",
+            Self::MaxRetries => "max_retries",
+        }
+    }
 }
 
 /// A failed request, with its cause.
@@ -73,9 +101,26 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY
             }
             ErrorKind::PerTryTimeout | ErrorKind::RouteTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ErrorKind::NoHealthyBackend => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::NoHealthyBackend | ErrorKind::Overloaded(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+
+    /// Whether the failure is the backend's fault and so counts toward outlier detection:
+    /// it refused or dropped the connection, answered garbage, or did not answer in time.
+    /// A client that aborts, sends a bad or oversized body, or goes away is not the
+    /// backend's fault, and neither is a refusal by the proxy's own limits.
+    pub fn is_backend_fault(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::UpstreamConnect
+                | ErrorKind::UpstreamReset
+                | ErrorKind::UpstreamProtocol
+                | ErrorKind::PerTryTimeout
+                | ErrorKind::RouteTimeout
+        )
     }
 
     /// Whether the client connection must be closed after the answer: its framing can no
@@ -102,6 +147,9 @@ impl ProxyError {
     /// Classifies an error of the upstream client. Errors of our own request body (the
     /// client's body failed or was too large) are found in the source chain.
     pub fn from_upstream(err: UpstreamError) -> Self {
+        if let UpstreamError::Overloaded { limit, .. } = err {
+            return Self::new(ErrorKind::Overloaded(limit));
+        }
         if err.is_connect() {
             return Self::with_source(ErrorKind::UpstreamConnect, err);
         }
@@ -155,6 +203,7 @@ impl fmt::Display for ProxyError {
             ErrorKind::PerTryTimeout => "backend did not answer within per_try_timeout",
             ErrorKind::RouteTimeout => "route timeout passed",
             ErrorKind::NoHealthyBackend => "no healthy backend",
+            ErrorKind::Overloaded(_) => "circuit breaker open",
             ErrorKind::Internal => "internal error",
         };
         f.write_str(what)?;
@@ -207,6 +256,7 @@ mod tests {
             (ErrorKind::PerTryTimeout, 504),
             (ErrorKind::RouteTimeout, 504),
             (ErrorKind::NoHealthyBackend, 503),
+            (ErrorKind::Overloaded(Overload::MaxRequests), 503),
             (ErrorKind::Internal, 500),
         ];
         for (kind, status) in cases {
@@ -222,6 +272,29 @@ mod tests {
         assert!(!ProxyError::new(ErrorKind::UpstreamReset).retryable_under(&on));
         assert!(!ProxyError::new(ErrorKind::BodyTooLarge).retryable_under(&on));
         assert!(!ProxyError::new(ErrorKind::RouteTimeout).retryable_under(&[RetryOn::Reset]));
+    }
+
+    #[test]
+    fn only_backend_faults_count_against_a_backend() {
+        for kind in [
+            ErrorKind::UpstreamConnect,
+            ErrorKind::UpstreamReset,
+            ErrorKind::UpstreamProtocol,
+            ErrorKind::PerTryTimeout,
+            ErrorKind::RouteTimeout,
+        ] {
+            assert!(ProxyError::new(kind).is_backend_fault(), "{kind:?}");
+        }
+        for kind in [
+            ErrorKind::ClientRequest,
+            ErrorKind::BodyTooLarge,
+            ErrorKind::ClientGone,
+            ErrorKind::NoHealthyBackend,
+            ErrorKind::Overloaded(Overload::MaxPendingRequests),
+            ErrorKind::Internal,
+        ] {
+            assert!(!ProxyError::new(kind).is_backend_fault(), "{kind:?}");
+        }
     }
 
     #[test]

@@ -24,12 +24,14 @@ use super::body::{RequestBody, ResponseBody};
 use super::connections::Exchange;
 use super::error::{ErrorKind, ProxyError};
 use super::forward::{
-    edit_headers, is_upgrade_request, set_forwarded, strip_hop_by_hop, upstream_path, upstream_uri,
+    ForwardedFor, edit_headers, is_upgrade_request, join_cookies, set_forwarded, strip_hop_by_hop,
+    upgrade_allowed, upstream_path, upstream_uri,
 };
 use super::handle::ConnCtx;
 use super::retry;
 use super::route::{Route, WeightedPools};
 use super::state::ListenerState;
+use super::tunnel;
 use super::upstream::{UpstreamBackend, UpstreamPool};
 
 /// Bodies up to this size are buffered when the route retries, so a retry can resend them;
@@ -63,7 +65,11 @@ pub async fn forward(
     let (mut parts, body) = request.into_parts();
     let h1 = parts.version < Version::HTTP_2;
     let chunked = h1 && parts.headers.contains_key(TRANSFER_ENCODING);
-    let upgrade = is_upgrade_request(parts.version, &parts.headers) && pool.is_http1();
+    // Only protocols the route allows are tunnelled; any other Upgrade (h2c included) is
+    // dropped with the other hop-by-hop headers and the request forwarded as a plain one.
+    let upgrade = is_upgrade_request(parts.version, &parts.headers)
+        && pool.is_http1()
+        && upgrade_allowed(&parts.headers, &route.upgrades);
     let client_upgrade = if upgrade {
         parts.extensions.remove::<OnUpgrade>()
     } else {
@@ -79,11 +85,18 @@ pub async fn forward(
         return Err(ProxyError::new(ErrorKind::BodyTooLarge));
     }
     strip_hop_by_hop(&mut parts.headers, upgrade);
+    if !h1 {
+        join_cookies(&mut parts.headers);
+    }
     set_forwarded(
         &mut parts.headers,
-        &ctx.client_ip,
-        ctx.https,
-        Some(host.clone()),
+        &ForwardedFor {
+            client_ip: &ctx.client_ip,
+            peer: ctx.client.ip(),
+            https: ctx.https,
+            host,
+            trust: &state.forwarded,
+        },
     );
     edit_headers(
         &mut parts.headers,
@@ -117,7 +130,7 @@ pub async fn forward(
     let path = upstream_path(&original, rewrite)
         .ok_or_else(|| ProxyError::with_source(ErrorKind::Internal, "prefix rewrite"))?;
 
-    let _active = pool.budget.request();
+    let _active = pool.admit()?;
     let replayable = policy.filter(|_| body.replay().is_some());
     let mut body = Some(body);
     let mut tries: u8 = 0;
@@ -155,15 +168,15 @@ pub async fn forward(
 
         let started = Instant::now();
         let per_try = replayable.and_then(|p| p.per_try_timeout);
-        let result = send(&backend, upstream, per_try, deadline.as_mut()).await;
+        let result = send(&pool, &backend, upstream, per_try, deadline.as_mut()).await;
         let retry_wanted = match &result {
             Ok(exchange) => {
                 let status = exchange.response.status().as_u16();
                 backend.stats.responses.record(status, 0, started.elapsed());
-                pool.report(&backend, status < 500);
+                pool.report_status(&backend, status);
                 replayable.is_some_and(|p| retry::status_retried(p, status))
             }
-            Err(err) => {
+            Err(err) if err.is_backend_fault() => {
                 let counter = if err.kind() == ErrorKind::UpstreamConnect {
                     &backend.stats.connect_failures
                 } else {
@@ -174,6 +187,11 @@ pub async fn forward(
                 debug!(backend = %backend.address, error = %err, "try failed");
                 replayable.is_some_and(|p| err.retryable_under(&p.on))
             }
+            // The client's fault or the proxy's own limits: the backend did nothing wrong.
+            Err(err) => {
+                debug!(backend = %backend.address, error = %err, "try ended without the backend at fault");
+                false
+            }
         };
         if retry_wanted
             && more_tries
@@ -181,29 +199,25 @@ pub async fn forward(
         {
             // This request's previous retry is over; it must not count against the next.
             _retry_slot = None;
-            match pool.budget.try_retry(policy.budget_percent) {
-                Some(slot) => {
-                    pool.stats.retries.fetch_add(1, Relaxed);
-                    _retry_slot = Some(slot);
-                    tries += 1;
-                    last = Some(backend);
-                    continue;
-                }
-                None => {
-                    pool.stats.retries_over_budget.fetch_add(1, Relaxed);
-                }
+            if let Some(slot) = pool.try_retry(policy.budget_percent) {
+                pool.stats.retries.fetch_add(1, Relaxed);
+                _retry_slot = Some(slot);
+                tries += 1;
+                last = Some(backend);
+                continue;
             }
         }
         let exchange = result?;
         record.upstream = Some(backend.address);
-        return Ok(finish_response(
+        return finish_response(
             exchange,
             guard,
             deadline,
             client_upgrade,
             ctx,
+            state.limits.tunnel_idle_timeout,
             record,
-        ));
+        );
     }
 }
 
@@ -226,12 +240,13 @@ fn pick_avoiding(
 
 /// One try: the response head within the per-try timeout and the route deadline.
 async fn send(
+    pool: &UpstreamPool,
     backend: &UpstreamBackend,
     request: Request<RequestBody>,
     per_try: Option<Duration>,
     deadline: Pin<&mut Sleep>,
 ) -> Result<Exchange, ProxyError> {
-    let exchange = backend.send(request);
+    let exchange = backend.send(request, pool.pending_limit());
     let try_timeout = async {
         match per_try {
             Some(limit) => tokio::time::sleep(limit).await,
@@ -239,7 +254,13 @@ async fn send(
         }
     };
     tokio::select! {
-        result = exchange => result.map_err(ProxyError::from_upstream),
+        result = exchange => result.map_err(|err| {
+            let err = ProxyError::from_upstream(err);
+            if let ErrorKind::Overloaded(limit) = err.kind() {
+                pool.stats.overflowed(limit);
+            }
+            err
+        }),
         () = deadline => Err(ProxyError::new(ErrorKind::RouteTimeout)),
         () = try_timeout => Err(ProxyError::new(ErrorKind::PerTryTimeout)),
     }
@@ -302,13 +323,21 @@ fn finish_response(
     deadline: Pin<Box<Sleep>>,
     client_upgrade: Option<OnUpgrade>,
     ctx: &ConnCtx,
+    tunnel_idle: Duration,
     record: &mut RequestRecord,
-) -> Response<ResponseBody> {
+) -> Result<Response<ResponseBody>, ProxyError> {
     let Exchange {
         mut response,
         checkin,
     } = exchange;
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switching && client_upgrade.is_none() {
+        // A switch nobody asked for (or the route does not allow): never tunnel it.
+        return Err(ProxyError::with_source(
+            ErrorKind::UpstreamProtocol,
+            "101 Switching Protocols to a request that was not upgraded",
+        ));
+    }
     let tunnel = match client_upgrade {
         Some(client) if switching => Some((client, hyper::upgrade::on(&mut response))),
         _ => None,
@@ -323,21 +352,24 @@ fn finish_response(
             tokio::spawn(async move {
                 let _in_flight = guard;
                 if let (Ok(client), Ok(backend)) = tokio::join!(client, backend) {
-                    let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
-                    if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut backend).await
-                    {
-                        debug!(error = %err, "upgraded connection ended with an error");
-                    }
+                    let (client, backend) = (TokioIo::new(client), TokioIo::new(backend));
+                    tunnel::splice(client, backend, tunnel_idle).await;
                 }
                 shared.tunnel_closed();
             });
             // The connection is the tunnel's now; hyper closes it when the tunnel ends.
             drop(checkin);
-            Response::from_parts(parts, ResponseBody::upstream(body, None, None))
+            Ok(Response::from_parts(
+                parts,
+                ResponseBody::upstream(body, None, None),
+            ))
         }
         None => {
             record.backend_guard = Some(guard);
-            Response::from_parts(parts, ResponseBody::upstream(body, Some(deadline), checkin))
+            Ok(Response::from_parts(
+                parts,
+                ResponseBody::upstream(body, Some(deadline), checkin),
+            ))
         }
     }
 }

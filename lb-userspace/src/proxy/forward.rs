@@ -1,17 +1,19 @@
 //! Rewriting requests and responses as they cross the proxy: hop-by-hop headers out,
-//! X-Forwarded-* in, the upstream URI, prefix rewrites, route header edits, redirects.
+//! X-Forwarded-* in (replaced unless the peer is trusted), cookies joined, the upstream URI, prefix rewrites, route header edits, redirects.
 //! Pure functions over `http` types, unit-tested here.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use std::net::IpAddr;
+
 use http::header::{
-    CONNECTION, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
-    TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, COOKIE, FORWARDED, HeaderName, HeaderValue, PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use http::uri::{Authority, Parts, PathAndQuery, Scheme};
 use http::{HeaderMap, Uri, Version};
 
 use super::route::split_host_port;
-use crate::config::{Redirect, Scheme as RedirectScheme};
+use crate::config::{ForwardedTrust, Redirect, Scheme as RedirectScheme};
 
 /// `X-Forwarded-For`, `-Proto`, `-Host`.
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -19,6 +21,8 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// See [`X_FORWARDED_FOR`].
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// The client's address as the proxy determined it.
+pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 /// Whether the request asks for an HTTP/1.1 protocol upgrade (WebSocket and the like).
@@ -124,37 +128,150 @@ fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` and, when the
-/// request named a host, `X-Forwarded-Host`.
-pub fn set_forwarded(
-    headers: &mut HeaderMap,
-    client_ip: &HeaderValue,
-    https: bool,
-    host: Option<HeaderValue>,
-) {
-    let joined = {
-        let mut prior = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
-        if prior.peek().is_none() {
-            None
-        } else {
-            let mut out = BytesMut::with_capacity(64);
-            for value in prior {
-                out.put_slice(value.as_bytes());
-                out.put_slice(b", ");
-            }
-            out.put_slice(client_ip.as_bytes());
-            HeaderValue::from_maybe_shared(out.freeze()).ok()
+/// What the forwarding headers say about a request's client.
+pub struct ForwardedFor<'a> {
+    /// The peer's address, ready as a header value.
+    pub client_ip: &'a HeaderValue,
+    /// The peer (the client, or a proxy in front of Sluice).
+    pub peer: IpAddr,
+    /// Whether the client connection is TLS.
+    pub https: bool,
+    /// The authority the request was routed by.
+    pub host: &'a HeaderValue,
+    /// Which peers' headers are extended.
+    pub trust: &'a ForwardedTrust,
+}
+
+/// Sets `X-Forwarded-For`, `-Proto`, `-Host`, `X-Real-IP` and (when the client sent one)
+/// `Forwarded`. From an untrusted peer the client's own values are replaced: a client cannot
+/// make a backend believe it came from elsewhere. From a trusted proxy `X-Forwarded-For` and
+/// `Forwarded` are extended, its `-Proto` and `-Host` kept, and `X-Real-IP` is the client
+/// its chain names.
+pub fn set_forwarded(headers: &mut HeaderMap, f: &ForwardedFor<'_>) {
+    let trusted = f.trust.trusts(f.peer) && headers.contains_key(&X_FORWARDED_FOR);
+    let real_ip = if trusted {
+        let mut chain = BytesMut::with_capacity(64);
+        for value in headers.get_all(&X_FORWARDED_FOR) {
+            chain.put_slice(value.as_bytes());
+            chain.put_slice(b", ");
         }
+        chain.put_slice(f.client_ip.as_bytes());
+        let chain = chain.freeze();
+        let real = chain_client(&chain, f.trust)
+            .and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok());
+        if let Ok(joined) = HeaderValue::from_maybe_shared(chain) {
+            headers.insert(X_FORWARDED_FOR.clone(), joined);
+        }
+        real.unwrap_or_else(|| f.client_ip.clone())
+    } else {
+        headers.insert(X_FORWARDED_FOR.clone(), f.client_ip.clone());
+        f.client_ip.clone()
     };
-    headers.insert(
-        X_FORWARDED_FOR.clone(),
-        joined.unwrap_or_else(|| client_ip.clone()),
-    );
-    let proto = if https { "https" } else { "http" };
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    if let Some(host) = host {
-        headers.insert(X_FORWARDED_HOST.clone(), host);
+    let proto = if f.https { "https" } else { "http" };
+    if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     }
+    if !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        if f.host.is_empty() {
+            headers.remove(&X_FORWARDED_HOST);
+        } else {
+            headers.insert(X_FORWARDED_HOST.clone(), f.host.clone());
+        }
+    }
+    headers.insert(X_REAL_IP.clone(), real_ip);
+    if headers.contains_key(FORWARDED) {
+        let mut element = format!("for={};proto={proto}", forwarded_node(f.peer));
+        if let Ok(host) = f.host.to_str()
+            && !host.is_empty()
+        {
+            element.push_str(&format!(";host=\"{host}\""));
+        }
+        let value = if f.trust.trusts(f.peer) {
+            let mut all: Vec<&str> = headers
+                .get_all(FORWARDED)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            all.push(&element);
+            all.join(", ")
+        } else {
+            element
+        };
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(FORWARDED, value);
+        }
+    }
+}
+
+/// RFC 7239 node: IPv6 in brackets and quotes.
+fn forwarded_node(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    }
+}
+
+/// The client an `X-Forwarded-For` chain (peer last) names: with `trusted_hops = N`, the
+/// entry N from the right; with trusted CIDRs, the rightmost entry outside them.
+fn chain_client(chain: &[u8], trust: &ForwardedTrust) -> Option<IpAddr> {
+    let text = std::str::from_utf8(chain).ok()?;
+    let entries: Vec<&str> = text.split(',').map(str::trim).collect();
+    let parse = |s: &str| s.parse::<IpAddr>().ok();
+    if trust.trusted_hops > 0 {
+        let index = entries
+            .len()
+            .saturating_sub(1 + usize::from(trust.trusted_hops));
+        return entries.get(index).and_then(|e| parse(e));
+    }
+    let mut last = None;
+    for entry in entries.iter().rev() {
+        let ip = parse(entry)?;
+        last = Some(ip);
+        if !trust.trusted_proxies.iter().any(|net| net.contains(&ip)) {
+            return Some(ip);
+        }
+    }
+    last
+}
+
+/// HTTP/2 may split `cookie` into several fields; an HTTP/1.1 backend must get one, joined
+/// with `; ` (RFC 9113 §8.2.3).
+pub fn join_cookies(headers: &mut HeaderMap) {
+    if headers.get_all(COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let mut joined = BytesMut::with_capacity(128);
+    for (i, value) in headers.get_all(COOKIE).iter().enumerate() {
+        if i > 0 {
+            joined.put_slice(b"; ");
+        }
+        joined.put_slice(value.as_bytes());
+    }
+    if let Ok(value) = HeaderValue::from_maybe_shared(joined.freeze()) {
+        headers.insert(COOKIE, value);
+    }
+}
+
+/// Whether every protocol an `Upgrade` header asks for is one the route tunnels (names
+/// compared without case, versions ignored: `websocket/13` is `websocket`).
+pub fn upgrade_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let mut asked = false;
+    for value in headers.get_all(UPGRADE) {
+        let Ok(value) = value.to_str() else {
+            return false;
+        };
+        for token in value.split(',') {
+            let name = token.split('/').next().unwrap_or("").trim();
+            if name.is_empty() {
+                continue;
+            }
+            asked = true;
+            if !allowed.iter().any(|a| a.eq_ignore_ascii_case(name)) {
+                return false;
+            }
+        }
+    }
+    asked
 }
 
 /// Applies a route's header edits: removals first, then additions (which replace).

@@ -53,27 +53,129 @@ fn an_upgrade_keeps_upgrade_and_connection_upgrade() {
     assert_eq!(map[CONNECTION], "upgrade");
 }
 
-#[test]
-fn forwarded_headers_append_and_set() {
-    let client = HeaderValue::from_static("192.0.2.7");
-    let mut map = headers(&[
+fn forwarded(
+    map: &mut HeaderMap,
+    peer: &str,
+    https: bool,
+    host: &'static str,
+    trust: &ForwardedTrust,
+) {
+    let client = HeaderValue::from_str(peer).expect("ip");
+    set_forwarded(
+        map,
+        &ForwardedFor {
+            client_ip: &client,
+            peer: peer.parse().expect("ip"),
+            https,
+            host: &HeaderValue::from_static(host),
+            trust,
+        },
+    );
+}
+
+fn spoofed() -> HeaderMap {
+    headers(&[
         ("x-forwarded-for", "203.0.113.1"),
         ("x-forwarded-proto", "gopher"),
-    ]);
-    set_forwarded(
+        ("x-forwarded-host", "evil.test"),
+        ("x-real-ip", "203.0.113.1"),
+        ("forwarded", "for=203.0.113.1;host=evil.test"),
+    ])
+}
+
+#[test]
+fn an_untrusted_clients_forwarding_headers_are_replaced() {
+    let mut map = spoofed();
+    forwarded(
         &mut map,
-        &client,
+        "192.0.2.7",
         true,
-        Some(HeaderValue::from_static("a.test")),
+        "a.test",
+        &ForwardedTrust::default(),
     );
-    assert_eq!(map[&X_FORWARDED_FOR], "203.0.113.1, 192.0.2.7");
+    assert_eq!(map[&X_FORWARDED_FOR], "192.0.2.7");
     assert_eq!(map[&X_FORWARDED_PROTO], "https");
     assert_eq!(map[&X_FORWARDED_HOST], "a.test");
+    assert_eq!(map[&X_REAL_IP], "192.0.2.7");
+    assert_eq!(map[FORWARDED], "for=192.0.2.7;proto=https;host=\"a.test\"");
     let mut fresh = HeaderMap::new();
-    set_forwarded(&mut fresh, &client, false, None);
-    assert_eq!(fresh[&X_FORWARDED_FOR], "192.0.2.7");
+    forwarded(
+        &mut fresh,
+        "2001:db8::1",
+        false,
+        "",
+        &ForwardedTrust::default(),
+    );
+    assert_eq!(fresh[&X_FORWARDED_FOR], "2001:db8::1");
     assert_eq!(fresh[&X_FORWARDED_PROTO], "http");
     assert!(!fresh.contains_key(&X_FORWARDED_HOST));
+    assert!(
+        !fresh.contains_key(FORWARDED),
+        "none added when the client sent none"
+    );
+}
+
+#[test]
+fn a_trusted_proxys_forwarding_headers_are_extended() {
+    let by_cidr = ForwardedTrust {
+        trusted_proxies: vec!["192.0.2.0/24".parse().expect("cidr")],
+        trusted_hops: 0,
+    };
+    let mut map = spoofed();
+    forwarded(&mut map, "192.0.2.7", false, "a.test", &by_cidr);
+    assert_eq!(map[&X_FORWARDED_FOR], "203.0.113.1, 192.0.2.7");
+    assert_eq!(map[&X_FORWARDED_PROTO], "gopher");
+    assert_eq!(map[&X_FORWARDED_HOST], "evil.test");
+    assert_eq!(map[&X_REAL_IP], "203.0.113.1");
+    assert_eq!(
+        map[FORWARDED],
+        "for=203.0.113.1;host=evil.test, for=192.0.2.7;proto=http;host=\"a.test\""
+    );
+    // The same headers from a peer outside the CIDR are replaced.
+    let mut map = spoofed();
+    forwarded(&mut map, "198.51.100.9", false, "a.test", &by_cidr);
+    assert_eq!(map[&X_FORWARDED_FOR], "198.51.100.9");
+    assert_eq!(map[&X_REAL_IP], "198.51.100.9");
+}
+
+#[test]
+fn trusted_hops_pick_the_client_from_the_right() {
+    let two_hops = ForwardedTrust {
+        trusted_proxies: Vec::new(),
+        trusted_hops: 2,
+    };
+    let mut map = headers(&[("x-forwarded-for", "198.51.100.1, 203.0.113.5, 10.0.0.2")]);
+    forwarded(&mut map, "10.0.0.3", false, "a.test", &two_hops);
+    assert_eq!(
+        map[&X_FORWARDED_FOR],
+        "198.51.100.1, 203.0.113.5, 10.0.0.2, 10.0.0.3"
+    );
+    // Two trusted proxies (10.0.0.2 appended by the first, we see the second as peer):
+    // the client is the one the first proxy saw.
+    assert_eq!(map[&X_REAL_IP], "203.0.113.5");
+}
+
+#[test]
+fn http2_cookies_are_joined() {
+    let mut map = headers(&[("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3")]);
+    join_cookies(&mut map);
+    assert_eq!(map.get_all(COOKIE).iter().count(), 1);
+    assert_eq!(map[COOKIE], "a=1; b=2; c=3");
+}
+
+#[test]
+fn only_allowed_upgrades_pass() {
+    let allowed = vec!["websocket".to_owned()];
+    let asks = |value: &'static str| {
+        let map = headers(&[("upgrade", value)]);
+        upgrade_allowed(&map, &allowed)
+    };
+    assert!(asks("websocket"));
+    assert!(asks("WebSocket"));
+    assert!(!asks("h2c"));
+    assert!(!asks("websocket, h2c"));
+    assert!(!asks("foo/1.0"));
+    assert!(!upgrade_allowed(&HeaderMap::new(), &allowed));
 }
 
 #[test]

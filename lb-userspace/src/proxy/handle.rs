@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{CONNECTION, CONTENT_TYPE, HOST, LOCATION, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_TYPE, LOCATION, TRANSFER_ENCODING};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use tracing::debug;
@@ -20,8 +20,12 @@ use super::conn_io::{ConnGuard, ConnShared};
 use super::error::{ErrorKind, ProxyError};
 use super::exchange;
 use super::forward::{edit_headers, redirect_location};
+use super::request_head;
 use super::route::{Action, RequestView, split_host_port};
 use super::state::ListenerState;
+
+/// Names the circuit breaker that refused a request (Envoy says `x-envoy-overloaded`).
+static X_SLUICE_OVERLOADED: http::HeaderName = http::HeaderName::from_static("x-sluice-overloaded");
 
 /// What every request on a connection shares.
 pub struct ConnCtx {
@@ -69,6 +73,9 @@ pub async fn handle(
         Err(err) => error_response(&err, h1),
     };
     record.status = response.status().as_u16();
+    if record.upstream.is_none() {
+        state.stats.local_response(record.status);
+    }
     response.body_mut().set_record(record);
     Ok(response)
 }
@@ -91,18 +98,9 @@ async fn respond(
             "both Content-Length and Transfer-Encoding",
         ));
     }
-    let host = request_host(&request);
-    record.host = host.clone();
-    let host = match host {
-        Some(host) => host,
-        None if request.version() == Version::HTTP_11 => {
-            return Err(ProxyError::with_source(
-                ErrorKind::ClientRequest,
-                "no Host header",
-            ));
-        }
-        None => HeaderValue::from_static(""),
-    };
+    let mut request = request;
+    let host = request_head::prepare(&mut request, state.paths)?;
+    record.host = Some(host.clone());
     let Ok(host_str) = host.to_str() else {
         return Err(ProxyError::with_source(
             ErrorKind::ClientRequest,
@@ -161,15 +159,6 @@ async fn respond(
     Ok(response)
 }
 
-/// The host a request is for: the authority of an absolute URI or HTTP/2 `:authority`,
-/// else the Host header.
-fn request_host(request: &Request<Incoming>) -> Option<HeaderValue> {
-    if let Some(authority) = request.uri().authority() {
-        return HeaderValue::from_str(authority.as_str()).ok();
-    }
-    request.headers().get(HOST).cloned()
-}
-
 fn redirect_to_https(host: &str, port: u16, request: &Request<Incoming>) -> Response<ResponseBody> {
     let (name, _) = split_host_port(host);
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -211,6 +200,12 @@ fn plain(status: StatusCode) -> Response<ResponseBody> {
 pub fn error_response(err: &ProxyError, h1: bool) -> Response<ResponseBody> {
     debug!(error = %err, "request failed");
     let mut response = plain(err.status());
+    if let ErrorKind::Overloaded(limit) = err.kind() {
+        response.headers_mut().insert(
+            X_SLUICE_OVERLOADED.clone(),
+            HeaderValue::from_static(limit.name()),
+        );
+    }
     if h1 && err.closes_connection() {
         response
             .headers_mut()

@@ -6,28 +6,37 @@
 //! listen backlog (and clients retry their SYNs once it is full) until a connection closes.
 //! Nothing is accepted only to be closed again, so a burst costs the proxy nothing.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::conn_io::{ConnIo, ConnShared};
+use super::conn_io::{ConnIo, ConnShared, LocalAnswers};
 use super::handle::{self, ConnCtx};
+use super::prefixed::Prefixed;
 use super::state::ListenerState;
 
 /// Pending connections the kernel queues for the accept loop.
 const BACKLOG: u32 = 4096;
 /// The HTTP/2 connection preface, which an h2c client with prior knowledge sends first.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Pauses of the accept loop after a failed accept (out of file descriptors and the like).
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Binds `addr` for a listener.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -42,14 +51,49 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
+/// Connections open per client address on one listener, for
+/// `limits.max_connections_per_client`. Kept across reloads with the listener.
+#[derive(Debug, Default)]
+pub struct ClientCounts(Mutex<HashMap<IpAddr, u32>>);
+
+impl ClientCounts {
+    /// Counts a connection from `ip` unless it already has `cap`.
+    fn admit(self: &Arc<Self>, ip: IpAddr, cap: u32) -> Option<ClientSlot> {
+        let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= cap {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot(self.clone(), ip))
+    }
+}
+
+/// One connection counted against its client; uncounted when dropped.
+struct ClientSlot(Arc<ClientCounts>, IpAddr);
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut counts = self.0.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.1) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.1);
+            }
+        }
+    }
+}
+
 /// Accepts connections until `stop` turns true. Each connection is served with the state
 /// current when it was accepted (its limits and TLS); each request reads the routes anew.
 pub async fn accept_loop(
     listener: TcpListener,
     state: Arc<ArcSwap<ListenerState>>,
     permits: Arc<Semaphore>,
+    clients: Arc<ClientCounts>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let permit = tokio::select! {
             permit = permits.clone().acquire_owned() => match permit {
@@ -63,20 +107,39 @@ pub async fn accept_loop(
             () = stopped(&mut stop) => return,
         };
         let (stream, client) = match accepted {
-            Ok(accepted) => accepted,
+            Ok(accepted) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                accepted
+            }
             Err(err) => {
-                // Out of file descriptors and the like: pause rather than spin.
-                warn!(error = %err, "accepting a connection failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Out of file descriptors and the like: pause rather than spin, longer
+                // while it lasts.
+                warn!(error = %err, pause = ?backoff, "accepting a connection failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                 continue;
             }
         };
+        let current = state.load_full();
+        let slot = match current.limits.max_connections_per_client {
+            Some(cap) => match clients.admit(client.ip(), cap) {
+                Some(slot) => Some(slot),
+                None => {
+                    // Closed at once: one address cannot take the whole listener.
+                    current.stats.refused_per_client.fetch_add(1, Relaxed);
+                    debug!(%client, cap, "client at max_connections_per_client; connection closed");
+                    continue;
+                }
+            },
+            None => None,
+        };
         let _ = stream.set_nodelay(true);
         let conn = Connection {
-            state: state.load_full(),
+            state: current,
             cell: state.clone(),
             client,
             _permit: permit,
+            _client_slot: slot,
         };
         tokio::spawn(conn.serve(stream, stop.clone()));
     }
@@ -89,14 +152,22 @@ struct Connection {
     client: SocketAddr,
     /// Returned to the listener's connection limit when the connection ends.
     _permit: OwnedSemaphorePermit,
+    /// Returned to the client's count when the connection ends.
+    _client_slot: Option<ClientSlot>,
 }
 
 impl Connection {
     async fn serve(self, stream: TcpStream, mut stop: watch::Receiver<bool>) {
-        let accepted = tokio::time::Instant::now();
+        let accepted = Instant::now();
         let timeouts = self.state.timeouts();
         let shared = Arc::new(ConnShared::default());
         let https = self.state.tls.is_some();
+        let answers = LocalAnswers {
+            stats: self.state.stats.clone(),
+            service: self.state.service.clone(),
+            client: self.client,
+            access_log: self.state.access_log,
+        };
         let ctx = Arc::new(ConnCtx {
             listener: self.cell.clone(),
             client: self.client,
@@ -118,12 +189,31 @@ impl Connection {
                 }
             };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let io = ConnIo::new(tls, shared.clone(), timeouts, Some(h2), accepted);
-            self.run(io, h2, ctx, &mut stop).await;
+            let io = ConnIo::new(
+                tls,
+                shared.clone(),
+                timeouts,
+                Some(h2),
+                accepted,
+                answers.clone(),
+            );
+            self.run(io, h2, ctx, &answers, &mut stop).await;
         } else {
-            let h2 = self.state.h2c && sniff_h2c(&stream, timeouts.header_read).await;
-            let io = ConnIo::new(stream, shared.clone(), timeouts, Some(h2), accepted);
-            self.run(io, h2, ctx, &mut stop).await;
+            let deadline = accepted + timeouts.header_read;
+            let (h2, stream) = if self.state.h2c {
+                read_preface(stream, deadline).await
+            } else {
+                (false, Prefixed::new(Bytes::new(), stream))
+            };
+            let io = ConnIo::new(
+                stream,
+                shared.clone(),
+                timeouts,
+                Some(h2),
+                accepted,
+                answers.clone(),
+            );
+            self.run(io, h2, ctx, &answers, &mut stop).await;
         }
         // An upgraded connection lives on in its tunnel, and keeps its slot until it ends.
         if shared.is_upgraded() {
@@ -136,6 +226,7 @@ impl Connection {
         io: ConnIo<S>,
         h2: bool,
         ctx: Arc<ConnCtx>,
+        answers: &LocalAnswers,
         stop: &mut watch::Receiver<bool>,
     ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -146,41 +237,46 @@ impl Connection {
         });
         let io = TokioIo::new(io);
         let client = self.client;
-        if h2 {
+        let result = if h2 {
             let conn = self.state.http2.serve_connection(io, service);
-            drive(conn, |c| c.graceful_shutdown(), stop, client).await;
+            drive(conn, |c| c.graceful_shutdown(), stop).await
         } else {
             let conn = self
                 .state
                 .http1
                 .serve_connection(io, service)
                 .with_upgrades();
-            drive(conn, |c| c.graceful_shutdown(), stop, client).await;
+            drive(conn, |c| c.graceful_shutdown(), stop).await
+        };
+        if let Err(err) = result {
+            debug!(%client, error = %err, "client connection ended with an error");
+            // hyper answered a head it could not parse itself before closing.
+            if err.is_parse_too_large() {
+                answers.answered(431, "request head too large");
+            } else if err.is_parse() {
+                answers.answered(400, "malformed request head");
+            }
         }
     }
 }
 
 /// Polls a hyper connection to its end; when the listener stops, asks it to finish
 /// gracefully and keeps polling.
-async fn drive<C, E>(
+async fn drive<C>(
     conn: C,
     graceful: impl FnOnce(Pin<&mut C>),
     stop: &mut watch::Receiver<bool>,
-    client: SocketAddr,
-) where
-    C: Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
+) -> Result<(), hyper::Error>
+where
+    C: Future<Output = Result<(), hyper::Error>>,
 {
     let mut conn = std::pin::pin!(conn);
-    let result = tokio::select! {
+    tokio::select! {
         result = conn.as_mut() => result,
         () = stopped(stop) => {
             graceful(conn.as_mut());
             conn.await
         }
-    };
-    if let Err(err) = result {
-        debug!(%client, error = %err, "client connection ended with an error");
     }
 }
 
@@ -190,31 +286,32 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
-/// Whether a plain-text client speaks HTTP/2 with prior knowledge: its first bytes are the
-/// HTTP/2 preface. Peeks, so hyper still reads everything.
-async fn sniff_h2c(stream: &TcpStream, within: Duration) -> bool {
+/// Whether a plain-text client speaks HTTP/2 with prior knowledge: reads (never more than
+/// the preface's 24 bytes) until the bytes differ from the preface or complete it, or until
+/// the head deadline. What was read is replayed to the protocol. A client that sends part of
+/// a preface and stops costs one parked read, no polling.
+async fn read_preface(mut stream: TcpStream, deadline: Instant) -> (bool, Prefixed<TcpStream>) {
     let mut buf = [0u8; H2_PREFACE.len()];
-    let sniff = async {
-        loop {
-            if stream.readable().await.is_err() {
-                return false;
-            }
-            let n = match stream.peek(&mut buf).await {
+    let mut n = 0;
+    let read = async {
+        while n < buf.len() {
+            match stream.read(&mut buf[n..]).await {
                 Ok(0) | Err(_) => return false,
-                Ok(n) => n,
-            };
+                Ok(got) => n += got,
+            }
             if buf[..n] != H2_PREFACE[..n] {
                 return false;
             }
-            if n == H2_PREFACE.len() {
-                return true;
-            }
-            // A partial preface stays readable without new data: wait before peeking again.
-            tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        true
     };
-    // A client that never sends falls to HTTP/1, whose head timer then closes it.
-    tokio::time::timeout(within, sniff).await.unwrap_or(false)
+    // A client that never completes it falls to HTTP/1, whose head deadline (already due
+    // then) closes it.
+    let h2 = tokio::time::timeout_at(deadline, read)
+        .await
+        .unwrap_or(false);
+    let prefix = Bytes::copy_from_slice(&buf[..n]);
+    (h2, Prefixed::new(prefix, stream))
 }
 
 /// The client's address as an X-Forwarded-For entry, built once per connection.

@@ -19,11 +19,15 @@ mod exchange;
 mod forward;
 mod handle;
 mod listener;
+mod normalize;
+mod prefixed;
+mod request_head;
 mod retry;
 mod route;
 mod state;
 pub mod stats;
 mod tls;
+mod tunnel;
 mod upstream;
 
 use std::collections::HashMap;
@@ -36,7 +40,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{Semaphore, watch};
 use tracing::{info, warn};
 
-pub use error::{ErrorKind, ProxyError};
+pub use error::{ErrorKind, Overload, ProxyError};
 pub use state::BuildError;
 pub use stats::{BackendStats, Histogram, PoolStats, RequestStats, StatsRegistry};
 pub use tls::TlsError;
@@ -45,7 +49,9 @@ pub use upstream::{UpstreamBackend, UpstreamPool};
 use crate::config::{Config, L7Service, PoolId, Service, ServiceKind};
 use crate::health::HealthHandle;
 use connections::ConnectionRegistry;
+use listener::ClientCounts;
 use state::ListenerState;
+use tokio::net::TcpListener;
 
 /// Why a listener could not be started or updated.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +98,23 @@ pub struct Proxy {
     connections: Arc<ConnectionRegistry>,
 }
 
+/// A config's listeners and pools, built and checked (routes compiled, TLS keys loaded,
+/// new addresses bound) but not in force: [`Proxy::commit`] puts it in force and cannot
+/// fail; dropping it changes nothing.
+pub struct PreparedProxy {
+    pools: HashMap<String, Arc<UpstreamPool>>,
+    listeners: Vec<PreparedListener>,
+}
+
+struct PreparedListener {
+    service: String,
+    addr: SocketAddr,
+    state: ListenerState,
+    max_connections: u32,
+    /// Bound for an address not listening yet.
+    socket: Option<TcpListener>,
+}
+
 impl Proxy {
     /// Binds and starts every l7 service of `config`. Must be called inside the tokio
     /// runtime. Fails, with nothing left running, when any listener cannot start.
@@ -104,38 +127,92 @@ impl Proxy {
             outcomes,
             connections: ConnectionRegistry::start(),
         };
-        proxy.pools = proxy.pools_for(config);
-        for (service, l7) in l7_services(config) {
-            if let Err(err) = proxy.start_listener(service, l7, config) {
-                proxy.stop_all();
-                return Err(err);
-            }
-        }
+        let prepared = proxy
+            .prepare(config)
+            .map_err(|mut errors| errors.remove(0))?;
+        proxy.commit(prepared);
         Ok(proxy)
     }
 
-    /// Applies `config`: listeners whose address stays keep their socket and switch to the
-    /// new routes, pools and limits (new TLS settings apply to new connections); new
-    /// addresses are bound; removed ones stop accepting and let requests in flight finish.
-    /// A listener that fails to build keeps its previous state; every failure is returned.
+    /// Applies `config` whole or not at all: see [`Proxy::prepare`] and [`Proxy::commit`].
     pub fn reload(&mut self, config: &Config) -> Result<(), Vec<ProxyStartError>> {
-        self.pools = self.pools_for(config);
+        let prepared = self.prepare(config)?;
+        self.commit(prepared);
+        Ok(())
+    }
+
+    /// Builds everything `config` needs without touching what runs: pools (running ones
+    /// whose config is unchanged are kept), every listener's routes and TLS, and sockets for
+    /// new addresses. Every failure is returned; with any, nothing may be committed.
+    pub fn prepare(&self, config: &Config) -> Result<PreparedProxy, Vec<ProxyStartError>> {
+        let pools = self.pools_for(config);
         let mut errors = Vec::new();
-        let mut wanted = Vec::new();
+        let mut listeners = Vec::new();
         for (service, l7) in l7_services(config) {
             let addr = SocketAddr::new(service.vip, service.port);
-            wanted.push(addr);
-            let result = match self.listeners.get_mut(&addr) {
-                Some(listener) => Self::build_state(&self.pools, &self.stats, service, l7, config)
-                    .map(|state| {
-                        listener.service = service.name.clone();
-                        listener.state.store(Arc::new(state));
-                        resize(listener, l7.limits.max_connections);
-                    }),
-                None => self.start_listener(service, l7, config),
+            let state = match Self::build_state(&pools, &self.stats, service, l7, config) {
+                Ok(state) => state,
+                Err(err) => {
+                    errors.push(err);
+                    continue;
+                }
             };
-            if let Err(err) = result {
-                errors.push(err);
+            let socket = if self.listeners.contains_key(&addr) {
+                None
+            } else {
+                match listener::bind(addr) {
+                    Ok(socket) => Some(socket),
+                    Err(source) => {
+                        errors.push(ProxyStartError::Bind {
+                            service: service.name.clone(),
+                            addr,
+                            hint: bind_hint(&source),
+                            source,
+                        });
+                        continue;
+                    }
+                }
+            };
+            listeners.push(PreparedListener {
+                service: service.name.clone(),
+                addr,
+                state,
+                max_connections: l7.limits.max_connections,
+                socket,
+            });
+        }
+        if errors.is_empty() {
+            Ok(PreparedProxy { pools, listeners })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Puts a prepared config in force: listeners whose address stays keep their socket and
+    /// switch to the new routes, pools and limits (new TLS settings apply to new
+    /// connections); new addresses start accepting; removed ones stop accepting and let
+    /// requests in flight finish.
+    pub fn commit(&mut self, prepared: PreparedProxy) {
+        self.pools = prepared.pools;
+        let wanted: Vec<SocketAddr> = prepared.listeners.iter().map(|l| l.addr).collect();
+        for new in prepared.listeners {
+            match (self.listeners.get_mut(&new.addr), new.socket) {
+                (Some(listener), _) => {
+                    listener.service = new.service;
+                    listener.state.store(Arc::new(new.state));
+                    resize(listener, new.max_connections);
+                }
+                (None, Some(socket)) => self.start_listener(
+                    new.service,
+                    new.addr,
+                    new.state,
+                    new.max_connections,
+                    socket,
+                ),
+                // Prepared against this proxy, so a new address always has a socket.
+                (None, None) => {
+                    warn!(addr = %new.addr, "l7 listener without a socket; not started")
+                }
             }
         }
         self.listeners.retain(|addr, listener| {
@@ -146,11 +223,6 @@ impl Proxy {
             }
             keep
         });
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
     }
 
     /// Stops accepting everywhere, asks every connection to finish, and waits up to `grace`
@@ -232,45 +304,34 @@ impl Proxy {
 
     fn start_listener(
         &mut self,
-        service: &Service,
-        l7: &L7Service,
-        config: &Config,
-    ) -> Result<(), ProxyStartError> {
-        let addr = SocketAddr::new(service.vip, service.port);
-        let state = Self::build_state(&self.pools, &self.stats, service, l7, config)?;
-        let socket = listener::bind(addr).map_err(|source| ProxyStartError::Bind {
-            service: service.name.clone(),
-            addr,
-            hint: bind_hint(&source),
-            source,
-        })?;
+        service: String,
+        addr: SocketAddr,
+        state: ListenerState,
+        max_connections: u32,
+        socket: TcpListener,
+    ) {
+        let tls = state.tls.is_some();
         let state = Arc::new(ArcSwap::from_pointee(state));
-        let max_connections = l7.limits.max_connections;
         let permits = Arc::new(Semaphore::new(max_connections as usize));
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(listener::accept_loop(
             socket,
             state.clone(),
             permits.clone(),
+            Arc::new(ClientCounts::default()),
             stopped,
         ));
-        info!(
-            service = %service.name,
-            %addr,
-            tls = l7.tls.is_some(),
-            "l7 listener started"
-        );
+        info!(service = %service, %addr, tls, "l7 listener started");
         self.listeners.insert(
             addr,
             Listener {
-                service: service.name.clone(),
+                service,
                 state,
                 permits,
                 max_connections,
                 stop,
             },
         );
-        Ok(())
     }
 }
 

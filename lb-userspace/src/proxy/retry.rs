@@ -37,20 +37,50 @@ impl RetryBudget {
         InFlight(&self.active)
     }
 
-    /// Takes a retry slot if the budget allows one; the slot is held until the guard drops.
-    pub fn try_retry(&self, budget_percent: u8) -> Option<InFlight<'_>> {
-        let active = self.active.load(Relaxed);
-        let allowed = (active * usize::from(budget_percent) / 100).max(1);
-        self.retries
-            .fetch_update(Relaxed, Relaxed, |r| (r < allowed).then_some(r + 1))
+    /// Like [`RetryBudget::request`], unless `max` requests are in flight already.
+    pub fn try_request(&self, max: usize) -> Option<InFlight<'_>> {
+        self.active
+            .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
             .ok()
+            .map(|_| InFlight(&self.active))
+    }
+
+    /// Takes a retry slot if the budget and `max_retries` allow one; the slot is held until
+    /// the guard drops.
+    pub fn try_retry(
+        &self,
+        budget_percent: u8,
+        max_retries: usize,
+    ) -> Result<InFlight<'_>, RetryDenied> {
+        let active = self.active.load(Relaxed);
+        let budget = (active * usize::from(budget_percent) / 100).max(1);
+        self.retries
+            .fetch_update(Relaxed, Relaxed, |r| {
+                (r < budget.min(max_retries)).then_some(r + 1)
+            })
             .map(|_| InFlight(&self.retries))
+            .map_err(|r| {
+                if r >= max_retries {
+                    RetryDenied::MaxRetries
+                } else {
+                    RetryDenied::Budget
+                }
+            })
     }
 
     /// Retries in flight now.
     pub fn retries_in_flight(&self) -> usize {
         self.retries.load(Relaxed)
     }
+}
+
+/// Why a retry was not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryDenied {
+    /// The pool's retry budget is spent.
+    Budget,
+    /// `max_retries` retries are in flight (a circuit breaker).
+    MaxRetries,
 }
 
 /// Decrements its counter when dropped.
@@ -94,17 +124,33 @@ mod tests {
         let budget = RetryBudget::default();
         let requests: Vec<_> = (0..10).map(|_| budget.request()).collect();
         // 20% of 10 requests: two retries at once, not three.
-        let first = budget.try_retry(20).expect("first retry");
-        let second = budget.try_retry(20).expect("second retry");
-        assert!(budget.try_retry(20).is_none());
+        let first = budget.try_retry(20, 10).expect("first retry");
+        let second = budget.try_retry(20, 10).expect("second retry");
+        assert_eq!(budget.try_retry(20, 10).err(), Some(RetryDenied::Budget));
         drop(first);
-        let third = budget.try_retry(20).expect("a slot freed");
+        let third = budget.try_retry(20, 10).expect("a slot freed");
         drop((second, third, requests));
         assert_eq!(budget.retries_in_flight(), 0);
         // A lone request may still retry once at a time.
         let _one = budget.request();
-        let retry = budget.try_retry(20).expect("minimum of one");
-        assert!(budget.try_retry(20).is_none());
+        let retry = budget.try_retry(20, 10).expect("minimum of one");
+        assert!(budget.try_retry(20, 10).is_err());
         drop(retry);
+    }
+
+    #[test]
+    fn circuit_breakers_bound_requests_and_retries() {
+        let budget = RetryBudget::default();
+        let a = budget.try_request(2).expect("first");
+        let _b = budget.try_request(2).expect("second");
+        assert!(budget.try_request(2).is_none(), "max_requests reached");
+        drop(a);
+        assert!(budget.try_request(2).is_some(), "a slot freed");
+        let _many: Vec<_> = (0..100).map(|_| budget.request()).collect();
+        let _r = budget.try_retry(100, 1).expect("one retry");
+        assert_eq!(
+            budget.try_retry(100, 1).err(),
+            Some(RetryDenied::MaxRetries)
+        );
     }
 }

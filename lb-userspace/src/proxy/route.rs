@@ -58,6 +58,8 @@ pub struct Route {
     pub timeout: Duration,
     /// Retries, if any.
     pub retry: Option<RetryPolicy>,
+    /// Upgrade protocols (lower case) tunnelled on this route.
+    pub upgrades: Vec<String>,
     /// This route's counters.
     pub stats: Arc<RouteStats>,
 }
@@ -246,6 +248,7 @@ fn compile_route(
         response_headers_remove: header_names(&route.response_headers_remove)?,
         timeout: route.timeout,
         retry: route.retry.clone(),
+        upgrades: route.upgrades.clone(),
         stats,
     })
 }

@@ -19,6 +19,7 @@ fn route(path: PathMatch, action: RouteAction) -> RouteConfig {
         response_headers_remove: vec![],
         timeout: Duration::from_secs(15),
         retry: None,
+        upgrades: vec!["websocket".to_owned()],
     }
 }
 

@@ -11,10 +11,10 @@ use tokio_rustls::TlsAcceptor;
 
 use super::conn_io::Timeouts;
 use super::route::RouteTable;
-use super::stats::StatsRegistry;
+use super::stats::{ListenerStats, StatsRegistry};
 use super::tls::{self, TlsError};
 use super::upstream::UpstreamPool;
-use crate::config::{Config, L7Service, Limits, PoolId};
+use crate::config::{Config, ForwardedTrust, L7Service, Limits, PathSettings, PoolId};
 
 /// hyper's read buffer never goes below this (it asserts so).
 const MIN_READ_BUFFER: usize = 8192;
@@ -44,8 +44,14 @@ pub struct ListenerState {
     pools: Vec<Option<Arc<UpstreamPool>>>,
     /// Write access-log lines.
     pub access_log: bool,
+    /// The listener's own counters (kept across reloads).
+    pub stats: Arc<ListenerStats>,
     /// The service's limits.
     pub limits: Limits,
+    /// How request paths are normalised.
+    pub paths: PathSettings,
+    /// Whose forwarding headers are extended rather than replaced.
+    pub forwarded: ForwardedTrust,
     /// TLS termination, if any.
     pub tls: Option<TlsAcceptor>,
     /// Accept h2c with prior knowledge (plain listeners).
@@ -92,7 +98,10 @@ impl ListenerState {
             redirect_to_https: l7.redirect_to_https,
             pools,
             access_log: l7.access_log,
+            stats: stats.listener(service),
             limits: l7.limits.clone(),
+            paths: l7.paths,
+            forwarded: l7.forwarded.clone(),
             tls,
             h2c: l7.h2c,
             http1,
@@ -110,6 +119,7 @@ impl ListenerState {
         Timeouts {
             header_read: self.limits.header_read_timeout,
             idle: self.limits.idle_timeout,
+            send: self.limits.send_timeout,
         }
     }
 }

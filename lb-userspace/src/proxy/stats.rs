@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use super::error::Overload;
+
 /// Upper bounds of the latency buckets, in microseconds (the last bucket is unbounded).
 pub const LATENCY_BOUNDS_US: [u64; 14] = [
     500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
@@ -97,6 +99,66 @@ pub struct PoolStats {
     pub retries_over_budget: AtomicU64,
     /// Requests answered 503 because the pool had no backend.
     pub no_backend: AtomicU64,
+    /// Requests (or retries) a circuit breaker refused, by [`Overload`] in declaration order.
+    pub overflow: [AtomicU64; 4],
+}
+
+impl PoolStats {
+    /// Counts a refusal by circuit breaker `limit`.
+    pub fn overflowed(&self, limit: Overload) {
+        self.overflow[limit as usize].fetch_add(1, Relaxed);
+    }
+}
+
+/// Every circuit breaker, in the order of [`PoolStats::overflow`].
+pub const OVERLOADS: [Overload; 4] = [
+    Overload::MaxConnections,
+    Overload::MaxPendingRequests,
+    Overload::MaxRequests,
+    Overload::MaxRetries,
+];
+
+/// Lowest status counted in [`ListenerStats::local`]; statuses are 100..=599.
+const FIRST_STATUS: u16 = 100;
+
+/// Per-listener statistics of what the proxy answered itself.
+#[derive(Debug)]
+pub struct ListenerStats {
+    /// Responses the proxy made without a backend's answer (no route, bad requests,
+    /// timeouts, redirects, direct responses, gateway errors), by status - 100.
+    local: [AtomicU64; 500],
+    /// Connections closed at accept because their client had `max_connections_per_client`.
+    pub refused_per_client: AtomicU64,
+}
+
+impl Default for ListenerStats {
+    fn default() -> Self {
+        Self {
+            local: std::array::from_fn(|_| AtomicU64::new(0)),
+            refused_per_client: AtomicU64::new(0),
+        }
+    }
+}
+
+impl ListenerStats {
+    /// Counts a response the proxy made itself.
+    pub fn local_response(&self, status: u16) {
+        if let Some(counter) = status
+            .checked_sub(FIRST_STATUS)
+            .and_then(|i| self.local.get(usize::from(i)))
+        {
+            counter.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// `(status, count)` of every status answered at least once.
+    pub fn local_responses(&self) -> Vec<(u16, u64)> {
+        (FIRST_STATUS..)
+            .zip(&self.local)
+            .map(|(status, c)| (status, c.load(Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
 }
 
 /// Per-backend statistics: each try sent to it.
@@ -117,6 +179,7 @@ type BackendKey = (Arc<str>, String);
 /// counting when the config changes around them.
 #[derive(Debug, Default)]
 pub struct StatsRegistry {
+    listeners: Mutex<BTreeMap<Arc<str>, Arc<ListenerStats>>>,
     routes: Mutex<BTreeMap<RouteKey, Arc<RouteStats>>>,
     pools: Mutex<BTreeMap<Arc<str>, Arc<PoolStats>>>,
     backends: Mutex<BTreeMap<BackendKey, Arc<BackendStats>>>,
@@ -130,6 +193,22 @@ impl StatsRegistry {
             .entry((service.into(), route.into()))
             .or_default()
             .clone()
+    }
+
+    /// The counters of listener (service) `service`.
+    pub fn listener(&self, service: &str) -> Arc<ListenerStats> {
+        lock(&self.listeners)
+            .entry(service.into())
+            .or_default()
+            .clone()
+    }
+
+    /// Every listener's counters.
+    pub fn listeners(&self) -> Vec<(Arc<str>, Arc<ListenerStats>)> {
+        lock(&self.listeners)
+            .iter()
+            .map(|(s, st)| (s.clone(), st.clone()))
+            .collect()
     }
 
     /// The counters of pool `pool`.

@@ -14,9 +14,10 @@ use http::{HeaderMap, Request};
 use super::balance::{Selector, request_hash};
 use super::body::RequestBody;
 use super::connections::{
-    BackendConnections, ConnectSettings, ConnectionRegistry, Exchange, UpstreamError,
+    BackendConnections, ConnectSettings, ConnectionRegistry, Exchange, PendingLimit, UpstreamError,
 };
-use super::retry::RetryBudget;
+use super::error::{ErrorKind, Overload, ProxyError};
+use super::retry::{InFlight, RetryBudget, RetryDenied};
 use super::stats::{BackendStats, PoolStats, StatsRegistry};
 use crate::config::{Pool, UpstreamProtocol};
 use crate::health::HealthHandle;
@@ -48,9 +49,14 @@ impl UpstreamBackend {
         self.in_flight.load(Relaxed)
     }
 
-    /// Sends `request` (origin-form URI on HTTP/1.1, absolute on HTTP/2) to this backend.
-    pub async fn send(&self, request: Request<RequestBody>) -> Result<Exchange, UpstreamError> {
-        self.connections.send(request).await
+    /// Sends `request` (origin-form URI on HTTP/1.1, absolute on HTTP/2) to this backend;
+    /// `pending` bounds the wait when every connection it may open is busy.
+    pub async fn send(
+        &self,
+        request: Request<RequestBody>,
+        pending: PendingLimit<'_>,
+    ) -> Result<Exchange, UpstreamError> {
+        self.connections.send(request, pending).await
     }
 
     /// Counts a request to this backend until the guard drops (least_request reads it).
@@ -124,6 +130,8 @@ pub struct UpstreamPool {
     pub stats: Arc<PoolStats>,
     /// Where tries' outcomes go for outlier detection.
     outcomes: Option<HealthHandle>,
+    /// Requests waiting for a backend connection (`max_pending_requests`).
+    waiting: AtomicUsize,
 }
 
 impl std::fmt::Debug for UpstreamPool {
@@ -151,6 +159,7 @@ impl UpstreamPool {
         let settings = ConnectSettings {
             protocol: pool.upstream_protocol,
             connect_timeout: pool.connect_timeout,
+            max_connections: pool.circuit_breakers.max_connections,
         };
         let backends: Vec<Arc<UpstreamBackend>> = pool
             .backends
@@ -177,7 +186,47 @@ impl UpstreamPool {
             budget: RetryBudget::default(),
             stats: stats.pool(&pool.name),
             outcomes,
+            waiting: AtomicUsize::new(0),
         }
+    }
+
+    /// Counts a request as in flight to the pool until the guard drops, unless
+    /// `max_requests` are already: then the request is refused (and counted).
+    pub fn admit(&self) -> Result<InFlight<'_>, ProxyError> {
+        self.budget
+            .try_request(self.config.circuit_breakers.max_requests as usize)
+            .ok_or_else(|| self.overloaded(Overload::MaxRequests))
+    }
+
+    /// Takes a retry slot within the retry budget and `max_retries`; `None` (counted) when
+    /// the retry must not be sent.
+    pub fn try_retry(&self, budget_percent: u8) -> Option<InFlight<'_>> {
+        let max = self.config.circuit_breakers.max_retries as usize;
+        match self.budget.try_retry(budget_percent, max) {
+            Ok(slot) => Some(slot),
+            Err(RetryDenied::Budget) => {
+                self.stats.retries_over_budget.fetch_add(1, Relaxed);
+                None
+            }
+            Err(RetryDenied::MaxRetries) => {
+                self.stats.overflowed(Overload::MaxRetries);
+                None
+            }
+        }
+    }
+
+    /// The pool's queue for backend connections.
+    pub fn pending_limit(&self) -> PendingLimit<'_> {
+        PendingLimit {
+            waiting: &self.waiting,
+            max: self.config.circuit_breakers.max_pending_requests as usize,
+        }
+    }
+
+    /// Counts a refusal by `limit` and makes its error.
+    pub fn overloaded(&self, limit: Overload) -> ProxyError {
+        self.stats.overflowed(limit);
+        ProxyError::new(ErrorKind::Overloaded(limit))
     }
 
     /// The config this pool was built from (a reload keeps the pool when it is unchanged).
@@ -209,6 +258,17 @@ impl UpstreamPool {
     /// computed that set (`health::usable_set`), so they are not applied twice here.
     pub fn pick(&self, headers: &HeaderMap, client: IpAddr) -> Option<Arc<UpstreamBackend>> {
         self.usable.load().pick(headers, client).cloned()
+    }
+
+    /// Records a response status from `backend` for passive health checking: 5xx counts as a
+    /// failure unless the pool's outlier detection says otherwise.
+    pub fn report_status(&self, backend: &UpstreamBackend, status: u16) {
+        let counts_5xx = self
+            .config
+            .outlier_detection
+            .as_ref()
+            .is_none_or(|od| od.count_5xx);
+        self.report(backend, status < 500 || !counts_5xx);
     }
 
     /// Records how a try to `backend` ended, for passive health checking.

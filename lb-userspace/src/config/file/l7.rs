@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::model::{Alpn, Scheme, TlsVersion};
+use crate::config::model::{Alpn, EscapedSlashes, Scheme, TlsVersion};
 
 /// `[service.l7]`, without its virtual hosts.
 #[derive(Debug, Deserialize)]
@@ -22,6 +22,32 @@ pub struct L7 {
     /// Default: all limits at their defaults.
     #[serde(default)]
     pub limits: Limits,
+    /// Default: every path setting at its default.
+    #[serde(default)]
+    pub paths: Paths,
+    /// Default: no peer is trusted.
+    #[serde(default)]
+    pub forwarded: Forwarded,
+}
+
+/// `[service.l7.paths]`: how request paths are normalised before routing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Paths {
+    /// `keep`, `reject` or `decode`; default `reject`.
+    pub escaped_slashes: Option<EscapedSlashes>,
+    /// Default true.
+    pub merge_slashes: Option<bool>,
+}
+
+/// `[service.l7.forwarded]`: whose X-Forwarded-* / Forwarded / X-Real-IP headers are kept.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Forwarded {
+    /// CIDRs of trusted proxies; default none.
+    pub trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
+    /// 0..=10; default 0.
+    pub trusted_hops: Option<Spanned<i64>>,
 }
 
 /// `[service.l7.tls]`.
@@ -54,6 +80,12 @@ pub struct Limits {
     pub h2_max_concurrent_streams: Option<Spanned<i64>>,
     /// 1024..=1048576; default 65536.
     pub h2_max_header_list_bytes: Option<Spanned<i64>>,
+    /// Duration; default `60s`.
+    pub send_timeout: Option<Spanned<String>>,
+    /// Duration; default `5m`.
+    pub tunnel_idle_timeout: Option<Spanned<String>>,
+    /// 0..=10000000; default 0 (no per-client cap).
+    pub max_connections_per_client: Option<Spanned<i64>>,
 }
 
 /// `[[service.l7.virtual_host]]`, without its routes.
@@ -97,6 +129,8 @@ pub struct Route {
     pub timeout: Option<Spanned<String>>,
     /// Default: no retries.
     pub retry: Option<Spanned<Retry>>,
+    /// Upgrade protocols tunnelled; default `["websocket"]`.
+    pub upgrades: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// A route's `match`.

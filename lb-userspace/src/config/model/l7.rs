@@ -19,6 +19,10 @@ pub struct L7Service {
     pub access_log: bool,
     /// Resource limits.
     pub limits: Limits,
+    /// How request paths are normalised before routing.
+    pub paths: PathSettings,
+    /// Which peers' forwarding headers are kept.
+    pub forwarded: ForwardedTrust,
     /// Virtual hosts; at least one, domains unique across them.
     pub virtual_hosts: Vec<VirtualHost>,
 }
@@ -73,6 +77,52 @@ pub struct Limits {
     pub h2_max_concurrent_streams: u32,
     /// HTTP/2 header list size.
     pub h2_max_header_list_bytes: u32,
+    /// A client that accepts no response bytes for this long is disconnected.
+    pub send_timeout: Duration,
+    /// An upgraded connection (WebSocket) idle in both directions this long is closed.
+    pub tunnel_idle_timeout: Duration,
+    /// Concurrent connections from one client address; `None` is no cap.
+    pub max_connections_per_client: Option<u32>,
+}
+
+/// How a listener normalises request paths (RFC 3986 §6.2.2) before routing; the backend
+/// receives the normalised path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathSettings {
+    /// What `%2F`, `%5C` and `\` in a path do.
+    pub escaped_slashes: EscapedSlashes,
+    /// Whether runs of `/` collapse into one.
+    pub merge_slashes: bool,
+}
+
+/// What an encoded slash or a backslash in a request path does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EscapedSlashes {
+    /// Left as they are: `%2F` is not a separator for routing, nor for the backend.
+    Keep,
+    /// The request is answered 400.
+    Reject,
+    /// `%2F`, `%5C` and `\` all become `/` before dot segments are removed.
+    Decode,
+}
+
+/// Whose `X-Forwarded-*`, `Forwarded` and `X-Real-IP` headers are extended rather than
+/// replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ForwardedTrust {
+    /// Peers in these networks are trusted proxies.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Trust this many proxies in front of Sluice whatever their address (Envoy's
+    /// `xff_num_trusted_hops`).
+    pub trusted_hops: u8,
+}
+
+impl ForwardedTrust {
+    /// Whether headers from `peer` are extended.
+    pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        self.trusted_hops > 0 || self.trusted_proxies.iter().any(|net| net.contains(&peer))
+    }
 }
 
 /// A set of domains sharing one route table.
@@ -107,6 +157,8 @@ pub struct Route {
     pub timeout: Duration,
     /// Retries; `None` means no retries.
     pub retry: Option<RetryPolicy>,
+    /// Upgrade protocols (lower case, e.g. `websocket`) this route tunnels.
+    pub upgrades: Vec<String>,
 }
 
 /// Conditions a request must meet, all of them.

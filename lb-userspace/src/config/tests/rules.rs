@@ -15,17 +15,17 @@ pub(crate) fn l7_route(route: &str) -> String {
 
 /// Pool "p" (one backend, 10.0.0.1:80) and service "s" (192.0.2.1:80/tcp): `l7` goes on
 /// line 10, right after `[service.l7]`; `rest` follows it.
-fn l7_service(l7: &str, rest: &str) -> String {
+pub(crate) fn l7_service(l7: &str, rest: &str) -> String {
     format!(
         "[[pool]]\nname = \"p\"\nbackend = [{{ address = \"10.0.0.1\", port = 80 }}]\n[[service]]\nname = \"s\"\nvip = \"192.0.2.1\"\nport = 80\nprotocol = \"tcp\"\n[service.l7]\n{l7}{rest}"
     )
 }
 
 /// A virtual host with a catch-all route to pool "p", for `l7_service`.
-const VHOST: &str = "[[service.l7.virtual_host]]\nname = \"v\"\ndomains = [\"*\"]\n[[service.l7.virtual_host.route]]\nmatch = { path_prefix = \"/\" }\nforward = { pool = \"p\" }\n";
+pub(crate) const VHOST: &str = "[[service.l7.virtual_host]]\nname = \"v\"\ndomains = [\"*\"]\n[[service.l7.virtual_host.route]]\nmatch = { path_prefix = \"/\" }\nforward = { pool = \"p\" }\n";
 
 /// Pool "p" with `fields` starting on line 3, then one backend (10.0.0.1:80).
-fn pool(fields: &str) -> String {
+pub(crate) fn pool(fields: &str) -> String {
     format!(
         "[[pool]]\nname = \"p\"\n{fields}\n[[pool.backend]]\naddress = \"10.0.0.1\"\nport = 80\n"
     )

@@ -47,6 +47,18 @@ fn certificate(item: &file::Certificate, base_dir: &Path, r: &mut Reporter) -> O
         .collect();
     let (cert_path, chain) = chain?;
     let (key_path, key) = key?;
+    if let Err(problem) = key_matches(&chain, &key) {
+        r.error_in(
+            &item.key.span(),
+            &ctx,
+            format!(
+                "key {} {problem} certificate {}",
+                key_path.display(),
+                cert_path.display()
+            ),
+        );
+        return None;
+    }
     Some(Certificate {
         name: name?,
         cert_path,
@@ -55,6 +67,29 @@ fn certificate(item: &file::Certificate, base_dir: &Path, r: &mut Reporter) -> O
         chain,
         key: PrivateKey(Arc::new(key)),
     })
+}
+
+/// Whether `key` is the private key of the chain's leaf certificate, as TLS will need it.
+/// `Err` completes "key K ... certificate C".
+fn key_matches(
+    chain: &[CertificateDer<'static>],
+    key: &PrivateKeyDer<'static>,
+) -> Result<(), String> {
+    let provider = rustls::crypto::ring::default_provider();
+    let signing_key = provider
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|err| format!("cannot be used ({err}) with"))?;
+    let certified = rustls::sign::CertifiedKey::new(chain.to_vec(), signing_key);
+    match certified.keys_match() {
+        Ok(()) => Ok(()),
+        // The key type cannot tell its public key: TLS would find out at the handshake.
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(()),
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            Err("does not match".to_owned())
+        }
+        Err(err) => Err(format!("cannot be checked ({err}) against")),
+    }
 }
 
 fn load_chain(

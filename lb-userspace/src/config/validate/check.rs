@@ -53,6 +53,10 @@ pub(crate) fn opt_int_in<T: TryFrom<i64>>(
     }
 }
 
+/// The longest duration any setting takes: deadlines computed from settings (now + timeout)
+/// can then never overflow.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 /// A positive duration written like "1s", "500ms" or "1m 30s"; `default` when absent.
 pub(crate) fn duration(
     value: Option<&Spanned<String>>,
@@ -65,6 +69,18 @@ pub(crate) fn duration(
         return Some(default);
     };
     match humantime::parse_duration(value.get_ref()) {
+        Ok(d) if d > MAX_DURATION => {
+            r.error_in(
+                &value.span(),
+                ctx,
+                format!(
+                    "{what} {:?} is longer than the longest allowed, {}",
+                    value.get_ref(),
+                    humantime::format_duration(MAX_DURATION)
+                ),
+            );
+            None
+        }
         Ok(d) if !d.is_zero() => Some(d),
         Ok(_) => {
             r.error_in(

@@ -237,5 +237,6 @@ pub(super) fn outlier_detection(
         base_ejection: base,
         max_ejection: max,
         max_ejected_percent: max_ejected_percent?,
+        count_5xx: od.count_5xx.unwrap_or(true),
     })
 }

@@ -10,7 +10,10 @@ use super::{Names, check, route};
 use crate::config::diagnostic::Reporter;
 use crate::config::document::VirtualHostItem;
 use crate::config::file;
-use crate::config::model::{Alpn, HostPattern, L7Service, Limits, Tls, TlsVersion, VirtualHost};
+use crate::config::model::{
+    Alpn, EscapedSlashes, ForwardedTrust, HostPattern, L7Service, Limits, PathSettings, Tls,
+    TlsVersion, VirtualHost,
+};
 
 const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 const HEADER_BYTES: std::ops::RangeInclusive<i64> = 1024..=1_048_576;
@@ -49,6 +52,7 @@ pub(super) fn l7_service(
         None => Some(None),
     };
     let limits = limits(&l7.limits, ctx, r);
+    let forwarded = forwarded(&l7.forwarded, ctx, r);
     let virtual_hosts = match (&l7.redirect_to_https, virtual_hosts.is_empty()) {
         (Some(port), false) => {
             r.error_in(
@@ -75,6 +79,11 @@ pub(super) fn l7_service(
         redirect_to_https: redirect_to_https?,
         access_log: l7.access_log.unwrap_or(true),
         limits: limits?,
+        paths: PathSettings {
+            escaped_slashes: l7.paths.escaped_slashes.unwrap_or(EscapedSlashes::Reject),
+            merge_slashes: l7.paths.merge_slashes.unwrap_or(true),
+        },
+        forwarded: forwarded?,
         virtual_hosts: virtual_hosts?,
     })
 }
@@ -192,7 +201,35 @@ fn limits(raw: &file::Limits, ctx: &str, r: &mut Reporter) -> Option<Limits> {
         ctx,
         r,
     );
+    let what = "limits.send_timeout";
+    let send_timeout = check::duration(
+        raw.send_timeout.as_ref(),
+        Duration::from_secs(60),
+        what,
+        ctx,
+        r,
+    );
+    let what = "limits.tunnel_idle_timeout";
+    let tunnel_idle_timeout = check::duration(
+        raw.tunnel_idle_timeout.as_ref(),
+        Duration::from_secs(300),
+        what,
+        ctx,
+        r,
+    );
+    let what = "limits.max_connections_per_client";
+    let per_client: Option<u32> = check::opt_int_in(
+        raw.max_connections_per_client.as_ref(),
+        0,
+        0..=10_000_000,
+        what,
+        ctx,
+        r,
+    );
     Some(Limits {
+        send_timeout: send_timeout?,
+        tunnel_idle_timeout: tunnel_idle_timeout?,
+        max_connections_per_client: Some(per_client?).filter(|&n| n > 0),
         max_request_header_bytes: header_bytes?,
         max_request_body_bytes: Some(body_bytes?).filter(|&b| b > 0),
         header_read_timeout: header_read_timeout?,
@@ -200,6 +237,56 @@ fn limits(raw: &file::Limits, ctx: &str, r: &mut Reporter) -> Option<Limits> {
         max_connections: max_connections?,
         h2_max_concurrent_streams: streams?,
         h2_max_header_list_bytes: header_list?,
+    })
+}
+
+/// `[service.l7.forwarded]`: CIDRs or a hop count, not both.
+fn forwarded(raw: &file::Forwarded, ctx: &str, r: &mut Reporter) -> Option<ForwardedTrust> {
+    let hops: Option<u8> = check::opt_int_in(
+        raw.trusted_hops.as_ref(),
+        0,
+        0..=10,
+        "forwarded.trusted_hops",
+        ctx,
+        r,
+    );
+    let mut ok = true;
+    let mut trusted_proxies = Vec::new();
+    if let Some(list) = &raw.trusted_proxies {
+        for cidr in list.get_ref() {
+            let text = cidr.get_ref().trim();
+            // A bare address is a /32 (or /128) network.
+            let parsed = text
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(net) => trusted_proxies.push(net.trunc()),
+                Err(_) => {
+                    r.error_in(
+                        &cidr.span(),
+                        ctx,
+                        format!(
+                            "forwarded.trusted_proxies: {:?} is not a CIDR like \"10.0.0.0/8\" or an IP address",
+                            cidr.get_ref()
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        if hops.is_some_and(|h| h > 0) {
+            r.error_in(
+                &list.span(),
+                ctx,
+                "forwarded: set trusted_proxies or trusted_hops, not both",
+            );
+            ok = false;
+        }
+    }
+    let trusted_hops = hops?;
+    ok.then_some(ForwardedTrust {
+        trusted_proxies,
+        trusted_hops,
     })
 }
 

@@ -11,7 +11,9 @@ use super::{check, health};
 use crate::config::diagnostic::Reporter;
 use crate::config::document::PoolItem;
 use crate::config::file::{self, PolicyName};
-use crate::config::model::{Backend, HashOn, Policy, Pool, UpstreamProtocol, WhenNoHealthy};
+use crate::config::model::{
+    Backend, CircuitBreakers, HashOn, Policy, Pool, UpstreamProtocol, WhenNoHealthy,
+};
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const DEFAULT_PANIC_THRESHOLD: u8 = 50;
@@ -59,6 +61,7 @@ fn pool(item: &PoolItem, r: &mut Reporter) -> Option<Pool> {
         Some(od) => health::outlier_detection(od, &ctx, r).map(Some),
         None => Some(None),
     };
+    let circuit_breakers = circuit_breakers(&raw.circuit_breakers, &ctx, r);
     let backends = backends(item, &ctx, r);
     Some(Pool {
         name: name?,
@@ -69,7 +72,49 @@ fn pool(item: &PoolItem, r: &mut Reporter) -> Option<Pool> {
         when_no_healthy: raw.when_no_healthy.unwrap_or(WhenNoHealthy::FailOpen),
         health_check: health_check?,
         outlier_detection: outlier_detection?,
+        circuit_breakers: circuit_breakers?,
         backends: backends?,
+    })
+}
+
+fn circuit_breakers(
+    raw: &file::CircuitBreakers,
+    ctx: &str,
+    r: &mut Reporter,
+) -> Option<CircuitBreakers> {
+    let d = CircuitBreakers::default();
+    let limit =
+        |value: Option<&Spanned<i64>>, default: u32, min: i64, what: &str, r: &mut Reporter| {
+            let what = format!("circuit_breakers.{what}");
+            check::opt_int_in(value, default, min..=1_000_000, &what, ctx, r)
+        };
+    let max_connections = limit(
+        raw.max_connections.as_ref(),
+        d.max_connections,
+        1,
+        "max_connections",
+        r,
+    );
+    let max_pending = limit(
+        raw.max_pending_requests.as_ref(),
+        d.max_pending_requests,
+        0,
+        "max_pending_requests",
+        r,
+    );
+    let max_requests = limit(
+        raw.max_requests.as_ref(),
+        d.max_requests,
+        1,
+        "max_requests",
+        r,
+    );
+    let max_retries = limit(raw.max_retries.as_ref(), d.max_retries, 0, "max_retries", r);
+    Some(CircuitBreakers {
+        max_connections: max_connections?,
+        max_pending_requests: max_pending?,
+        max_requests: max_requests?,
+        max_retries: max_retries?,
     })
 }
 

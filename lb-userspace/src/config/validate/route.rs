@@ -62,7 +62,9 @@ pub(super) fn route(
                 .map(Some)
         }
     };
+    let upgrades = upgrades(route.upgrades.as_ref(), forwards, ctx, r);
     Some(Route {
+        upgrades: upgrades?,
         matcher: matcher?,
         action: action?,
         prefix_rewrite: prefix_rewrite?,
@@ -73,6 +75,49 @@ pub(super) fn route(
         timeout: timeout?,
         retry: retry?,
     })
+}
+
+/// `upgrades`: protocol tokens a forward route tunnels (default `["websocket"]`).
+fn upgrades(
+    raw: Option<&Spanned<Vec<Spanned<String>>>>,
+    forwards: bool,
+    ctx: &str,
+    r: &mut Reporter,
+) -> Option<Vec<String>> {
+    let Some(list) = raw else {
+        return Some(vec!["websocket".to_owned()]);
+    };
+    if !forwards {
+        r.error_in(&list.span(), ctx, "upgrades only applies to forward routes");
+        return None;
+    }
+    let mut ok = true;
+    let mut out = Vec::new();
+    for token in list.get_ref() {
+        let value = token.get_ref().to_ascii_lowercase();
+        let is_token = !value.is_empty()
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if value == "h2c" {
+            r.error_in(
+                &token.span(),
+                ctx,
+                "upgrades: h2c is never tunnelled (use h2c prior knowledge on the listener)",
+            );
+            ok = false;
+        } else if !is_token {
+            r.error_in(
+                &token.span(),
+                ctx,
+                format!("upgrades: {:?} is not a protocol name", token.get_ref()),
+            );
+            ok = false;
+        } else if !out.contains(&value) {
+            out.push(value);
+        }
+    }
+    ok.then_some(out)
 }
 
 fn route_match(raw: &Spanned<file::Match>, ctx: &str, r: &mut Reporter) -> Option<RouteMatch> {
