@@ -171,6 +171,27 @@ impl H2 {
     }
 }
 
+impl H2 {
+    /// Sends `req` exactly as built: its URI (absolute, for `:authority`) and every header,
+    /// `host` included, go out as they are.
+    pub async fn send_as_is(&mut self, req: Req) -> Result<Reply, String> {
+        let (mut parts, body) = req.into_parts();
+        parts.version = Version::HTTP_2;
+        self.sender
+            .ready()
+            .await
+            .map_err(|e| format!("connection not ready: {e}"))?;
+        let response = tokio::time::timeout(
+            CLIENT_TIMEOUT,
+            self.sender.send_request(Request::from_parts(parts, body)),
+        )
+        .await
+        .map_err(|_| "no response in time".to_string())?
+        .map_err(|e| format!("request failed: {e}"))?;
+        read(response).await
+    }
+}
+
 async fn read(response: http::Response<hyper::body::Incoming>) -> Result<Reply, String> {
     let (parts, body) = response.into_parts();
     let collected = tokio::time::timeout(CLIENT_TIMEOUT, body.collect())
