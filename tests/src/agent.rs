@@ -45,6 +45,11 @@ impl SluiceAgent {
         self.dir.path().join("sluice.toml")
     }
 
+    /// The agent's process id (in the host's pid namespace).
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
     /// The folder holding the config and the log.
     pub fn dir(&self) -> &Path {
         self.dir.path()
