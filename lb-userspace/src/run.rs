@@ -241,7 +241,7 @@ impl Agent {
             }
         };
         if let Err(err) = self.apply(&config).await {
-            error!("reload failed part-way: {err:#}");
+            error!("reload failed; the running config stays in force: {err:#}");
             self.metrics.reload_result(false);
             return Err(format!("reload failed: {err:#}"));
         }

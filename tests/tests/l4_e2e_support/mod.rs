@@ -314,6 +314,11 @@ impl Setup {
 
     /// The config file the agent was started with (or last reloaded with).
     pub fn config_text(&self) -> String {
+        self.config_text_for(self.active)
+    }
+
+    /// The config file with the first `active` backends in the pools.
+    pub fn config_text_for(&self, active: usize) -> String {
         let mode = if self.mode == Mode::Nat { "nat" } else { "dsr" };
         let pool = |name: &str, port: u16| {
             let mut text = format!(
@@ -325,7 +330,7 @@ impl Setup {
                 .backends
                 .iter()
                 .zip(self.plan.weights)
-                .take(self.active)
+                .take(active)
             {
                 text += &format!(
                     "[[pool.backend]]\naddress = \"{addr}\"\nport = {port}\nweight = {weight}\n"
@@ -350,12 +355,17 @@ impl Setup {
 
     /// The model of the table over the active backends listening on `port`.
     pub fn model(&self, port: u16) -> Model {
+        self.model_for(port, self.active)
+    }
+
+    /// The model of the table over the first `active` backends listening on `port`.
+    pub fn model_for(&self, port: u16, active: usize) -> Model {
         let backends: Vec<MaglevBackend> = self
             .plan
             .backends
             .iter()
             .zip(self.plan.weights)
-            .take(self.active)
+            .take(active)
             .map(|(addr, weight)| MaglevBackend {
                 key: BackendKey::from(SocketAddr::new(ip(addr), port)),
                 weight: u32::from(weight),
@@ -366,7 +376,7 @@ impl Setup {
             .plan
             .backends
             .iter()
-            .take(self.active)
+            .take(active)
             .map(|a| a.to_string())
             .collect();
         Model { table, names }
@@ -488,5 +498,7 @@ impl Setup {
 }
 
 fn verdicts(log: &str) -> usize {
-    log.matches("config reloaded").count() + log.matches("config rejected").count()
+    log.matches("config reloaded").count()
+        + log.matches("config rejected").count()
+        + log.matches("reload failed").count()
 }
