@@ -11,7 +11,7 @@ use http::{HeaderValue, Method};
 
 use super::conn_io::ConnGuard;
 use super::stats::{PoolStats, RouteStats};
-use super::upstream::BackendGuard;
+use super::upstream::{BackendGuard, PoolSlot};
 
 /// A request on its way, finished by [`RequestRecord::finish`] when its response body ends.
 /// Dropping it also releases what the request held (connection and backend in-flight slots).
@@ -36,8 +36,8 @@ pub struct RequestRecord {
     pub pool: Option<Arc<PoolStats>>,
     /// The backend that answered, if any.
     pub upstream: Option<SocketAddr>,
-    /// Counts the request as in flight on its backend until the response ends.
-    pub backend_guard: Option<BackendGuard>,
+    /// Counts the request as in flight on its pool and backend until the response ends.
+    pub backend_guard: Option<(PoolSlot, BackendGuard)>,
     /// Whether to write the access-log line.
     pub access_log: bool,
     /// Keeps the client connection busy (not idle) until the response ends.

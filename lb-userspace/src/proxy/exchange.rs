@@ -32,7 +32,7 @@ use super::retry;
 use super::route::{Route, WeightedPools};
 use super::state::ListenerState;
 use super::tunnel;
-use super::upstream::{UpstreamBackend, UpstreamPool};
+use super::upstream::{BackendGuard, PoolSlot, UpstreamBackend, UpstreamPool};
 
 /// Bodies up to this size are buffered when the route retries, so a retry can resend them;
 /// larger or unsized bodies are streamed and sent once.
@@ -130,7 +130,7 @@ pub async fn forward(
     let path = upstream_path(&original, rewrite)
         .ok_or_else(|| ProxyError::with_source(ErrorKind::Internal, "prefix rewrite"))?;
 
-    let _active = pool.admit()?;
+    let slot = pool.admit()?;
     let replayable = policy.filter(|_| body.replay().is_some());
     let mut body = Some(body);
     let mut tries: u8 = 0;
@@ -211,7 +211,7 @@ pub async fn forward(
         record.upstream = Some(backend.address);
         return finish_response(
             exchange,
-            guard,
+            (slot, guard),
             deadline,
             client_upgrade,
             ctx,
@@ -319,7 +319,7 @@ async fn prepare_body(
 /// connection goes back to its backend when the body has been read to its end.
 fn finish_response(
     exchange: Exchange,
-    guard: super::upstream::BackendGuard,
+    (slot, guard): (PoolSlot, BackendGuard),
     deadline: Pin<Box<Sleep>>,
     client_upgrade: Option<OnUpgrade>,
     ctx: &ConnCtx,
@@ -365,7 +365,7 @@ fn finish_response(
             ))
         }
         None => {
-            record.backend_guard = Some(guard);
+            record.backend_guard = Some((slot, guard));
             Ok(Response::from_parts(
                 parts,
                 ResponseBody::upstream(body, Some(deadline), checkin),

@@ -37,12 +37,18 @@ impl RetryBudget {
         InFlight(&self.active)
     }
 
-    /// Like [`RetryBudget::request`], unless `max` requests are in flight already.
-    pub fn try_request(&self, max: usize) -> Option<InFlight<'_>> {
+    /// Counts a request as in flight unless `max` are already; pair with
+    /// [`RetryBudget::leave`]. For a count that must outlive a borrow of the budget (a
+    /// request whose body is still streaming to the client).
+    pub fn try_enter(&self, max: usize) -> bool {
         self.active
             .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
-            .ok()
-            .map(|_| InFlight(&self.active))
+            .is_ok()
+    }
+
+    /// Ends a request counted by [`RetryBudget::try_enter`].
+    pub fn leave(&self) {
+        self.active.fetch_sub(1, Relaxed);
     }
 
     /// Takes a retry slot if the budget and `max_retries` allow one; the slot is held until
@@ -141,11 +147,11 @@ mod tests {
     #[test]
     fn circuit_breakers_bound_requests_and_retries() {
         let budget = RetryBudget::default();
-        let a = budget.try_request(2).expect("first");
-        let _b = budget.try_request(2).expect("second");
-        assert!(budget.try_request(2).is_none(), "max_requests reached");
-        drop(a);
-        assert!(budget.try_request(2).is_some(), "a slot freed");
+        assert!(budget.try_enter(2), "first");
+        assert!(budget.try_enter(2), "second");
+        assert!(!budget.try_enter(2), "max_requests reached");
+        budget.leave();
+        assert!(budget.try_enter(2), "a slot freed");
         let _many: Vec<_> = (0..100).map(|_| budget.request()).collect();
         let _r = budget.try_retry(100, 1).expect("one retry");
         assert_eq!(

@@ -83,6 +83,17 @@ impl Drop for BackendGuard {
     }
 }
 
+/// A request in flight to a pool, for `max_requests` and retry budgets; see
+/// [`UpstreamPool::admit`].
+#[derive(Debug)]
+pub struct PoolSlot(Arc<UpstreamPool>);
+
+impl Drop for PoolSlot {
+    fn drop(&mut self) {
+        self.0.budget.leave();
+    }
+}
+
 /// A set of backends and the selector built for exactly that set.
 #[derive(Debug)]
 pub struct BackendSet {
@@ -190,12 +201,18 @@ impl UpstreamPool {
         }
     }
 
-    /// Counts a request as in flight to the pool until the guard drops, unless
-    /// `max_requests` are already: then the request is refused (and counted).
-    pub fn admit(&self) -> Result<InFlight<'_>, ProxyError> {
-        self.budget
-            .try_request(self.config.circuit_breakers.max_requests as usize)
-            .ok_or_else(|| self.overloaded(Overload::MaxRequests))
+    /// Counts a request as in flight to the pool until the slot drops (when its response
+    /// has ended), unless `max_requests` are already: then the request is refused (and
+    /// counted).
+    pub fn admit(self: &Arc<Self>) -> Result<PoolSlot, ProxyError> {
+        if self
+            .budget
+            .try_enter(self.config.circuit_breakers.max_requests as usize)
+        {
+            Ok(PoolSlot(self.clone()))
+        } else {
+            Err(self.overloaded(Overload::MaxRequests))
+        }
     }
 
     /// Takes a retry slot within the retry budget and `max_retries`; `None` (counted) when
