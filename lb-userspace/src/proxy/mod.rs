@@ -24,6 +24,7 @@ mod prefixed;
 mod request_head;
 mod retry;
 mod route;
+mod route_index;
 mod state;
 pub mod stats;
 mod tls;

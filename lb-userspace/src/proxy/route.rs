@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
+use super::route_index::{INDEX_FROM, PathIndex};
 use super::stats::{RouteStats, StatsRegistry};
 use crate::config::{
     HostPattern, PathMatch, PoolId, Redirect, RetryPolicy, Route as RouteConfig, RouteAction,
@@ -33,7 +34,14 @@ pub struct RouteTable {
     exact: HashMap<Box<str>, usize>,
     suffixes: HashMap<Box<str>, usize>,
     any: Option<usize>,
-    hosts: Vec<Vec<Route>>,
+    hosts: Vec<HostRoutes>,
+}
+
+/// One virtual host's routes, indexed by path when there are many.
+#[derive(Debug)]
+struct HostRoutes {
+    routes: Vec<Route>,
+    index: Option<PathIndex>,
 }
 
 /// One compiled route.
@@ -152,7 +160,14 @@ impl RouteTable {
                     compile_route(route, stats.route(service, &name), name)
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            table.hosts.push(routes);
+            let index = if routes.len() >= INDEX_FROM {
+                let index = PathIndex::build(routes.iter().map(|r| &r.matcher.path))
+                    .map_err(|e| format!("virtual host {:?}: path regexes: {e}", vhost.name))?;
+                Some(index)
+            } else {
+                None
+            };
+            table.hosts.push(HostRoutes { routes, index });
         }
         Ok(table)
     }
@@ -160,8 +175,16 @@ impl RouteTable {
     /// The first route of the virtual host serving `host` that matches `request`.
     /// `host` is a Host header or :authority value; port and case do not matter.
     pub fn find(&self, host: &str, request: &RequestView<'_>) -> Option<&Route> {
-        let routes = self.hosts.get(self.virtual_host(host)?)?;
-        routes.iter().find(|r| r.matcher.matches(request))
+        let host = self.hosts.get(self.virtual_host(host)?)?;
+        match &host.index {
+            None => host.routes.iter().find(|r| r.matcher.matches(request)),
+            // Only routes whose path holds are tried, still in order: first match wins.
+            Some(index) => index
+                .candidates(request.path)
+                .into_iter()
+                .filter_map(|i| host.routes.get(i as usize))
+                .find(|r| r.matcher.matches_besides_path(request)),
+        }
     }
 
     fn virtual_host(&self, host: &str) -> Option<usize> {
@@ -279,8 +302,12 @@ impl Matcher {
             PathMatch::Prefix(p) => req.path.starts_with(p.as_str()),
             PathMatch::Regex(re) => re.0.is_match(req.path),
         };
-        path_ok
-            && (self.methods.is_empty() || self.methods.contains(req.method))
+        path_ok && self.matches_besides_path(req)
+    }
+
+    /// Every condition but the path's (which an index already checked).
+    fn matches_besides_path(&self, req: &RequestView<'_>) -> bool {
+        (self.methods.is_empty() || self.methods.contains(req.method))
             && self
                 .headers
                 .iter()

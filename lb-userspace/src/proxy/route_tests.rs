@@ -328,3 +328,40 @@ fn host_and_port_split() {
     assert_eq!(split_host_port("[::1]:443"), ("[::1]", Some(443)));
     assert_eq!(split_host_port("[::1]"), ("[::1]", None));
 }
+
+#[test]
+fn an_indexed_virtual_host_still_takes_the_first_match() {
+    // 10,000 prefix routes, then routes that overlap them by method, exact path and regex:
+    // enough to be indexed, and every kind of candidate that must be skipped or taken.
+    let mut routes: Vec<RouteConfig> = (0..10_000)
+        .map(|i| route(prefix(&format!("/svc{i}/")), direct(200)))
+        .collect();
+    let mut post_only = route(prefix("/svc9999/"), direct(201));
+    post_only.matcher.methods = vec!["POST".into()];
+    routes.insert(9_999, post_only);
+    routes.push(route(PathMatch::Exact("/svc5/exact".into()), direct(202)));
+    routes.push(route(PathMatch::Regex(regex("/re/[0-9]+")), direct(203)));
+    routes.push(route(prefix("/"), direct(204)));
+    let t = table(vec![vhost("big", vec![HostPattern::Any], routes)]);
+    assert!(
+        t.hosts[0].index.is_some(),
+        "a large virtual host is indexed"
+    );
+    let cases = [
+        (get("/svc0/a"), "big#1"),
+        (get("/svc9999/a"), "big#10001"),
+        (get("/svc9999/a").method(Method::POST), "big#10000"),
+        (get("/svc5/exact"), "big#6"),
+        (get("/re/42"), "big#10003"),
+        (get("/elsewhere"), "big#10004"),
+        (get("/svc"), "big#10004"),
+    ];
+    for (req, want) in cases {
+        assert_eq!(
+            found(&t, "any.test", &req).as_deref(),
+            Some(want),
+            "{}",
+            req.path
+        );
+    }
+}
