@@ -189,6 +189,12 @@ impl Agent {
                 commands: commands_tx,
                 token,
                 ready: ready_rx,
+                live: admin::Live {
+                    xdp: Some(dataplane.stats()),
+                    l7: Some(Arc::clone(proxy.stats())),
+                    health: Some(health.handle()),
+                },
+                limits: admin::AdminLimits::default(),
             },
             admin_stop_rx,
         ));
