@@ -22,6 +22,7 @@
 
 mod agent;
 mod artifacts;
+mod browser;
 mod kernel;
 mod link;
 mod netns;
@@ -35,6 +36,7 @@ mod wait;
 mod xdp;
 
 pub use agent::{SluiceAgent, sluice_cli};
+pub use browser::{Browser, browser_available};
 pub use artifacts::{ebpf_object, sluice_binary, target_dir, workspace_root};
 pub use kernel::{XdpAttachMode, global_counter, program_map, xdp_program};
 pub use link::{
