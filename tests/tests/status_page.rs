@@ -76,7 +76,10 @@ fn the_status_page_shows_the_agent_live_and_drains_from_a_click() {
     let killed = Instant::now();
     setup.kill_backend(0);
     wait_for_state(&browser, &backends[0], "down", Duration::from_secs(8));
-    eprintln!("the page showed the dead backend down {:?} after it died", killed.elapsed());
+    eprintln!(
+        "the page showed the dead backend down {:?} after it died",
+        killed.elapsed()
+    );
 
     // A drain clicked on the page reaches the kernel: no new flow goes to the backend.
     browser
@@ -87,7 +90,9 @@ fn the_status_page_shows_the_agent_live_and_drains_from_a_click() {
         let after = spread(&setup, 40);
         match after.iter().filter(|b| *b == V4.backends[1]).count() {
             0 => Ok(()),
-            n => Err(format!("{n} of 40 new flows still reached the drained backend")),
+            n => Err(format!(
+                "{n} of 40 new flows still reached the drained backend"
+            )),
         }
     });
     let summary = browser
@@ -95,7 +100,10 @@ fn the_status_page_shows_the_agent_live_and_drains_from_a_click() {
         .unwrap_or_else(|e| panic!("pool summary: {e}"));
     assert!(summary.contains("1 drained"), "{summary}");
     let action = browser.text("#action").unwrap_or_default();
-    assert!(action.contains("draining"), "the page reports the drain: {action:?}");
+    assert!(
+        action.contains("draining"),
+        "the page reports the drain: {action:?}"
+    );
     // Traffic across a few polls, so the screenshot shows rates and shares.
     let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until {
