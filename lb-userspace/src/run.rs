@@ -193,6 +193,11 @@ impl Agent {
                     xdp: Some(dataplane.stats()),
                     l7: Some(Arc::clone(proxy.stats())),
                     health: Some(health.handle()),
+                    flows: dataplane
+                        .inspector()
+                        .map(Arc::new)
+                        .inspect_err(|err| warn!("GET /debug/flow will not work: {err}"))
+                        .ok(),
                 },
                 limits: admin::AdminLimits::default(),
             },

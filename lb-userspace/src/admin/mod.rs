@@ -10,6 +10,7 @@
 
 mod client;
 mod conn;
+mod flow;
 mod guard;
 mod overview;
 mod page;
@@ -20,6 +21,7 @@ mod status;
 
 pub use client::{AdminClient, ClientError};
 pub use conn::AdminLimits;
+pub use flow::{FlowError, FlowExplanation};
 pub use guard::{ForeignRequest, check_same_origin};
 pub use overview::{BackendPage, BackendRow, Live, Overview, PoolOverview, ServiceOverview};
 pub use server::{AdminServer, serve};

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::Status;
 use crate::dataplane::StatsReader;
+use crate::dataplane::inspect::FlowInspector;
 use crate::health::{HealthHandle, HealthView, PoolMode};
 use crate::metrics::{Metrics, ReloadRecord};
 use crate::proxy::stats::{LATENCY_BOUNDS_US, RequestStats, StatsRegistry};
@@ -34,6 +35,8 @@ pub struct Live {
     pub l7: Option<Arc<StatsRegistry>>,
     /// The health checker's latest snapshot.
     pub health: Option<HealthHandle>,
+    /// The XDP program's maps, read-only, for `GET /debug/flow`.
+    pub flows: Option<Arc<FlowInspector>>,
 }
 
 /// `GET /api/overview`.

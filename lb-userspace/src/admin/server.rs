@@ -15,6 +15,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use super::conn::{AdminLimits, MAX_ACCEPT_BACKOFF, Watched};
+use super::flow;
 use super::guard::check_same_origin;
 use super::overview::{DEFAULT_PAGE, Live};
 use super::page::page;
@@ -141,6 +142,7 @@ async fn handle(
             json(&server.live.overview(&status, &server.metrics))
         }
         (&Method::GET, ["api", "backends"]) => backends_page(server, query),
+        (&Method::GET, ["debug", "flow"]) => debug_flow(server, query),
         (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
         (&Method::GET, ["ready"]) => {
             if *server.ready.borrow() {
@@ -192,7 +194,8 @@ async fn handle(
                 ),
             }
         }
-        (_, ["healthz" | "ready" | "status" | "reload" | ""]) | (_, ["backends" | "api", ..]) => {
+        (_, ["healthz" | "ready" | "status" | "reload" | ""])
+        | (_, ["backends" | "api" | "debug", ..]) => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -237,6 +240,22 @@ fn backends_page(server: &AdminServer, query: &str) -> Response<Full<Bytes>> {
     match server.live.backends(&status, &pool, offset, limit) {
         Some(page) => json(&page),
         None => text(StatusCode::NOT_FOUND, &format!("no pool named {pool:?}\n")),
+    }
+}
+
+/// `GET /debug/flow?proto=&src=&dst=&host=&path=`.
+fn debug_flow(server: &AdminServer, query: &str) -> Response<Full<Bytes>> {
+    let (flow, host, path) = match flow::parse_query(query) {
+        Ok(parsed) => parsed,
+        Err(err) => return text(StatusCode::BAD_REQUEST, &format!("{err}\n")),
+    };
+    let status = Arc::clone(&server.status.borrow());
+    match flow::explain(&server.live, &status, &flow, host.as_deref(), &path) {
+        Ok(explanation) => json(&explanation),
+        Err(err @ flow::FlowError::BadQuery(_)) => {
+            text(StatusCode::BAD_REQUEST, &format!("{err}\n"))
+        }
+        Err(err) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("{err}\n")),
     }
 }
 
@@ -288,7 +307,7 @@ pub(super) fn respond(
 }
 
 /// Decodes a percent-encoded path segment; `None` for bad escapes or non-UTF-8.
-fn decode(segment: &str) -> Option<String> {
+pub(super) fn decode(segment: &str) -> Option<String> {
     let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
