@@ -1,4 +1,5 @@
-//! The command line: `sluice run`, `sluice check-config`.
+//! The command line: `sluice run`, `sluice check-config`, and the admin API's verbs
+//! (`status`, `reload`, `drain`, `enable`, `explain`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,6 +70,28 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Explain where a flow goes, from the running agent's kernel maps: the service it
+    /// matches, its connection-table entry, the Maglev slot and backend a new flow gets,
+    /// that backend's health and neighbour, and for L7 services the route and pool (JSON).
+    Explain {
+        /// tcp or udp.
+        #[arg(long, value_name = "PROTO", default_value = "tcp")]
+        proto: String,
+        /// The client's address and port.
+        #[arg(long, value_name = "ADDR:PORT")]
+        src: std::net::SocketAddr,
+        /// The VIP and port.
+        #[arg(long, value_name = "VIP:PORT")]
+        dst: std::net::SocketAddr,
+        /// L7 only: the request's Host (default: the VIP).
+        #[arg(long, value_name = "HOST")]
+        host: Option<String>,
+        /// L7 only: the request's path.
+        #[arg(long, value_name = "PATH", default_value = "/")]
+        path: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Undo `drain`: the backend takes new flows and requests again (if healthy).
     Enable {
         /// The pool's name.
@@ -121,6 +144,26 @@ pub fn main(cli: Cli) -> ExitCode {
             Method::Post,
             &format!("/backends/{}/{}/enable", encode(&pool), encode(&backend)),
         ),
+        Command::Explain {
+            proto,
+            src,
+            dst,
+            host,
+            path,
+            admin,
+        } => {
+            let mut query = format!(
+                "/debug/flow?proto={}&src={}&dst={}&path={}",
+                encode(&proto),
+                encode(&src.to_string()),
+                encode(&dst.to_string()),
+                encode(&path)
+            );
+            if let Some(host) = host {
+                query += &format!("&host={}", encode(&host));
+            }
+            admin_call(&admin, Method::Get, &query)
+        }
         Command::Run {
             config,
             worker_threads,
@@ -204,7 +247,15 @@ fn admin_call(args: &AdminArgs, method: Method, path: &str) -> ExitCode {
     });
     match result {
         Ok(body) => {
-            print!("{body}");
+            // JSON answers print indented; text ones as they came.
+            match serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .filter(|v| v.is_object())
+                .and_then(|v| serde_json::to_string_pretty(&v).ok())
+            {
+                Some(pretty) => println!("{pretty}"),
+                None => print!("{body}"),
+            }
             ExitCode::SUCCESS
         }
         Err(err) => {

@@ -189,6 +189,17 @@ impl Agent {
                 commands: commands_tx,
                 token,
                 ready: ready_rx,
+                live: admin::Live {
+                    xdp: Some(dataplane.stats()),
+                    l7: Some(Arc::clone(proxy.stats())),
+                    health: Some(health.handle()),
+                    flows: dataplane
+                        .inspector()
+                        .map(Arc::new)
+                        .inspect_err(|err| warn!("GET /debug/flow will not work: {err}"))
+                        .ok(),
+                },
+                limits: admin::AdminLimits::default(),
             },
             admin_stop_rx,
         ));

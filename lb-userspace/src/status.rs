@@ -94,6 +94,7 @@ pub fn build(
             .unwrap_or(0.0),
         services,
         pools,
+        config: Some(std::sync::Arc::new(config.clone())),
     }
 }
 

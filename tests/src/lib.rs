@@ -22,11 +22,13 @@
 
 mod agent;
 mod artifacts;
+mod browser;
 mod kernel;
 mod link;
 mod netns;
 mod privileged;
 mod process;
+mod prometheus;
 mod sweep;
 mod task;
 mod tool;
@@ -36,6 +38,7 @@ mod xdp;
 
 pub use agent::{SluiceAgent, sluice_cli};
 pub use artifacts::{ebpf_object, sluice_binary, target_dir, workspace_root};
+pub use browser::{Browser, browser_available};
 pub use kernel::{XdpAttachMode, global_counter, program_map, xdp_program};
 pub use link::{
     add_addr, bridge, disable_tx_offload, enslave, format_mac, if_index, link_up, mac_of,
@@ -44,6 +47,7 @@ pub use link::{
 pub use netns::Netns;
 pub use privileged::privileged;
 pub use process::ChildGuard;
+pub use prometheus::{PrometheusServer, percent_encode};
 pub use sweep::sweep_stale_namespaces;
 pub use task::NsTask;
 pub use tool::{Captured, Finished, required_tool};

@@ -9,11 +9,16 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
+use super::conn::{AdminLimits, MAX_ACCEPT_BACKOFF, Watched};
+use super::flow;
+use super::guard::check_same_origin;
+use super::overview::{DEFAULT_PAGE, Live};
+use super::page::page;
 use super::{Command, Status};
 use crate::metrics::Metrics;
 
@@ -27,36 +32,69 @@ pub struct AdminServer {
     pub token: Option<String>,
     /// False until the agent has applied its config and attached.
     pub ready: watch::Receiver<bool>,
+    /// Counters and health for the status page.
+    pub live: Live,
+    /// Connection cap, timeouts and accept back-off.
+    pub limits: AdminLimits,
 }
 
 /// Serves the admin API on `listener` until `stop` fires.
 pub async fn serve(listener: TcpListener, server: AdminServer, mut stop: watch::Receiver<bool>) {
     let server = Arc::new(server);
+    let limits = server.limits;
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "admin API listening");
     }
+    let mut backoff = limits.accept_backoff;
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
+                Ok(conn) => {
+                    backoff = limits.accept_backoff;
+                    conn
+                }
                 Err(err) => {
-                    warn!(error = %err, "admin API accept failed");
+                    // EMFILE and friends persist until something closes: pause rather than spin.
+                    warn!(error = %err, pause = ?backoff, "admin API accept failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
                     continue;
                 }
             },
             _ = stop.changed() => return,
         };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            debug!(%peer, max = limits.max_connections, "admin API connection cap reached; closing");
+            continue;
+        };
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
         let server = Arc::clone(&server);
         tokio::spawn(async move {
+            let _slot = slot;
+            let (stream, activity) = Watched::new(stream);
             let service = service_fn(move |req| {
                 let server = Arc::clone(&server);
-                async move { Ok::<_, Infallible>(handle(&server, req, peer).await) }
+                async move { Ok::<_, Infallible>(handle(&server, req, peer, local).await) }
             });
-            if let Err(err) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                debug!(%peer, error = %err, "admin connection ended with an error");
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                result = conn => {
+                    if let Err(err) = result {
+                        debug!(%peer, error = %err, "admin connection ended with an error");
+                    }
+                }
+                () = activity.idle_for(limits.idle_timeout) => {
+                    debug!(%peer, "admin connection idle too long; closing");
+                }
             }
         });
     }
@@ -66,8 +104,12 @@ async fn handle(
     server: &AdminServer,
     req: Request<Incoming>,
     peer: SocketAddr,
+    local: SocketAddr,
 ) -> Response<Full<Bytes>> {
-    if let Some(token) = &server.token {
+    let path = req.uri().path().to_string();
+    // The page itself holds no data; it asks for the token and sends it with each call.
+    let is_page = req.method() == Method::GET && path == "/";
+    if let Some(token) = server.token.as_ref().filter(|_| !is_page) {
         let presented = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -80,10 +122,27 @@ async fn handle(
                 "a valid bearer token is required\n",
             );
         }
+    } else if req.method() == Method::POST
+        && let Err(foreign) = check_same_origin(req.headers(), local)
+    {
+        warn!(%peer, path = req.uri().path(), "refused a cross-origin admin request: {foreign}");
+        return text(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "{foreign}; without a token, changes are accepted only from clients addressing {local}\n"
+            ),
+        );
     }
-    let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let query = req.uri().query().unwrap_or("");
     match (req.method(), segments.as_slice()) {
+        (&Method::GET, [""]) => page(),
+        (&Method::GET, ["api", "overview"]) => {
+            let status = Arc::clone(&server.status.borrow());
+            json(&server.live.overview(&status, &server.metrics))
+        }
+        (&Method::GET, ["api", "backends"]) => backends_page(server, query),
+        (&Method::GET, ["debug", "flow"]) => debug_flow(server, query),
         (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
         (&Method::GET, ["ready"]) => {
             if *server.ready.borrow() {
@@ -135,10 +194,75 @@ async fn handle(
                 ),
             }
         }
-        (_, ["healthz" | "ready" | "status" | "reload"]) | (_, ["backends", ..]) => {
+        (_, ["healthz" | "ready" | "status" | "reload" | ""])
+        | (_, ["backends" | "api" | "debug", ..]) => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// `GET /api/backends?pool=NAME&offset=N&limit=N`.
+fn backends_page(server: &AdminServer, query: &str) -> Response<Full<Bytes>> {
+    let mut pool = None;
+    let (mut offset, mut limit) = (0, DEFAULT_PAGE);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let Some(value) = decode(&value.replace('+', " ")) else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "bad percent-encoding in the query\n",
+            );
+        };
+        let number = || value.parse::<usize>().ok();
+        match key {
+            "pool" => pool = Some(value.clone()),
+            "offset" => match number() {
+                Some(n) => offset = n,
+                None => return text(StatusCode::BAD_REQUEST, "offset must be a number\n"),
+            },
+            "limit" => match number() {
+                Some(n) => limit = n,
+                None => return text(StatusCode::BAD_REQUEST, "limit must be a number\n"),
+            },
+            _ => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    &format!("unknown query parameter {key:?} (pool, offset, limit)\n"),
+                );
+            }
+        }
+    }
+    let Some(pool) = pool else {
+        return text(StatusCode::BAD_REQUEST, "the pool parameter is required\n");
+    };
+    let status = Arc::clone(&server.status.borrow());
+    match server.live.backends(&status, &pool, offset, limit) {
+        Some(page) => json(&page),
+        None => text(StatusCode::NOT_FOUND, &format!("no pool named {pool:?}\n")),
+    }
+}
+
+/// `GET /debug/flow?proto=&src=&dst=&host=&path=`.
+fn debug_flow(server: &AdminServer, query: &str) -> Response<Full<Bytes>> {
+    let (flow, host, path) = match flow::parse_query(query) {
+        Ok(parsed) => parsed,
+        Err(err) => return text(StatusCode::BAD_REQUEST, &format!("{err}\n")),
+    };
+    let status = Arc::clone(&server.status.borrow());
+    match flow::explain(&server.live, &status, &flow, host.as_deref(), &path) {
+        Ok(explanation) => json(&explanation),
+        Err(err @ flow::FlowError::BadQuery(_)) => {
+            text(StatusCode::BAD_REQUEST, &format!("{err}\n"))
+        }
+        Err(err) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("{err}\n")),
+    }
+}
+
+fn json(value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    match serde_json::to_string(value) {
+        Ok(json) => respond(StatusCode::OK, "application/json", json),
+        Err(err) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{err}\n")),
     }
 }
 
@@ -168,7 +292,11 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     respond(status, "text/plain; charset=utf-8", body.to_string())
 }
 
-fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+pub(super) fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -179,7 +307,7 @@ fn respond(status: StatusCode, content_type: &'static str, body: String) -> Resp
 }
 
 /// Decodes a percent-encoded path segment; `None` for bad escapes or non-UTF-8.
-fn decode(segment: &str) -> Option<String> {
+pub(super) fn decode(segment: &str) -> Option<String> {
     let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -1,6 +1,10 @@
 //! What `GET /status` reports: the config in force and each backend's state.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
 
 /// A snapshot the agent publishes after every change.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -12,6 +16,9 @@ pub struct Status {
     pub config_applied_at: f64,
     pub services: Vec<ServiceStatus>,
     pub pools: Vec<PoolStatus>,
+    /// The config these come from, for `explain` (route matching); not serialised.
+    #[serde(skip)]
+    pub config: Option<Arc<Config>>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -2,6 +2,7 @@
 //! object, attaches it to interfaces and reads its maps.
 
 mod error;
+pub mod inspect;
 mod kernel_maps;
 mod neighbours;
 mod preflight;
@@ -115,6 +116,11 @@ impl Dataplane {
         self.stats.set_labels(self.labels(desired));
         info!(?report, "kernel maps updated");
         Ok(report)
+    }
+
+    /// Read-only descriptors of the program's maps, for `explain`.
+    pub fn inspector(&self) -> Result<inspect::FlowInspector, inspect::InspectError> {
+        inspect::FlowInspector::open(&self.ebpf)
     }
 
     /// The counters, for metrics.

@@ -25,6 +25,16 @@ pub struct Metrics {
     registry: Registry,
     reloads: IntCounterVec,
     last_reload: Gauge,
+    last_reload_result: std::sync::Mutex<Option<ReloadRecord>>,
+}
+
+/// The outcome of the last reload, for the status page.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct ReloadRecord {
+    /// Whether it was applied.
+    pub ok: bool,
+    /// Unix time it finished.
+    pub at: f64,
 }
 
 impl Metrics {
@@ -56,6 +66,7 @@ impl Metrics {
             registry,
             reloads,
             last_reload,
+            last_reload_result: std::sync::Mutex::new(None),
         };
         metrics.register(Box::new(metrics.reloads.clone()));
         metrics.register(Box::new(metrics.last_reload.clone()));
@@ -92,6 +103,30 @@ impl Metrics {
         if success {
             self.config_applied();
         }
+        let record = ReloadRecord {
+            ok: success,
+            at: unix_now(),
+        };
+        *self
+            .last_reload_result
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(record);
+    }
+
+    /// The last reload's outcome (`None` before the first reload).
+    pub fn last_reload(&self) -> Option<ReloadRecord> {
+        *self
+            .last_reload_result
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reloads so far: (applied, rejected).
+    pub fn reload_counts(&self) -> (u64, u64) {
+        (
+            self.reloads.with_label_values(&["success"]).get(),
+            self.reloads.with_label_values(&["failure"]).get(),
+        )
     }
 
     /// Everything, in the Prometheus text format.
@@ -103,6 +138,13 @@ impl Metrics {
         }
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 impl Default for Metrics {

@@ -18,6 +18,7 @@ mod error;
 mod exchange;
 mod forward;
 mod handle;
+pub mod inspect;
 mod listener;
 mod normalize;
 mod prefixed;

@@ -283,7 +283,7 @@ impl Setup {
     }
 
     /// Takes backend `index` off the network (its link goes down), as a host that dies.
-    pub fn kill_backend(&mut self, index: usize) {
+    pub fn kill_backend(&self, index: usize) {
         self.backends[index].ip(["link", "set", "eth0", "down"]);
     }
 
