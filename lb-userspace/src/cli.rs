@@ -1,4 +1,5 @@
-//! The command line: `sluice run`, `sluice check-config`.
+//! The command line: `sluice run`, `sluice check-config`, and the verbs that talk to a
+//! running agent (`status`, `reload`, `drain`, `enable`, `drain-node`, `undrain-node`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,6 +70,18 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Withdraw every VIP this node announces ([announce]), for maintenance: the router moves
+    /// traffic to the other nodes; this one keeps forwarding flows that still reach it. Stop
+    /// it once its traffic is gone, or `undrain-node`.
+    DrainNode {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Undo `drain-node`: VIPs with serving backends are announced again.
+    UndrainNode {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Undo `drain`: the backend takes new flows and requests again (if healthy).
     Enable {
         /// The pool's name.
@@ -103,6 +116,8 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::CheckConfig { file } => check_config(&file),
         Command::Status { admin } => admin_call(&admin, Method::Get, "/status"),
         Command::Reload { admin } => admin_call(&admin, Method::Post, "/reload"),
+        Command::DrainNode { admin } => admin_call(&admin, Method::Post, "/node/drain"),
+        Command::UndrainNode { admin } => admin_call(&admin, Method::Post, "/node/undrain"),
         Command::Drain {
             pool,
             backend,

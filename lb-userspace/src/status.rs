@@ -94,6 +94,8 @@ pub fn build(
             .unwrap_or(0.0),
         services,
         pools,
+        // Filled in by the agent, which owns the announcer.
+        announce: None,
     }
 }
 

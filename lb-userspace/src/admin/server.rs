@@ -135,7 +135,11 @@ async fn handle(
                 ),
             }
         }
-        (_, ["healthz" | "ready" | "status" | "reload"]) | (_, ["backends", ..]) => {
+        (&Method::POST, ["node", action @ ("drain" | "undrain")]) => {
+            let drain = *action == "drain";
+            ask(server, |reply| Command::DrainNode { drain, reply }).await
+        }
+        (_, ["healthz" | "ready" | "status" | "reload"]) | (_, ["backends" | "node", ..]) => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),

@@ -12,6 +12,9 @@ pub struct Status {
     pub config_applied_at: f64,
     pub services: Vec<ServiceStatus>,
     pub pools: Vec<PoolStatus>,
+    /// What the node announces; absent without `[announce]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announce: Option<crate::announce::AnnounceStatus>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
