@@ -22,11 +22,13 @@
 
 mod agent;
 mod artifacts;
+mod bird;
 mod kernel;
 mod link;
 mod netns;
 mod privileged;
 mod process;
+pub mod scale_out;
 mod sweep;
 mod task;
 mod tool;
@@ -36,6 +38,7 @@ mod xdp;
 
 pub use agent::{SluiceAgent, sluice_cli};
 pub use artifacts::{ebpf_object, sluice_binary, target_dir, workspace_root};
+pub use bird::{Bird, shipped_bird_config};
 pub use kernel::{XdpAttachMode, global_counter, program_map, xdp_program};
 pub use link::{
     add_addr, bridge, disable_tx_offload, enslave, format_mac, if_index, link_up, mac_of,
