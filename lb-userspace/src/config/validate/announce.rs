@@ -6,8 +6,9 @@ use toml::Spanned;
 
 use super::check;
 use crate::config::diagnostic::Reporter;
+use crate::config::document::ServiceItem;
 use crate::config::file;
-use crate::config::model::Announce;
+use crate::config::model::{Announce, ForwardingMode};
 
 /// Table ids the kernel reserves: unspec (0), default (253), main (254) and local (255).
 /// VIP routes there would make the node itself route the VIPs.
@@ -17,13 +18,16 @@ const RESERVED_TABLES: [i64; 4] = [0, 253, 254, 255];
 const DEFAULT_WITHDRAW_GRACE: Duration = Duration::from_secs(1);
 
 /// Checks `[announce]`; `Some(None)` when the table is absent, `None` after an error.
+/// NAT services on an announcing node get a warning: see [`warn_nat`].
 pub(crate) fn announce(
     item: Option<&Spanned<file::Announce>>,
+    services: &[ServiceItem],
     r: &mut Reporter,
 ) -> Option<Option<Announce>> {
     let Some(item) = item else {
         return Some(None);
     };
+    warn_nat(services, r);
     let ctx = "announce";
     let item = item.get_ref();
     let id = *item.table.get_ref();
@@ -53,6 +57,30 @@ pub(crate) fn announce(
     }))
 }
 
+/// A NAT flow's reverse state lives on the node that translated it, and its backend sends
+/// every reply to one gateway: with several nodes, replies of flows another node carries (or
+/// that moved after a failure) come back untranslated. Legal for one announcing node, so a
+/// warning rather than an error.
+fn warn_nat(services: &[ServiceItem], r: &mut Reporter) {
+    for item in services {
+        let service = item.service.get_ref();
+        if let Some(l4) = &service.l4
+            && *l4.get_ref().mode.get_ref() == ForwardingMode::Nat
+        {
+            r.warning(
+                &l4.get_ref().mode.span(),
+                format!(
+                    "service {:?}: nat on a node that announces its VIP ([announce]): replies \
+                     must come back through the node that translated the flow, so with several \
+                     nodes behind ECMP, or when a flow moves to another node, they are lost; \
+                     use mode \"dsr\" for multi-node setups",
+                    service.name.get_ref()
+                ),
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -65,6 +93,20 @@ mod tests {
             Ok(_) => Vec::new(),
             Err(errors) => errors.diagnostics.iter().map(|d| d.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn nat_services_on_an_announcing_node_are_warned_about() {
+        let text = "[announce]\ntable = 100\n[[interface]]\nname = \"eth0\"\n\
+                    [[pool]]\nname = \"p\"\nbackend = [{ address = \"10.0.0.2\", port = 53 }]\n\
+                    [[service]]\nname = \"dns\"\nvip = \"10.0.0.1\"\nport = 53\n\
+                    protocol = \"udp\"\nl4 = { mode = \"nat\", pool = \"p\" }\n";
+        let loaded = parse(text, Path::new("a.toml")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+        assert!(loaded.warnings[0].message.contains("use mode \"dsr\""));
+        let without = text.replace("[announce]\ntable = 100\n", "");
+        let loaded = parse(&without, Path::new("a.toml")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     }
 
     #[test]
