@@ -53,7 +53,7 @@ pub struct ScaleOut {
     pub router_bird: Bird,
     _pass: Vec<XdpPassGuard>,
     backends: Vec<String>,
-    _backend_ns: Vec<Netns>,
+    backend_ns: Vec<Netns>,
     pub client: Netns,
     pub router: Netns,
     _lan: Lan,
@@ -115,7 +115,7 @@ impl ScaleOut {
             router_bird,
             _pass: Vec::new(),
             backends: backend_addrs,
-            _backend_ns: backend_ns,
+            backend_ns,
             client,
             router,
             _lan: lan,
@@ -235,6 +235,17 @@ impl ScaleOut {
         }
         drop(node.agent.take());
         at
+    }
+
+    /// Takes backend `j` off the network (its link goes down, so health checks fail) or puts
+    /// it back.
+    pub fn set_backend_link(&self, j: usize, up: bool) {
+        let host = &self.backend_ns[j];
+        host.ip(["link", "set", "eth0", if up { "up" } else { "down" }]);
+        if up {
+            // A link going down drops its routes; they come back with it.
+            host.ip(["route", "replace", "default", "via", ROUTER]);
+        }
     }
 
     /// Runs a `sluice` CLI verb against node `i`'s agent; panics when it fails.

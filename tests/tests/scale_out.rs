@@ -285,3 +285,27 @@ fn shutdown_withdraws_before_detaching_and_flows_go_on() {
         }
     });
 }
+
+#[test]
+fn a_vip_without_healthy_backends_is_withdrawn_and_comes_back_with_them() {
+    if !ready() {
+        return;
+    }
+    // One backend, in a pool that refuses traffic when none is healthy.
+    let site = ScaleOut::new(2, 1);
+    let both: Vec<String> = site.nodes.iter().map(|n| n.address.clone()).collect();
+    site.set_backend_link(0, false);
+    site.wait_for_next_hops(&[], Duration::from_secs(10));
+    let status = site.sluice(0, &["status"]);
+    assert!(
+        status.contains("\"reason\": \"no_backends\"") && status.contains("\"announced\": false"),
+        "status shows why the VIP is withdrawn:\n{status}"
+    );
+    site.set_backend_link(0, true);
+    site.wait_for_next_hops(&both, Duration::from_secs(15));
+    let mut flows = open_flows(&site, 10);
+    for flow in &mut flows {
+        flow.exchange(CHUNK)
+            .unwrap_or_else(|e| panic!("flow {} after the backend came back: {e}", flow.local));
+    }
+}
