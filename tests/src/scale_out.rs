@@ -162,7 +162,7 @@ impl ScaleOut {
     pub fn node_config(&self) -> String {
         let mut text = format!(
             "[[interface]]\nname = \"eth0\"\nxdp_mode = \"native\"\n\n\
-             [announce]\ntable = {ANNOUNCE_TABLE}\nwithdraw_grace = \"500ms\"\n\n\
+             [announce]\ntable = {ANNOUNCE_TABLE}\nwithdraw_grace = \"2s\"\n\n\
              [[pool]]\nname = \"echo\"\nwhen_no_healthy = \"refuse\"\n\
              [pool.health_check]\nkind = \"tcp\"\ninterval = \"500ms\"\ntimeout = \"300ms\"\n"
         );

@@ -264,7 +264,8 @@ fn shutdown_withdraws_before_detaching_and_flows_go_on() {
     let stopping = Instant::now();
     let status = agent.stop(Duration::from_secs(15));
     assert!(status.success(), "sluice exited with {status}; log:\n{log}");
-    // The route went before the agent exited (it waits out withdraw_grace first).
+    // The route went before the agent exited: it waits out withdraw_grace (2 s, ample for
+    // the router to converge even on a loaded machine) before detaching and exiting.
     let only: Vec<String> = vec![site.nodes[1].address.clone()];
     assert_eq!(
         site.next_hops(),
