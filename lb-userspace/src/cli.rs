@@ -1,5 +1,6 @@
-//! The command line: `sluice run`, `sluice check-config`, and the admin API's verbs
-//! (`status`, `reload`, `drain`, `enable`, `explain`).
+//! The command line: `sluice run`, `sluice check-config`, and the verbs that talk to a
+//! running agent (`status`, `reload`, `drain`, `enable`, `explain`, `drain-node`,
+//! `undrain-node`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -92,6 +93,18 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Withdraw every VIP this node announces ([announce]), for maintenance: the router moves
+    /// traffic to the other nodes; this one keeps forwarding flows that still reach it. Stop
+    /// it once its traffic is gone, or `undrain-node`.
+    DrainNode {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Undo `drain-node`: VIPs with serving backends are announced again.
+    UndrainNode {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Undo `drain`: the backend takes new flows and requests again (if healthy).
     Enable {
         /// The pool's name.
@@ -126,6 +139,8 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::CheckConfig { file } => check_config(&file),
         Command::Status { admin } => admin_call(&admin, Method::Get, "/status"),
         Command::Reload { admin } => admin_call(&admin, Method::Post, "/reload"),
+        Command::DrainNode { admin } => admin_call(&admin, Method::Post, "/node/drain"),
+        Command::UndrainNode { admin } => admin_call(&admin, Method::Post, "/node/undrain"),
         Command::Drain {
             pool,
             backend,

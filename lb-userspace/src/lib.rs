@@ -5,6 +5,7 @@
 //! and benchmarks can drive the same code.
 
 pub mod admin;
+pub mod announce;
 pub mod balancer;
 pub mod cli;
 pub mod config;

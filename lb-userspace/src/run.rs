@@ -15,10 +15,11 @@ use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminServer, Command, Status};
+use crate::announce::Announcements;
 use crate::config::{self, Config};
 use crate::dataplane::{self, Dataplane};
 use crate::health::{HealthChecker, HealthView};
-use crate::metrics::{HealthCollector, L7Collector, Metrics};
+use crate::metrics::{AnnounceCollector, HealthCollector, L7Collector, Metrics};
 use crate::proxy::Proxy;
 use crate::watch::ConfigWatch;
 use crate::{balancer, forwarding, status};
@@ -50,6 +51,8 @@ pub fn run(config_path: &Path, worker_threads: Option<usize>) -> Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async {
         let mut agent = Agent::start(config_path.to_path_buf(), config).await?;
+        // VIPs are announced only once the data path is attached and its tables filled.
+        agent.sync_announcements();
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
         let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
@@ -70,6 +73,8 @@ pub fn run(config_path: &Path, worker_threads: Option<usize>) -> Result<()> {
                 Some(command) = agent.commands.recv() => agent.handle(command).await,
                 Ok(()) = agent.health_rx.changed() => agent.health_changed(),
             }
+            // Whatever changed (config, health, drain), the announced VIPs follow it.
+            agent.sync_announcements();
         };
         agent.shutdown(reason).await;
         Ok(())
@@ -145,6 +150,8 @@ struct Agent {
     ready_tx: watch::Sender<bool>,
     commands: mpsc::Receiver<Command>,
     admin_stop: watch::Sender<bool>,
+    /// The VIP routes the node's BGP daemon announces (`[announce]`).
+    announcements: Announcements,
 }
 
 impl Agent {
@@ -166,6 +173,8 @@ impl Agent {
         metrics.register_xdp(dataplane.stats());
         metrics.register(Box::new(L7Collector::new(Arc::clone(proxy.stats()))));
         metrics.register(Box::new(HealthCollector::new(health.handle())));
+        let announcements = Announcements::kernel();
+        metrics.register(Box::new(AnnounceCollector::new(announcements.published())));
 
         let (status_tx, status_rx) = watch::channel(Arc::new(Status::default()));
         let (ready_tx, ready_rx) = watch::channel(false);
@@ -223,6 +232,7 @@ impl Agent {
             ready_tx,
             commands,
             admin_stop,
+            announcements,
         };
         agent.publish_status();
         agent.ready_tx.send_replace(true);
@@ -378,6 +388,12 @@ impl Agent {
                 let result = self.set_drained(&pool, &backend, false);
                 let _ = reply.send(result);
             }
+            Command::DrainNode { drain, reply } => {
+                let result = self.announcements.set_drained(drain);
+                // Answer once the routes are really gone (or back).
+                self.sync_announcements();
+                let _ = reply.send(result);
+            }
         }
     }
 
@@ -396,16 +412,34 @@ impl Agent {
 
     fn publish_status(&self) {
         let view = self.health_rx.borrow().clone();
-        let status = status::build(
+        let mut status = status::build(
             &self.config,
             &view,
             (self.version, self.applied_at),
             &self.config_path,
         );
+        status.announce = self.announcements.status();
         self.status_tx.send_replace(Arc::new(status));
     }
 
+    /// Brings the announced VIPs in line with the config, health and drain state in force.
+    fn sync_announcements(&mut self) {
+        let view = self.health_rx.borrow().clone();
+        if self.announcements.sync(&self.config, &view) {
+            self.publish_status();
+        }
+    }
+
     async fn shutdown(mut self, reason: &str) {
+        // Withdrawn first, and the data path kept while the router moves the traffic away.
+        if let Some(grace) = self.announcements.withdraw_all() {
+            info!(
+                signal = reason,
+                ?grace,
+                "shutting down: VIPs withdrawn, still forwarding for the grace"
+            );
+            tokio::time::sleep(grace).await;
+        }
         info!(signal = reason, "shutting down: draining l7 connections");
         self.ready_tx.send_replace(false);
         self.proxy.shutdown(DRAIN_GRACE).await;

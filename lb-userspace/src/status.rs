@@ -95,6 +95,8 @@ pub fn build(
         services,
         pools,
         config: Some(std::sync::Arc::new(config.clone())),
+        // Filled in by the agent, which owns the announcer.
+        announce: None,
     }
 }
 

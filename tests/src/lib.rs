@@ -23,12 +23,14 @@
 mod agent;
 mod artifacts;
 mod browser;
+mod bird;
 mod kernel;
 mod link;
 mod netns;
 mod privileged;
 mod process;
 mod prometheus;
+pub mod scale_out;
 mod sweep;
 mod task;
 mod tool;
@@ -39,6 +41,7 @@ mod xdp;
 pub use agent::{SluiceAgent, sluice_cli};
 pub use artifacts::{ebpf_object, sluice_binary, target_dir, workspace_root};
 pub use browser::{Browser, browser_available};
+pub use bird::{Bird, shipped_bird_config};
 pub use kernel::{XdpAttachMode, global_counter, program_map, xdp_program};
 pub use link::{
     add_addr, bridge, disable_tx_offload, enslave, format_mac, if_index, link_up, mac_of,

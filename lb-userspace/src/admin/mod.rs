@@ -43,4 +43,9 @@ pub enum Command {
         backend: String,
         reply: oneshot::Sender<Result<String, String>>,
     },
+    /// `sluice drain-node` (`drain: true`) or `undrain-node`: withdraw or re-announce VIPs.
+    DrainNode {
+        drain: bool,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
 }

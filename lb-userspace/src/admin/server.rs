@@ -194,8 +194,12 @@ async fn handle(
                 ),
             }
         }
+        (&Method::POST, ["node", action @ ("drain" | "undrain")]) => {
+            let drain = *action == "drain";
+            ask(server, |reply| Command::DrainNode { drain, reply }).await
+        }
         (_, ["healthz" | "ready" | "status" | "reload" | ""])
-        | (_, ["backends" | "api" | "debug", ..]) => {
+        | (_, ["backends" | "api" | "debug" | "node", ..]) => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),

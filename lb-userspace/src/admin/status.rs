@@ -19,6 +19,9 @@ pub struct Status {
     /// The config these come from, for `explain` (route matching); not serialised.
     #[serde(skip)]
     pub config: Option<Arc<Config>>,
+    /// What the node announces; absent without `[announce]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announce: Option<crate::announce::AnnounceStatus>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

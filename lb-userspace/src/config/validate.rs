@@ -4,6 +4,7 @@
 //! unique names, resolved references, and the rules that tie a pool to the services using it.
 
 mod action;
+mod announce;
 mod certificate;
 mod check;
 mod health;
@@ -32,6 +33,7 @@ const DEFAULT_METRICS_PATH: &str = "/metrics";
 pub(crate) fn validate(doc: &Document, base_dir: &Path, r: &mut Reporter) -> Option<Config> {
     let interfaces = interfaces(&doc.interfaces, r);
     let admin = admin(doc.admin.as_ref(), base_dir, r);
+    let announce = announce::announce(doc.announce.as_ref(), &doc.services, r);
     let certificates = certificate::certificates(&doc.certificates, base_dir, r);
     let pools = pool::pools(&doc.pools, r);
     let names = Names::new(doc);
@@ -50,6 +52,7 @@ pub(crate) fn validate(doc: &Document, base_dir: &Path, r: &mut Reporter) -> Opt
         certificates: certificates?,
         pools: pools?,
         services: services?,
+        announce: announce?,
     })
 }
 

@@ -68,6 +68,7 @@ pub fn config(pools: Vec<Pool>) -> Config {
         certificates: Vec::new(),
         pools,
         services: Vec::new(),
+        announce: None,
     }
 }
 

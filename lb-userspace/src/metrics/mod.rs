@@ -3,6 +3,7 @@
 //! at scrape time. Names follow Prometheus conventions: `sluice_` prefix, `_total` counters,
 //! base units (`_seconds`, `_bytes`).
 
+mod announce;
 mod family;
 mod health;
 mod l7;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use prometheus::{Encoder, Gauge, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 use tracing::warn;
 
+pub use announce::AnnounceCollector;
 pub use family::Family;
 pub use health::HealthCollector;
 pub use l7::L7Collector;

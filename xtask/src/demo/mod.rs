@@ -12,6 +12,7 @@ mod backend;
 mod display;
 mod http;
 mod netns;
+mod scale_out;
 mod script;
 mod signals;
 mod tls;
@@ -42,6 +43,10 @@ pub struct DemoArgs {
     /// Build and run the agent with the release profile.
     #[arg(long)]
     release: bool,
+    /// Instead of the tour: two Sluice nodes behind a router (BGP by BIRD 2, ECMP), flows
+    /// spread over both, one node killed and its flows carrying on. Run as root.
+    #[arg(long, conflicts_with_all = ["hold", "release"])]
+    scale_out: bool,
     /// The agent to run, already built (set when the demo re-runs itself through sudo).
     #[arg(long, hide = true, requires = "ebpf_object")]
     sluice: Option<PathBuf>,
@@ -63,6 +68,9 @@ impl std::fmt::Display for Interrupted {
 impl std::error::Error for Interrupted {}
 
 pub fn run(args: &DemoArgs) -> Result<()> {
+    if args.scale_out {
+        return scale_out::run();
+    }
     let (sluice, object) = match (&args.sluice, &args.ebpf_object) {
         (Some(sluice), Some(object)) => (sluice.clone(), object.clone()),
         _ => (run::build_all(args.release)?, ebpf::object_path()),

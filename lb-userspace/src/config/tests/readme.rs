@@ -38,6 +38,16 @@ fn readme_examples_validate() {
 }
 
 #[test]
+fn readme_announce_example_validates() {
+    let examples = blocks("## `[announce]`", "toml");
+    assert_eq!(examples.len(), 1, "the [announce] section lost its example");
+    match parse(&examples[0], Path::new("config/node.toml")) {
+        Ok(loaded) => assert!(loaded.config.announce.is_some()),
+        Err(errors) => panic!("README [announce] example does not validate:\n{errors}"),
+    }
+}
+
+#[test]
 fn readme_error_listing_is_what_check_config_prints() {
     let file = blocks("## Errors", "toml");
     let output = blocks("## Errors", "text");
