@@ -1,0 +1,482 @@
+//! Katran's XDP balancer as the bench's contender: its object (built from a source tree the
+//! user names, never from anything in this repository), loaded with aya and provisioned for the
+//! same DSR services, backends and Maglev rings as Sluice's, and the check that each call took
+//! the path its case names.
+//!
+//! Map layouts are those of Katran's `balancer_structs.h` and `balancer_consts.h` at the commit
+//! the user builds (x86-64, addresses and ports in network byte order); only the bytes are
+//! written here, no code of Katran's.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+use aya::maps::{Array, ArrayOfMaps, HashMap, Map, MapData, PerCpuArray};
+use aya::programs::Xdp;
+use aya::{Ebpf, EbpfLoader};
+use lb_common::hash::DEFAULT_TABLE_SIZE;
+use lb_common::limits::DEFAULT_CONNTRACK_ENTRIES;
+use lb_common::maglev::{BackendKey, MaglevBackend, MaglevTable};
+
+use super::lab::{BACKENDS, Family, Mode, SERVICE_PORT, backend_ip, take, vip};
+use crate::bench::tools::{self, Tool};
+use crate::shell::step;
+use crate::workspace;
+
+/// Where the bench looks for Katran when `--katran` is not given.
+pub const ENV: &str = "SLUICE_BENCH_KATRAN";
+/// Katran's entry point.
+pub const PROGRAM: &str = "balancer_ingress";
+/// The destination MAC Katran writes on every forwarded frame (its `ctl_array[0]`).
+pub const NEXT_HOP_MAC: [u8; 6] = [0x02, 0x0b, 0, 0, 0, 0x01];
+
+const LLC: Tool = Tool {
+    needs: "llc-14",
+    package: "llvm-14",
+};
+/// The source file whose presence says a folder is a Katran tree.
+const SOURCE: &str = "katran/lib/bpf/balancer.bpf.c";
+
+// Katran's build defaults (balancer_consts.h).
+const MAX_VIPS: u32 = 512;
+const RING_SIZE: u32 = 65_537;
+const LRU_CNTRS: u32 = 0;
+const LRU_MISS_CNTR: u32 = 1;
+const NEW_CONN_RATE_CNTR: u32 = 2;
+const FALLBACK_LRU_CNTR: u32 = 3;
+const XDP_TOTAL_CNTR: u32 = 16;
+const XDP_TX_CNTR: u32 = 17;
+const XDP_PASS_CNTR: u32 = 19;
+/// `real_definition.flags`: the real's address is IPv6.
+const F_IPV6: u8 = 1;
+const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+
+/// `struct vip_definition`, 20 bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct VipKey {
+    addr: [u8; 16],
+    port: u16,
+    proto: u8,
+    _pad: u8,
+}
+
+/// `struct vip_meta`, 8 bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct VipMeta {
+    flags: u32,
+    vip_num: u32,
+}
+
+/// `struct real_definition`, 20 bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Real {
+    addr: [u8; 16],
+    flags: u8,
+    _pad: [u8; 3],
+}
+
+/// `struct lb_stats`: two counters, per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Stats {
+    v1: u64,
+    v2: u64,
+}
+
+// SAFETY: plain old data, `repr(C)`, no padding the kernel could leave uninitialised that we
+// read as anything but bytes.
+unsafe impl aya::Pod for VipKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for VipMeta {}
+// SAFETY: as above.
+unsafe impl aya::Pod for Real {}
+// SAFETY: as above.
+unsafe impl aya::Pod for Stats {}
+
+const _: () = assert!(size_of::<VipKey>() == 20 && size_of::<Real>() == 20);
+
+/// Katran's objects for this run.
+pub struct Objects {
+    /// `balancer.bpf.o`, for the fresh-frame method.
+    pub plain: PathBuf,
+    /// Katran inside the warm loop's restoring wrapper, when built from sources; otherwise why
+    /// there is none.
+    pub wrapped: Result<PathBuf, String>,
+}
+
+/// Katran's objects: from `path` (`--katran`) or the environment variable, built when it is a
+/// source tree. `Ok(Err(reason))`, the reason also printed on one line, when no path was given.
+pub fn objects(path: Option<&Path>) -> Result<Result<Objects, String>> {
+    let path = match path {
+        Some(path) => path.to_owned(),
+        None => match std::env::var_os(ENV) {
+            Some(path) if !path.is_empty() => PathBuf::from(path),
+            _ => {
+                let reason = format!(
+                    "no Katran given (--katran PATH or {ENV}=PATH: a source tree or a built \
+                     balancer.bpf.o)"
+                );
+                step("Skipping", &format!("Katran's column: {reason}"));
+                return Ok(Err(reason));
+            }
+        },
+    };
+    if path.is_file() {
+        return Ok(Ok(Objects {
+            plain: path,
+            wrapped: Err(
+                "Katran was given as a built object; the warm loop's wrapper is \
+                built from its source tree"
+                    .into(),
+            ),
+        }));
+    }
+    if !path.join(SOURCE).is_file() {
+        bail!(
+            "Katran at {}: neither a built object nor a source tree (no {SOURCE} in it)",
+            path.display()
+        );
+    }
+    tools::ensure(&[super::warm::CLANG, LLC])?;
+    let dir = workspace::target_dir().join("bench").join("katran");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    step(
+        "Building",
+        &format!(
+            "Katran's balancer.bpf.o from {}, and Katran inside the warm loop's wrapper \
+             (clang-14, llc-14)",
+            path.display()
+        ),
+    );
+    let plain = dir.join("balancer.bpf.o");
+    build(&path, Path::new(SOURCE), &[], &plain)?;
+    let wrapped = dir.join("restore-katran.bpf.o");
+    let wrapper = super::warm::write_source()?;
+    // Katran's entry point becomes a plain function the wrapper calls.
+    let defines = ["-DWRAP_KATRAN", "-DPROG_SEC_NAME=\".text\""];
+    build(&path, &wrapper, &defines, &wrapped)?;
+    Ok(Ok(Objects {
+        plain,
+        wrapped: Ok(wrapped),
+    }))
+}
+
+/// Builds `source` in the tree at `root` as Katran's own Makefile does (clang to LLVM IR, llc
+/// to BPF) into `out`.
+fn build(root: &Path, source: &Path, defines: &[&str], out: &Path) -> Result<()> {
+    let mut clang = Command::new("clang-14")
+        .current_dir(root)
+        .args(["-I.", "-Ikatran/lib/linux_includes", "-D__KERNEL__"])
+        .args(defines)
+        .args(["-Wno-unused-value", "-Wno-pointer-sign"])
+        .args([
+            "-Wno-compare-distinct-pointer-types",
+            "-O2",
+            "-g",
+            "-emit-llvm",
+        ])
+        .arg("-c")
+        .arg(source)
+        .args(["-o", "-"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting clang-14")?;
+    let ir = clang.stdout.take().context("clang-14's output")?;
+    let llc = Command::new("llc-14")
+        .args(["-march=bpf", "-filetype=obj", "-o"])
+        .arg(out)
+        .stdin(ir)
+        .status()
+        .context("running llc-14")?;
+    let clang = clang.wait().context("waiting for clang-14")?;
+    if !clang.success() || !llc.success() {
+        bail!(
+            "building {} failed (clang-14: {clang}, llc-14: {llc}); its output is above",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// Which path a Katran call must have taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Not a VIP: passed up.
+    NoService,
+    /// A TCP SYN: hashed onto the ring (an LRU miss), the flow inserted.
+    NewFlow,
+    /// A packet of a flow in the LRU.
+    Established,
+}
+
+/// Katran's counters this bench reads, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    total: u64,
+    tx: u64,
+    pass: u64,
+    vip: u64,
+    syn_miss: u64,
+    other_miss: u64,
+    fallback: u64,
+    pub flows: usize,
+}
+
+/// A loaded and provisioned Katran.
+pub struct Katran {
+    pub ebpf: Ebpf,
+    stats: PerCpuArray<MapData, Stats>,
+    lru: HashMap<MapData, [u8; 40], [u8; 16]>,
+    /// The LRU's keys after provisioning, kept by [`Katran::forget_new_flows`].
+    baseline: Vec<[u8; 40]>,
+}
+
+impl Katran {
+    /// Loads `object` with aya, its XDP program `program` (Katran's own entry point, or the
+    /// wrapper around it), and provisions its maps with `cpu`'s own LRU (the thread is pinned
+    /// there).
+    pub fn load(object: &Path, cpu: usize, program: &str) -> Result<Katran> {
+        let mut ebpf = EbpfLoader::new()
+            .load_file(object)
+            .with_context(|| format!("loading Katran's {}", object.display()))?;
+        let xdp: &mut Xdp = ebpf
+            .program_mut(program)
+            .with_context(|| format!("no program {program} in {}", object.display()))?
+            .try_into()?;
+        xdp.load()
+            .with_context(|| format!("the verifier rejected {program} of {}", object.display()))?;
+        let lru = provision(&mut ebpf, cpu)?;
+        let stats = PerCpuArray::try_from(take(&mut ebpf, "stats")?)?;
+        let mut katran = Katran {
+            ebpf,
+            stats,
+            lru,
+            baseline: Vec::new(),
+        };
+        katran.baseline = katran.lru.keys().collect::<Result<_, _>>()?;
+        Ok(katran)
+    }
+
+    /// The counters and the LRU's size now.
+    pub fn counts(&self) -> Result<Counts> {
+        let read = |slot: u32| -> Result<Stats> {
+            let per_cpu = self
+                .stats
+                .get(&(MAX_VIPS + slot), 0)
+                .with_context(|| format!("reading Katran's stats[{}]", MAX_VIPS + slot))?;
+            Ok(per_cpu.iter().fold(Stats::default(), |a, s| Stats {
+                v1: a.v1 + s.v1,
+                v2: a.v2 + s.v2,
+            }))
+        };
+        let miss = read(LRU_MISS_CNTR)?;
+        Ok(Counts {
+            total: read(XDP_TOTAL_CNTR)?.v1,
+            tx: read(XDP_TX_CNTR)?.v1,
+            pass: read(XDP_PASS_CNTR)?.v1,
+            vip: read(LRU_CNTRS)?.v1,
+            syn_miss: miss.v1,
+            other_miss: miss.v2,
+            fallback: read(FALLBACK_LRU_CNTR)?.v1,
+            flows: self.lru.keys().count(),
+        })
+    }
+
+    /// Zeroes the flood limiter's count of new connections, which otherwise stops LRU inserts
+    /// after 125,000 SYNs in one second on a CPU.
+    pub fn reset_flood_limit(&mut self) -> Result<()> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        let zero = aya::maps::PerCpuValues::try_from(vec![Stats::default(); cpus])?;
+        self.stats
+            .set(MAX_VIPS + NEW_CONN_RATE_CNTR, zero, 0)
+            .context("zeroing Katran's new-connection rate counter")
+    }
+
+    /// Deletes every flow inserted since provisioning and establishing, so new-flow batches
+    /// insert into a table of the same size every round.
+    pub fn forget_new_flows(&mut self) -> Result<()> {
+        let now: Vec<[u8; 40]> = self.lru.keys().collect::<Result<_, _>>()?;
+        for key in now.iter().filter(|k| !self.baseline.contains(k)) {
+            self.lru.remove(key).context("deleting from Katran's LRU")?;
+        }
+        Ok(())
+    }
+
+    /// Remembers the LRU's current flows (the established cases') as the ones to keep.
+    pub fn keep_current_flows(&mut self) -> Result<()> {
+        self.baseline = self.lru.keys().collect::<Result<_, _>>()?;
+        Ok(())
+    }
+}
+
+/// Checks that `calls` calls moved Katran's counters as `path` must, and nothing else.
+pub fn check_counts(path: Route, calls: u64, before: &Counts, after: &Counts) -> Result<()> {
+    let moved = |a: u64, b: u64| b.wrapping_sub(a);
+    let (tx, pass, vip, syn_miss) = match path {
+        Route::NoService => (0, calls, 0, 0),
+        Route::NewFlow => (calls, 0, calls, calls),
+        Route::Established => (calls, 0, calls, 0),
+    };
+    let seen = [
+        ("packets", moved(before.total, after.total), calls),
+        ("XDP_TX", moved(before.tx, after.tx), tx),
+        ("XDP_PASS", moved(before.pass, after.pass), pass),
+        ("VIP packets", moved(before.vip, after.vip), vip),
+        (
+            "SYN LRU misses",
+            moved(before.syn_miss, after.syn_miss),
+            syn_miss,
+        ),
+        (
+            "other LRU misses",
+            moved(before.other_miss, after.other_miss),
+            0,
+        ),
+        (
+            "fallback LRU uses",
+            moved(before.fallback, after.fallback),
+            0,
+        ),
+    ];
+    let wrong: Vec<String> = seen
+        .iter()
+        .filter(|(_, got, want)| got != want)
+        .map(|(name, got, want)| format!("{name} +{got} (want +{want})"))
+        .collect();
+    if !wrong.is_empty() {
+        bail!("Katran's counters over {calls} calls: {}", wrong.join(", "));
+    }
+    if path == Route::Established && after.flows != before.flows {
+        bail!(
+            "Katran's LRU went from {} to {} flows on established packets",
+            before.flows,
+            after.flows
+        );
+    }
+    Ok(())
+}
+
+/// Checks Katran's output frame: the input behind an outer IPv4 (IPIP) or IPv6 (IPv6-in-IPv6)
+/// header to one of the backends, sent to the next hop's MAC.
+pub fn check_output(path: Route, input: &[u8], output: &[u8]) -> Result<(), String> {
+    if path == Route::NoService {
+        return (output == input)
+            .then_some(())
+            .ok_or_else(|| "a passed frame was modified".into());
+    }
+    let ipv6 = input.get(14).is_some_and(|b| b >> 4 == 6);
+    let outer = if ipv6 { 40 } else { 20 };
+    if output.len() != input.len() + outer {
+        return Err(format!(
+            "the output is {} bytes, not the input's {} plus a {outer}-byte outer header",
+            output.len(),
+            input.len()
+        ));
+    }
+    if output[..6] != NEXT_HOP_MAC {
+        return Err(format!(
+            "sent to MAC {:02x?}, not the next hop",
+            &output[..6]
+        ));
+    }
+    if output[14 + outer..] != input[14..] {
+        return Err("the inner packet differs from the input".into());
+    }
+    let dst: IpAddr = if ipv6 {
+        <[u8; 16]>::try_from(&output[38..54])
+            .unwrap_or_default()
+            .into()
+    } else {
+        <[u8; 4]>::try_from(&output[30..34])
+            .unwrap_or_default()
+            .into()
+    };
+    if !(0..BACKENDS).any(|i| backend_ip(i, ipv6) == dst) {
+        return Err(format!("encapsulated to {dst}, which is no backend"));
+    }
+    Ok(())
+}
+
+/// Fills Katran's maps: one VIP per family (Sluice's DSR VIPs, TCP and UDP), its reals (ids
+/// from 1: id 0 means an uninitialised ring), its ring from lb-common's Maglev table for the
+/// same backends, the next hop, and `cpu`'s LRU, the size of Sluice's connection table.
+fn provision(ebpf: &mut Ebpf, cpu: usize) -> Result<HashMap<MapData, [u8; 40], [u8; 16]>> {
+    let mut vips: HashMap<MapData, VipKey, VipMeta> = HashMap::try_from(take(ebpf, "vip_map")?)?;
+    let mut reals: Array<MapData, Real> = Array::try_from(take(ebpf, "reals")?)?;
+    let mut rings: Array<MapData, u32> = Array::try_from(take(ebpf, "ch_rings")?)?;
+    let mut ctl: Array<MapData, u64> = Array::try_from(take(ebpf, "ctl_array")?)?;
+    let mut lrus: ArrayOfMaps<MapData> = ArrayOfMaps::try_from(take(ebpf, "lru_mapping")?)?;
+    for (vip_num, family) in [Family::V4, Family::V6].into_iter().enumerate() {
+        let ipv6 = family == Family::V6;
+        let first = 1 + vip_num as u32 * BACKENDS as u32;
+        let addrs: Vec<SocketAddr> = (0..BACKENDS)
+            .map(|i| SocketAddr::new(backend_ip(i, ipv6), SERVICE_PORT))
+            .collect();
+        for (id, addr) in (first..).zip(&addrs) {
+            let real = Real {
+                addr: wire(addr.ip()),
+                flags: if ipv6 { F_IPV6 } else { 0 },
+                _pad: [0; 3],
+            };
+            reals
+                .set(id, real, 0)
+                .with_context(|| format!("reals[{id}]"))?;
+        }
+        let members: Vec<MaglevBackend> = addrs
+            .iter()
+            .map(|a| MaglevBackend {
+                key: BackendKey::from(*a),
+                weight: 1,
+            })
+            .collect();
+        let table = MaglevTable::build(&members, DEFAULT_TABLE_SIZE, 0x5eed)
+            .map_err(|e| anyhow::anyhow!("building the Maglev table: {e}"))?;
+        if table.table_size() != RING_SIZE {
+            bail!("Katran's rings have {RING_SIZE} slots, the bench's tables {DEFAULT_TABLE_SIZE}");
+        }
+        let base = vip_num as u32 * RING_SIZE;
+        for (slot, backend) in (0..).zip(table.slots()) {
+            rings
+                .set(base + slot, first + backend, 0)
+                .with_context(|| format!("ch_rings[{}]", base + slot))?;
+        }
+        for proto in [lb_common::addr::PROTO_TCP, lb_common::addr::PROTO_UDP] {
+            let key = VipKey {
+                addr: wire(vip(family, Mode::Dsr)),
+                port: SERVICE_PORT.to_be(),
+                proto,
+                _pad: 0,
+            };
+            let meta = VipMeta {
+                flags: 0,
+                vip_num: vip_num as u32,
+            };
+            vips.insert(key, meta, 0).context("vip_map")?;
+        }
+    }
+    let mut mac = [0u8; 8];
+    mac[..6].copy_from_slice(&NEXT_HOP_MAC);
+    ctl.set(0, u64::from_ne_bytes(mac), 0)
+        .context("ctl_array[0]")?;
+    let lru =
+        aya_obj::Map::new_from_params(BPF_MAP_TYPE_LRU_HASH, 40, 16, DEFAULT_CONNTRACK_ENTRIES, 0);
+    let lru = MapData::create(lru, "katran_lru", None).context("creating Katran's LRU")?;
+    let cpu = u32::try_from(cpu).context("CPU number")?;
+    lrus.set(cpu, &lru, 0)
+        .with_context(|| format!("lru_mapping[{cpu}]"))?;
+    Ok(HashMap::try_from(Map::LruHashMap(lru))?)
+}
+
+/// An address as Katran stores it: IPv4 in the first 4 bytes, network order.
+fn wire(ip: IpAddr) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    match ip {
+        IpAddr::V4(v4) => out[..4].copy_from_slice(&v4.octets()),
+        IpAddr::V6(v6) => out = v6.octets(),
+    }
+    out
+}
