@@ -480,3 +480,83 @@ fn wire(ip: IpAddr) -> [u8; 16] {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, SocketAddr};
+
+    use super::*;
+    use crate::bench::xdp::frames::{self, Segment};
+
+    /// The input behind an outer IPv4 header to `dst`, sent to `mac`: Katran's output shape.
+    fn encapsulated(input: &[u8], mac: [u8; 6], dst: [u8; 4]) -> Vec<u8> {
+        let mut out = Vec::from(&mac[..]);
+        out.extend_from_slice(&input[6..14]);
+        let mut outer = [0u8; 20];
+        outer[0] = 0x45;
+        outer[9] = 4;
+        outer[16..20].copy_from_slice(&dst);
+        out.extend_from_slice(&outer);
+        out.extend_from_slice(&input[14..]);
+        out
+    }
+
+    fn input() -> Vec<u8> {
+        let client: SocketAddr = "10.1.0.10:40000".parse().unwrap_or_else(|e| panic!("{e}"));
+        let vip = SocketAddr::new(vip(Family::V4, Mode::Dsr), SERVICE_PORT);
+        frames::frame(Segment::TcpData, client, vip).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn encapsulation_to_a_backend_via_the_next_hop_passes() {
+        let input = input();
+        let IpAddr::V4(backend) = backend_ip(3, false) else {
+            panic!("backend_ip(_, false) is IPv4")
+        };
+        let out = encapsulated(&input, NEXT_HOP_MAC, backend.octets());
+        assert_eq!(check_output(Route::Established, &input, &out), Ok(()));
+    }
+
+    #[test]
+    fn wrong_next_hop_backend_or_inner_packet_fails() {
+        let input = input();
+        let good = backend_ip(0, false);
+        let IpAddr::V4(good) = good else {
+            panic!("IPv4")
+        };
+        let wrong_mac = encapsulated(&input, [2, 0, 0, 0, 0, 9], good.octets());
+        assert!(check_output(Route::NewFlow, &input, &wrong_mac).is_err());
+        let no_backend = encapsulated(&input, NEXT_HOP_MAC, [10, 9, 9, 9]);
+        assert!(check_output(Route::NewFlow, &input, &no_backend).is_err());
+        let mut changed = encapsulated(&input, NEXT_HOP_MAC, good.octets());
+        let last = changed.len() - 1;
+        changed[last] ^= 1;
+        assert!(check_output(Route::Established, &input, &changed).is_err());
+        assert!(check_output(Route::NoService, &input, &input).is_ok());
+        assert!(check_output(Route::NoService, &input, &changed).is_err());
+    }
+
+    #[test]
+    fn counters_must_move_by_exactly_the_path() {
+        let before = Counts::default();
+        let established = Counts {
+            total: 10,
+            tx: 10,
+            vip: 10,
+            ..before
+        };
+        assert!(check_counts(Route::Established, 10, &before, &established).is_ok());
+        // The same counts from SYNs lack their LRU misses.
+        assert!(check_counts(Route::NewFlow, 10, &before, &established).is_err());
+        let grew = Counts {
+            flows: 1,
+            ..established
+        };
+        assert!(check_counts(Route::Established, 10, &before, &grew).is_err());
+        let fallback = Counts {
+            fallback: 10,
+            ..established
+        };
+        assert!(check_counts(Route::Established, 10, &before, &fallback).is_err());
+    }
+}
