@@ -2,7 +2,8 @@
 //! and as JSON under `<target>/bench/<part>.json`, with the machine it ran on.
 //!
 //! Parts, each a sibling module returning a serialisable report:
-//! - `xdp`: the XDP program's per-packet cost through BPF_PROG_TEST_RUN;
+//! - `xdp`: the XDP program's per-packet cost through BPF_PROG_TEST_RUN, beside Katran's when
+//!   `--katran` names it;
 //! - `l4`: connections/s and throughput through Sluice's XDP path, HAProxy (TCP mode) and
 //!   nginx (stream), client, load balancer and backends in their own namespaces;
 //! - `l7`: Sluice, nginx and HAProxy as HTTP proxies, each on one core;
