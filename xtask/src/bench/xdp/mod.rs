@@ -15,6 +15,7 @@ mod cases;
 mod dataplane;
 mod frames;
 mod katran;
+mod katran_maps;
 mod lab;
 mod summary;
 mod warm;
