@@ -305,3 +305,43 @@ fn disruption_figures() {
 fn rand_below(rng: &mut proptest::test_runner::TestRng, n: u32) -> u32 {
     (rng.next_u64() % u64::from(n)) as u32
 }
+
+/// FNV-1a over the slots' little-endian bytes: a whole table in one number.
+fn digest(table: &MaglevTable) -> u64 {
+    table
+        .slots()
+        .iter()
+        .flat_map(|s| s.to_le_bytes())
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+}
+
+/// Tables as the bench builds them (10.0.0.1:80 upwards, weight 1, seed 0), pinned whole: the
+/// table is part of the wire contract, so a faster build must give the same bytes. The digests
+/// are those of the build before it ended fills with a sweep (`fill::sweep`).
+#[test]
+fn table_digests_are_pinned() {
+    let pinned = [
+        (10, 0xe08b_10ec_233d_0c83u64),
+        (100, 0xdfb3_3e29_17c5_86b1),
+        (1_000, 0x3de2_266a_7815_1ebb),
+        (10_000, 0x7b13_74f1_75a4_394a),
+    ];
+    for (n, want) in pinned {
+        let list: Vec<MaglevBackend> = (0..n)
+            .map(|i| MaglevBackend {
+                key: BackendKey::from(SocketAddr::V4(SocketAddrV4::new(
+                    Ipv4Addr::from(0x0a00_0000 | (i + 1)),
+                    80,
+                ))),
+                weight: 1,
+            })
+            .collect();
+        let got = digest(&build(&list, 0));
+        assert_eq!(
+            got, want,
+            "{n} backends: digest {got:#018x}, pinned {want:#018x}"
+        );
+    }
+}

@@ -26,23 +26,33 @@ use std::collections::BinaryHeap;
 use std::collections::binary_heap::PeekMut;
 use std::vec::Vec;
 
-use super::EMPTY;
-use super::permutation::{Spread, Walk};
+use super::permutation::{Modulus, Spread, Walk};
 
 /// Fills `slots` (all [`EMPTY`], a prime number of them) with ranks, given each rank's weight
 /// and walk. Leaves the table empty if no weight is positive.
 pub(super) fn fill(slots: &mut [u32], weights: &[u32], walks: &[Walk]) {
     let m = slots.len() as u32;
     let spread = Spread::new(m);
+    let modulus = Modulus::new(m);
+    // Which slots are taken, 1 bit each: 8 KiB for M = 65537, which stays in the L1 cache,
+    // where the slots themselves (256 KiB) do not. Late in a fill most probes find a taken
+    // slot, so most probes read only this.
+    let mut taken = std::vec![0u64; slots.len().div_ceil(64)];
     let classes = classes(weights);
-    let mut left = quotas(&classes, weights.len(), m);
-    let mut active: Vec<Vec<u32>> = classes
+    let left = quotas(&classes, weights.len(), m);
+    // Each class's members below their quota, in rank order, each with what its probes need
+    // inline: one sequential read per probe instead of three lookups by rank.
+    let mut active: Vec<Vec<Prober>> = classes
         .iter()
         .map(|c| {
             c.members
                 .iter()
-                .copied()
-                .filter(|&r| left[r as usize] > 0)
+                .filter(|&&r| left[r as usize] > 0)
+                .map(|&rank| Prober {
+                    walk: walks[rank as usize],
+                    rank,
+                    left: left[rank as usize],
+                })
                 .collect()
         })
         .collect();
@@ -52,21 +62,39 @@ pub(super) fn fill(slots: &mut [u32], weights: &[u32], walks: &[Walk]) {
     // every slot is taken.
     let mut unfilled = left.iter().sum::<u32>();
     while unfilled > 0 {
+        let classes_left = turns.len();
         let Some(mut next) = turns.peek_mut() else {
             break; // unreachable: some class still has a backend below its quota
         };
         // Every member of a class has probed exactly `k` times.
+        let members = &active[next.0.class as usize];
+        if turns_left_to_one_class(classes_left, m)
+            && members.len() * unfilled as usize <= SWEEP_PAIRS
+        {
+            sweep(slots, &taken, members, &spread, modulus);
+            return;
+        }
         let power = spread.power(next.0.k);
         let members = &mut active[next.0.class as usize];
-        members.retain(|&rank| {
-            let slot = &mut slots[walks[rank as usize].slot(power, m) as usize];
-            if *slot == EMPTY {
-                *slot = rank;
-                left[rank as usize] -= 1;
+        // Members probe in rank order; those that reach their quota drop out, the others keep
+        // their order.
+        let mut kept = 0;
+        for i in 0..members.len() {
+            let mut member = members[i];
+            let slot = member.walk.slot(power, modulus) as usize;
+            let (word, bit) = (&mut taken[slot / 64], 1u64 << (slot % 64));
+            if *word & bit == 0 {
+                *word |= bit;
+                slots[slot] = member.rank;
+                member.left -= 1;
                 unfilled -= 1;
             }
-            left[rank as usize] > 0
-        });
+            if member.left > 0 {
+                members[kept] = member;
+                kept += 1;
+            }
+        }
+        members.truncate(kept);
         if members.is_empty() {
             PeekMut::pop(next);
         } else {
@@ -75,6 +103,61 @@ pub(super) fn fill(slots: &mut [u32], weights: &[u32], walks: &[Walk]) {
             next.0.time += probe_time_step(m, next.0.k);
         }
     }
+}
+
+/// Most (backend, free slot) pairs [`sweep`] computes. For 1,000 backends and M = 65537 a
+/// quarter of all probes come after the last 64 free slots, but each pair costs a modular
+/// power (several probes' time): measured, 2,048 beat 512, 8,192 and 32,768.
+const SWEEP_PAIRS: usize = 2048;
+
+/// Whether the fill may end with [`sweep`]: one class left (so turns go by probe count, then
+/// rank) and a table large enough that the inverse walk is cheaper than probing.
+fn turns_left_to_one_class(classes: usize, m: u32) -> bool {
+    classes == 1 && m >= 1024
+}
+
+/// Ends a fill whose remaining backends (`members`, one class, in rank order, each having
+/// probed `k` times) all take their turns in lockstep: instead of probing until every free slot
+/// is found, finds for each backend and each free slot the turn at which the backend's walk
+/// reaches it, and replays those hits in turn order, then rank, exactly as probing would.
+///
+/// Exact because slots are never freed: a slot free now was never probed by a backend still
+/// below its quota (it would have taken it), so each such turn is still to come, and every
+/// probe between two of them would find a taken slot.
+fn sweep(slots: &mut [u32], taken: &[u64], members: &[Prober], spread: &Spread, m: Modulus) {
+    let free: Vec<u32> = (0..slots.len() as u32)
+        .filter(|&s| taken[s as usize / 64] & (1 << (s % 64)) == 0)
+        .collect();
+    // (turn << 32 | position in `members`, slot), in the order probing would reach them.
+    let mut hits: Vec<(u64, u32)> = Vec::with_capacity(members.len() * free.len());
+    for (position, member) in members.iter().enumerate() {
+        let walk = member.walk.inverse(m);
+        hits.extend(free.iter().map(|&slot| {
+            let turn = spread.root(walk.spread_at(slot, m));
+            ((u64::from(turn) << 32) | position as u64, slot)
+        }));
+    }
+    hits.sort_unstable();
+    let mut left: Vec<u32> = members.iter().map(|p| p.left).collect();
+    let mut taken = taken.to_vec();
+    for (key, slot) in hits {
+        let position = (key & u64::from(u32::MAX)) as usize;
+        let (word, bit) = (&mut taken[slot as usize / 64], 1u64 << (slot % 64));
+        if left[position] > 0 && *word & bit == 0 {
+            *word |= bit;
+            slots[slot as usize] = members[position].rank;
+            left[position] -= 1;
+        }
+    }
+}
+
+/// A backend still below its quota.
+#[derive(Clone, Copy)]
+struct Prober {
+    walk: Walk,
+    rank: u32,
+    /// Slots it has yet to take.
+    left: u32,
 }
 
 /// Backends of one positive weight, in rank (key) order.

@@ -14,6 +14,7 @@
 //! wire contract; golden-value tests pin them.
 
 /// A backend's permutation of the slots.
+#[derive(Clone, Copy)]
 pub(super) struct Walk {
     offset: u32,
     skip: u32,
@@ -26,10 +27,87 @@ impl Walk {
     }
 
     /// The `j`-th preferred slot, given `spread = j^e` from [`Spread::power`].
-    pub(super) fn slot(&self, spread: u32, m: u32) -> u32 {
+    pub(super) fn slot(&self, spread: u32, m: Modulus) -> u32 {
         // Below 2^24 + 2^48, so no overflow.
-        let slot = u64::from(self.offset) + u64::from(self.skip) * u64::from(spread);
-        (slot % u64::from(m)) as u32
+        m.reduce(u64::from(self.offset) + u64::from(self.skip) * u64::from(spread))
+    }
+}
+
+/// A walk run backwards: from a slot to the `spread` value at which the walk reaches it.
+pub(super) struct InverseWalk {
+    offset: u32,
+    /// `skip^-1 mod m`.
+    inverse_skip: u32,
+}
+
+impl Walk {
+    /// The walk run backwards (`m` prime, so `skip`, below `m`, has an inverse).
+    pub(super) fn inverse(&self, m: Modulus) -> InverseWalk {
+        // Fermat: skip^(m-2) = skip^-1 mod a prime m.
+        let exponent = u64::from(m.value()).saturating_sub(2);
+        InverseWalk {
+            offset: self.offset,
+            inverse_skip: m.pow(self.skip, exponent),
+        }
+    }
+}
+
+impl InverseWalk {
+    /// The `spread` (see [`Walk::slot`]) at which the walk reaches `slot`.
+    pub(super) fn spread_at(&self, slot: u32, m: Modulus) -> u32 {
+        let distance = m.reduce(u64::from(slot) + u64::from(m.value()) - u64::from(self.offset));
+        m.reduce(u64::from(distance) * u64::from(self.inverse_skip))
+    }
+}
+
+/// `x mod m` for a fixed `m` by Barrett reduction: a multiply in place of a 64-bit division,
+/// which was most of a table build's time. Exact, so tables do not change.
+#[derive(Clone, Copy)]
+pub(super) struct Modulus {
+    m: u64,
+    /// `floor(2^64 / m)`.
+    inverse: u64,
+}
+
+impl Modulus {
+    /// `m` must be at least 2.
+    pub(super) fn new(m: u32) -> Self {
+        let m = u64::from(m.max(2));
+        Self {
+            m,
+            inverse: ((1u128 << 64) / u128::from(m)) as u64,
+        }
+    }
+
+    pub(super) fn value(self) -> u32 {
+        self.m as u32
+    }
+
+    /// `base^exponent mod m`, by square and multiply.
+    pub(super) fn pow(self, base: u32, mut exponent: u64) -> u32 {
+        // Operands stay below m < 2^24, so products stay below 2^48.
+        let (mut base, mut acc) = (self.reduce(u64::from(base)), self.reduce(1));
+        while exponent > 0 {
+            if exponent & 1 == 1 {
+                acc = self.reduce(u64::from(acc) * u64::from(base));
+            }
+            base = self.reduce(u64::from(base) * u64::from(base));
+            exponent >>= 1;
+        }
+        acc
+    }
+
+    /// `x mod m`, for `x < 2^63`.
+    #[inline]
+    pub(super) fn reduce(self, x: u64) -> u32 {
+        // The estimate is the true quotient or one less (Barrett, with a 64-bit inverse and
+        // x < 2^64), so one correction makes it exact.
+        let quotient = ((u128::from(x) * u128::from(self.inverse)) >> 64) as u64;
+        let mut rest = x - quotient * self.m;
+        if rest >= self.m {
+            rest -= self.m;
+        }
+        rest as u32
     }
 }
 
@@ -37,7 +115,9 @@ impl Walk {
 /// integers mod the prime `m`.
 pub(super) struct Spread {
     exponent: u32,
-    m: u64,
+    /// `exponent^-1 mod (m - 1)`: `v -> v^root` undoes `j -> j^exponent`.
+    root: u64,
+    m: Modulus,
 }
 
 impl Spread {
@@ -46,22 +126,33 @@ impl Spread {
         let exponent = (3..).step_by(2).find(|&e| gcd(e, m - 1) == 1).unwrap_or(1);
         Self {
             exponent,
-            m: u64::from(m),
+            root: inverse_mod(u64::from(exponent), u64::from(m) - 1),
+            m: Modulus::new(m),
         }
     }
 
-    /// `j^e mod m`, by square and multiply.
+    /// `j^e mod m`.
     pub(super) fn power(&self, j: u32) -> u32 {
-        let (mut base, mut e, mut acc) = (u64::from(j) % self.m, self.exponent, 1 % self.m);
-        while e > 0 {
-            if e & 1 == 1 {
-                acc = acc * base % self.m;
-            }
-            base = base * base % self.m;
-            e >>= 1;
-        }
-        acc as u32
+        self.m.pow(j, u64::from(self.exponent))
     }
+
+    /// The `j` with `power(j) == v`: `v^root mod m` (for `m` of at least 3; with `m = 2`
+    /// there is no inverse exponent to speak of, and callers do not ask).
+    pub(super) fn root(&self, v: u32) -> u32 {
+        self.m.pow(v, self.root)
+    }
+}
+
+/// `a^-1 mod n` for `a` coprime with `n` (extended Euclid); 0 when `n` is 1.
+fn inverse_mod(a: u64, n: u64) -> u64 {
+    let (mut r0, mut r1) = (i128::from(n), i128::from(a % n.max(1)));
+    let (mut t0, mut t1) = (0i128, 1i128);
+    while r1 != 0 {
+        let q = r0 / r1;
+        (r0, r1) = (r1, r0 - q * r1);
+        (t0, t1) = (t1, t0 - q * t1);
+    }
+    t0.rem_euclid(i128::from(n.max(1))) as u64
 }
 
 fn gcd(mut a: u32, mut b: u32) -> u32 {

@@ -231,3 +231,45 @@ fn spread_is_a_bijection() {
         }
     }
 }
+
+#[test]
+fn walks_run_backwards() {
+    use super::permutation::{Modulus, Spread, Walk};
+    for m in [1031, 7919, DEFAULT_TABLE_SIZE] {
+        let (spread, modulus) = (Spread::new(m), Modulus::new(m));
+        for key in [&b"a"[..], b"backend-2", &[10, 0, 0, 1, 0, 80]] {
+            let walk = Walk::new(key, m, 7);
+            let back = walk.inverse(modulus);
+            for j in (0..m).step_by(97) {
+                let slot = walk.slot(spread.power(j), modulus);
+                assert_eq!(spread.root(back.spread_at(slot, modulus)), j, "m={m} j={j}");
+            }
+        }
+    }
+}
+
+#[test]
+fn modulus_reduces_exactly() {
+    use super::permutation::Modulus;
+    for m in [2u32, 3, 65_537, 16_777_213] {
+        let modulus = Modulus::new(m);
+        let edges = [
+            0u64,
+            1,
+            u64::from(m) - 1,
+            u64::from(m),
+            (1 << 48) + 12_345,
+            (1 << 62) - 1,
+        ];
+        for x in edges
+            .into_iter()
+            .chain((0..1000u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 2))
+        {
+            assert_eq!(
+                u64::from(modulus.reduce(x)),
+                x % u64::from(m),
+                "{x} mod {m}"
+            );
+        }
+    }
+}

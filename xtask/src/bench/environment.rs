@@ -58,7 +58,8 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-fn loadavg() -> [f64; 3] {
+/// The 1, 5 and 15 minute load averages now.
+pub fn loadavg() -> [f64; 3] {
     let text = read("/proc/loadavg");
     let mut fields = text
         .split_whitespace()

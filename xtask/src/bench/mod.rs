@@ -2,7 +2,8 @@
 //! and as JSON under `<target>/bench/<part>.json`, with the machine it ran on.
 //!
 //! Parts, each a sibling module returning a serialisable report:
-//! - `xdp`: the XDP program's per-packet cost through BPF_PROG_TEST_RUN;
+//! - `xdp`: the XDP program's per-packet cost through BPF_PROG_TEST_RUN, beside Katran's when
+//!   `--katran` names it;
 //! - `l4`: connections/s and throughput through Sluice's XDP path, HAProxy (TCP mode) and
 //!   nginx (stream), client, load balancer and backends in their own namespaces;
 //! - `l7`: Sluice, nginx and HAProxy as HTTP proxies, each on one core;
@@ -100,6 +101,11 @@ pub struct BenchArgs {
     /// (e.g. to compare two builds).
     #[arg(long, value_name = "PATH")]
     sluice: Option<PathBuf>,
+    /// xdp: measure Katran beside Sluice: a Katran source tree (the folder holding
+    /// `katran/lib/bpf/`, built here with clang-14 and llc-14) or a built `balancer.bpf.o`
+    /// [default: $SLUICE_BENCH_KATRAN; neither: no Katran column].
+    #[arg(long, value_name = "PATH")]
+    katran: Option<PathBuf>,
 }
 
 /// Runs the chosen parts in turn, printing each one's table and writing its JSON. A failed
@@ -148,6 +154,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     if parts.iter().any(|p| matches!(p, Part::L4 | Part::L7)) {
         needs.push(tools::TASKSET);
+    }
+    if parts.contains(&Part::ControlPlane) {
+        // The removal measurement's topology turns TX checksum offload off.
+        needs.push(tools::ETHTOOL);
     }
     tools::ensure(&needs)?;
 
@@ -212,11 +222,13 @@ fn run_part(part: Part, cx: &Inputs<'_>) -> Result<()> {
     let mut environment = Environment::start();
     let (markdown, path) = match part {
         Part::Xdp => {
+            let katran = xdp::katran_objects(cx.args.katran.as_deref())?;
             let options = xdp::Options {
                 rounds: cx.rounds(5),
                 calls: cx.args.calls,
                 cpu: cx.cpu,
                 filter: cx.args.filter.clone(),
+                katran,
             };
             step(
                 "Benchmarking",

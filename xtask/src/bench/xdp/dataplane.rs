@@ -102,45 +102,14 @@ impl Dataplane {
             .with_context(|| format!("{name} is not an XDP program"))
     }
 
-    /// Runs `frame` through `program` as if it arrived on eth0, `repeat` times in one call.
-    /// The kernel copies the frame in afresh for each call but not between repeats, so only
-    /// `repeat = 1` is safe for a program that rewrites the frame; `Run::ns` is the average.
+    /// Runs `frame` through `program` as if it arrived on eth0: see [`run`].
     pub fn run(&self, program: &Xdp, frame: &[u8], out: &mut [u8], repeat: u32) -> Result<Run> {
-        let len = u32::try_from(frame.len()).context("frame longer than 4 GiB")?;
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
-        // egress_ifindex. data is the metadata length (none), data_end the frame's length.
-        let ctx: Vec<u8> = [0, len, 0, self.ifindex, 0, 0]
-            .iter()
-            .flat_map(|w: &u32| w.to_ne_bytes())
-            .collect();
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(out),
-                ctx_in: Some(&ctx),
-                repeat,
-                ..TestRunOptions::new()
-            })
-            .with_context(|| format!("BPF_PROG_TEST_RUN on a {len}-byte frame"))?;
-        Ok(Run {
-            verdict: result.return_value,
-            ns: u32::try_from(result.duration.as_nanos()).unwrap_or(u32::MAX),
-            len: result.data_size_out as usize,
-        })
+        run(program, self.ifindex, frame, out, repeat)
     }
 
     /// GLOBAL_STATS packet counts summed over CPUs, in `Reason` slot order.
     pub fn counts(&self) -> Result<Vec<u64>> {
-        Reason::ALL
-            .iter()
-            .map(|reason| {
-                let per_cpu = self
-                    .stats
-                    .get(&(*reason as u32), 0)
-                    .with_context(|| format!("reading GLOBAL_STATS[{reason:?}]"))?;
-                Ok(per_cpu.iter().map(|c| c.packets).sum())
-            })
-            .collect()
+        global_counts(&self.stats)
     }
 
     pub fn flows(&self) -> Result<Flows> {
@@ -186,4 +155,45 @@ impl Dataplane {
             ),
         }
     }
+}
+
+/// Runs `frame` through `program` as if it arrived on interface `ifindex`, `repeat` times in
+/// one call. The kernel copies the frame in afresh for each call but not between repeats, so
+/// only `repeat = 1` is safe for a program that rewrites the frame, unless a wrapper restores
+/// it (see `warm`); `Run::ns` is the average.
+pub fn run(program: &Xdp, ifindex: u32, frame: &[u8], out: &mut [u8], repeat: u32) -> Result<Run> {
+    let len = u32::try_from(frame.len()).context("frame longer than 4 GiB")?;
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+    // egress_ifindex. data is the metadata length (none), data_end the frame's length.
+    let ctx: Vec<u8> = [0, len, 0, ifindex, 0, 0]
+        .iter()
+        .flat_map(|w: &u32| w.to_ne_bytes())
+        .collect();
+    let result = program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(out),
+            ctx_in: Some(&ctx),
+            repeat,
+            ..TestRunOptions::new()
+        })
+        .with_context(|| format!("BPF_PROG_TEST_RUN on a {len}-byte frame"))?;
+    Ok(Run {
+        verdict: result.return_value,
+        ns: u32::try_from(result.duration.as_nanos()).unwrap_or(u32::MAX),
+        len: result.data_size_out as usize,
+    })
+}
+
+/// GLOBAL_STATS packet counts of one loaded object summed over CPUs, in `Reason` slot order.
+pub fn global_counts(stats: &PerCpuArray<MapData, Counter>) -> Result<Vec<u64>> {
+    Reason::ALL
+        .iter()
+        .map(|reason| {
+            let per_cpu = stats
+                .get(&(*reason as u32), 0)
+                .with_context(|| format!("reading GLOBAL_STATS[{reason:?}]"))?;
+            Ok(per_cpu.iter().map(|c| c.packets).sum())
+        })
+        .collect()
 }
