@@ -22,8 +22,8 @@
 
 mod agent;
 mod artifacts;
-mod browser;
 mod bird;
+mod browser;
 mod kernel;
 mod link;
 mod netns;
@@ -40,8 +40,8 @@ mod xdp;
 
 pub use agent::{SluiceAgent, sluice_cli};
 pub use artifacts::{ebpf_object, sluice_binary, target_dir, workspace_root};
-pub use browser::{Browser, browser_available};
 pub use bird::{Bird, shipped_bird_config};
+pub use browser::{Browser, browser_available};
 pub use kernel::{XdpAttachMode, global_counter, program_map, xdp_program};
 pub use link::{
     add_addr, bridge, disable_tx_offload, enslave, format_mac, if_index, link_up, mac_of,
