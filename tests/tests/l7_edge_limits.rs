@@ -460,3 +460,49 @@ fn an_idle_websocket_tunnel_is_closed() {
     );
     lab.stop();
 }
+
+#[test]
+fn an_http2_client_that_stops_reading_one_stream_frees_its_backend_connection() {
+    if !privileged() {
+        return;
+    }
+    let (lab, app, listen) = lab_with(
+        "",
+        "[service.l7.limits]\nsend_timeout = \"1s\"\n",
+        Mode::Echo,
+    );
+    let second = lab.run(async move {
+        let stream = TcpStream::connect(listen).await.expect("connect");
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .expect("h2c handshake");
+        tokio::spawn(conn);
+        let big = http::Request::get("http://a.test/big/67108864")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("request");
+        // The head arrives; the body is never read, so this stream's window is never granted
+        // again while the connection itself stays busy and alive.
+        let unread = sender.send_request(big).await.expect("response head");
+        assert_eq!(unread.status(), 200);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let small = http::Request::get("http://a.test/")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("request");
+        let status = sender
+            .send_request(small)
+            .await
+            .expect("another stream")
+            .status();
+        drop(unread);
+        status
+    });
+    assert_eq!(second, 200, "the client's other streams are still served");
+    assert!(
+        !app.connection_errors().is_empty(),
+        "the backend connection of the unread stream was never closed"
+    );
+    lab.stop();
+}

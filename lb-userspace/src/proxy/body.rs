@@ -4,16 +4,22 @@
 //! frames as they come; neither buffers a streamed body whole.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::task::AbortHandle;
 use tokio::time::Sleep;
+use tracing::debug;
 
 use super::access_log::RequestRecord;
 use super::connections::Checkin;
 use super::error::{BoxError, RequestBodyError};
+use super::upstream::{BackendGuard, PoolSlot};
 
 /// The body of a request sent upstream.
 #[derive(Debug)]
@@ -162,6 +168,58 @@ pub struct ResponseBody {
     /// The backend connection, given back when the body ends cleanly (dropped otherwise,
     /// which closes it: a body cut short leaves the connection mid-message).
     checkin: Option<Checkin>,
+    /// HTTP/2 only: how long the client may leave the body unread; see [`StallWatch`].
+    send_timeout: Option<Duration>,
+    watch: Option<Arc<StallWatch>>,
+}
+
+/// An HTTP/2 client can stop reading one response by granting it no flow-control window
+/// while its connection stays busy; hyper then simply stops polling the body, and no byte
+/// stream stalls that the connection's own `send_timeout` could see. A streamed response
+/// on an HTTP/2 connection therefore gets a watchdog (made only once a second frame is
+/// due): when the body has not been polled for `send_timeout` although it was not waiting
+/// for the backend, the backend connection is closed and the request's in-flight slots are
+/// released. The client's stream then ends with an error when it is polled again.
+struct StallWatch {
+    polls: AtomicU64,
+    waiting_on_backend: AtomicBool,
+    done: AtomicBool,
+    held: Mutex<Option<(PoolSlot, BackendGuard)>>,
+}
+
+impl StallWatch {
+    fn release(&self) {
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        drop(held);
+    }
+}
+
+/// Checks a watched body every `timeout`; see [`StallWatch`].
+async fn watchdog(watch: Arc<StallWatch>, timeout: Duration, closer: Option<AbortHandle>) {
+    let mut seen = watch.polls.load(Relaxed);
+    loop {
+        tokio::time::sleep(timeout).await;
+        if watch.done.load(Relaxed) {
+            return;
+        }
+        let now = watch.polls.load(Relaxed);
+        if now == seen && !watch.waiting_on_backend.load(Relaxed) {
+            if let Some(closer) = closer {
+                closer.abort();
+            }
+            watch.release();
+            debug!(
+                ?timeout,
+                "an HTTP/2 client took no response bytes within send_timeout; its backend connection was closed"
+            );
+            return;
+        }
+        seen = now;
+    }
 }
 
 enum ResponseKind {
@@ -179,6 +237,8 @@ impl ResponseBody {
             bytes: 0,
             record: None,
             checkin: None,
+            send_timeout: None,
+            watch: None,
         }
     }
 
@@ -201,7 +261,28 @@ impl ResponseBody {
             bytes: 0,
             record: None,
             checkin,
+            send_timeout: None,
+            watch: None,
         }
+    }
+
+    /// Watches the body for a client that stops reading it (HTTP/2; see [`StallWatch`]).
+    pub fn watch_sends(&mut self, timeout: Duration) {
+        self.send_timeout = Some(timeout);
+    }
+
+    /// Starts the watchdog: the in-flight slots move where it can release them.
+    fn start_watch(&mut self, timeout: Duration) {
+        let held = self.record.as_mut().and_then(|r| r.backend_guard.take());
+        let watch = Arc::new(StallWatch {
+            polls: AtomicU64::new(0),
+            waiting_on_backend: AtomicBool::new(false),
+            done: AtomicBool::new(false),
+            held: Mutex::new(held),
+        });
+        let closer = self.checkin.as_ref().map(Checkin::closer);
+        tokio::spawn(watchdog(watch.clone(), timeout, closer));
+        self.watch = Some(watch);
     }
 
     /// Attaches the request's record: logged and counted when the body ends or is dropped.
@@ -220,6 +301,10 @@ impl ResponseBody {
     }
 
     fn finish(&mut self) {
+        if let Some(watch) = self.watch.take() {
+            watch.done.store(true, Relaxed);
+            watch.release();
+        }
         if let Some(record) = self.record.take() {
             record.finish(self.bytes);
         }
@@ -235,11 +320,17 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(watch) = &this.watch {
+            watch.polls.fetch_add(1, Relaxed);
+        }
         let polled = match &mut this.inner {
             ResponseKind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ResponseKind::Upstream(body) => match Pin::new(body).poll_frame(cx) {
                 Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(BoxError::from))),
                 Poll::Pending => {
+                    if let Some(watch) = &this.watch {
+                        watch.waiting_on_backend.store(true, Relaxed);
+                    }
                     if let Some(deadline) = &mut this.deadline
                         && deadline.as_mut().poll(cx).is_ready()
                     {
@@ -261,6 +352,10 @@ impl Body for ResponseBody {
                 // be the last word: give the connection back now.
                 if this.is_end_stream() {
                     this.give_back();
+                } else if let Some(watch) = &this.watch {
+                    watch.waiting_on_backend.store(false, Relaxed);
+                } else if let Some(timeout) = this.send_timeout {
+                    this.start_watch(timeout);
                 }
             }
             Poll::Ready(None) => {

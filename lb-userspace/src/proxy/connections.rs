@@ -24,6 +24,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
+use tokio::task::AbortHandle;
 use tracing::debug;
 
 use super::body::RequestBody;
@@ -198,8 +199,15 @@ impl std::fmt::Debug for BackendConnections {
     }
 }
 
-struct Idle {
+/// An HTTP/1.1 connection: its sender and the task driving it (aborting the task closes
+/// the connection at once, even mid-exchange).
+struct Conn1 {
     sender: http1::SendRequest<RequestBody>,
+    task: AbortHandle,
+}
+
+struct Idle {
+    conn: Conn1,
     since: Instant,
 }
 
@@ -215,14 +223,20 @@ pub struct Exchange {
 
 /// An HTTP/1.1 connection out of its set for one exchange.
 pub struct Checkin {
-    sender: http1::SendRequest<RequestBody>,
+    conn: Conn1,
     home: Arc<BackendConnections>,
 }
 
 impl Checkin {
     /// Returns the connection to its backend's idle stack.
     pub fn give_back(self) {
-        self.home.put_idle(self.sender);
+        self.home.put_idle(self.conn);
+    }
+
+    /// Closes the connection from anywhere, e.g. when the client stopped reading the
+    /// response it carries.
+    pub fn closer(&self) -> AbortHandle {
+        self.conn.task.clone()
     }
 }
 
@@ -273,18 +287,18 @@ impl BackendConnections {
         pending: PendingLimit<'_>,
     ) -> Result<Exchange, UpstreamError> {
         loop {
-            let (mut sender, reused) = match self.checkout() {
-                Some(sender) => (sender, true),
+            let (mut conn, reused) = match self.checkout() {
+                Some(conn) => (conn, true),
                 None if self.reserve() => (self.connect_http1().await?, false),
                 None => {
                     self.wait_for_connection(pending).await?;
                     continue;
                 }
             };
-            match sender.try_send_request(request).await {
+            match conn.sender.try_send_request(request).await {
                 Ok(response) => {
                     let checkin = Checkin {
-                        sender,
+                        conn,
                         home: self.clone(),
                     };
                     return Ok(Exchange {
@@ -372,29 +386,29 @@ impl BackendConnections {
     }
 
     /// The most recently used idle connection that is still open and ready.
-    fn checkout(self: &Arc<Self>) -> Option<http1::SendRequest<RequestBody>> {
+    fn checkout(self: &Arc<Self>) -> Option<Conn1> {
         let now = Instant::now();
         loop {
             let idle = lock(&self.idle).pop()?;
-            if idle.sender.is_closed() || now.duration_since(idle.since) > IDLE_TIMEOUT {
+            if idle.conn.sender.is_closed() || now.duration_since(idle.since) > IDLE_TIMEOUT {
                 continue;
             }
-            if idle.sender.is_ready() {
-                return Some(idle.sender);
+            if idle.conn.sender.is_ready() {
+                return Some(idle.conn);
             }
             // Given back before hyper's connection task finished the last exchange (it
             // marks the connection ready in the same step that ends the response body, so
             // this is rare): let it settle off the request path.
-            self.settle(idle.sender);
+            self.settle(idle.conn);
         }
     }
 
-    /// Puts `sender` back on the idle stack once it is ready, or drops it if it never is.
-    fn settle(self: &Arc<Self>, mut sender: http1::SendRequest<RequestBody>) {
+    /// Puts `conn` back on the idle stack once it is ready, or drops it if it never is.
+    fn settle(self: &Arc<Self>, mut conn: Conn1) {
         let home = self.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(SETTLE_TIMEOUT, sender.ready()).await {
-                Ok(Ok(())) => home.put_idle(sender),
+            match tokio::time::timeout(SETTLE_TIMEOUT, conn.sender.ready()).await {
+                Ok(Ok(())) => home.put_idle(conn),
                 Ok(Err(err)) => {
                     debug!(backend = %home.address, error = %err, "idle backend connection closed");
                 }
@@ -405,8 +419,8 @@ impl BackendConnections {
         });
     }
 
-    fn put_idle(&self, sender: http1::SendRequest<RequestBody>) {
-        if sender.is_closed() {
+    fn put_idle(&self, conn: Conn1) {
+        if conn.sender.is_closed() {
             return;
         }
         let mut idle = lock(&self.idle);
@@ -415,7 +429,7 @@ impl BackendConnections {
             idle.remove(0);
         }
         idle.push(Idle {
-            sender,
+            conn,
             since: Instant::now(),
         });
         drop(idle);
@@ -424,7 +438,7 @@ impl BackendConnections {
 
     fn close_expired(&self, now: Instant) {
         let mut idle = lock(&self.idle);
-        idle.retain(|i| !i.sender.is_closed() && now.duration_since(i.since) <= IDLE_TIMEOUT);
+        idle.retain(|i| !i.conn.sender.is_closed() && now.duration_since(i.since) <= IDLE_TIMEOUT);
     }
 
     async fn connect(&self) -> Result<TokioIo<TcpStream>, UpstreamError> {
@@ -443,9 +457,7 @@ impl BackendConnections {
 
     /// A new connection in a slot already reserved; the slot is released when the
     /// connection closes (or at once if it cannot be made).
-    async fn connect_http1(
-        self: &Arc<Self>,
-    ) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
+    async fn connect_http1(self: &Arc<Self>) -> Result<Conn1, UpstreamError> {
         let slot = Slot(Arc::downgrade(self));
         let io = self.connect().await?;
         let address = self.address;
@@ -453,14 +465,17 @@ impl BackendConnections {
             .handshake(io)
             .await
             .map_err(|source| UpstreamError::Handshake { address, source })?;
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let _slot = slot;
             // Upgrades (WebSocket) take the connection over once both sides agreed.
             if let Err(err) = connection.with_upgrades().await {
                 debug!(backend = %address, error = %err, "backend connection ended with an error");
             }
         });
-        Ok(sender)
+        Ok(Conn1 {
+            sender,
+            task: task.abort_handle(),
+        })
     }
 
     /// The shared HTTP/2 connection, made if there is none; `true` if it was there already.

@@ -215,7 +215,10 @@ pub async fn forward(
             deadline,
             client_upgrade,
             ctx,
-            state.limits.tunnel_idle_timeout,
+            (
+                state.limits.tunnel_idle_timeout,
+                (!h1).then_some(state.limits.send_timeout),
+            ),
             record,
         );
     }
@@ -323,7 +326,7 @@ fn finish_response(
     deadline: Pin<Box<Sleep>>,
     client_upgrade: Option<OnUpgrade>,
     ctx: &ConnCtx,
-    tunnel_idle: Duration,
+    (tunnel_idle, h2_send_timeout): (Duration, Option<Duration>),
     record: &mut RequestRecord,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let Exchange {
@@ -366,10 +369,11 @@ fn finish_response(
         }
         None => {
             record.backend_guard = Some((slot, guard));
-            Ok(Response::from_parts(
-                parts,
-                ResponseBody::upstream(body, Some(deadline), checkin),
-            ))
+            let mut body = ResponseBody::upstream(body, Some(deadline), checkin);
+            if let Some(timeout) = h2_send_timeout {
+                body.watch_sends(timeout);
+            }
+            Ok(Response::from_parts(parts, body))
         }
     }
 }
