@@ -26,9 +26,11 @@ use crate::{balancer, forwarding, status};
 /// How long SIGTERM waits for L7 requests in flight before the agent exits anyway.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
-/// Runs the agent until SIGTERM or SIGINT, then drains, detaches and removes what it made.
+/// Runs the agent until SIGTERM or SIGINT, then drains L7 connections and exits.
 /// `worker_threads` sizes the runtime (default: the CPUs this process may run on).
-pub fn run(config_path: &Path, worker_threads: Option<usize>) -> Result<()> {
+/// `detach_on_exit` removes the data path at exit; otherwise it keeps running, pinned, for
+/// the next agent to adopt.
+pub fn run(config_path: &Path, worker_threads: Option<usize>, detach_on_exit: bool) -> Result<()> {
     raise_open_files_limit();
     let config = load(config_path).map_err(|errors| {
         anyhow!(
@@ -71,7 +73,7 @@ pub fn run(config_path: &Path, worker_threads: Option<usize>) -> Result<()> {
                 Ok(()) = agent.health_rx.changed() => agent.health_changed(),
             }
         };
-        agent.shutdown(reason).await;
+        agent.shutdown(reason, detach_on_exit).await;
         Ok(())
     })
 }
@@ -154,7 +156,7 @@ impl Agent {
         let (health, mut health_rx) = HealthChecker::start(&config);
         let view = health_rx.borrow_and_update().clone();
         let desired = balancer::desired_with(&config, &view).context("building Maglev tables")?;
-        let mut dataplane = Dataplane::load(dataplane::ring_capacity(&desired))?;
+        let mut dataplane = Dataplane::load(dataplane::ring_capacity(&desired), &config.dataplane)?;
         // Tables before traffic: the program must never see a service without them.
         dataplane.apply(&desired)?;
         // L7 listeners before the program passes their packets up.
@@ -196,6 +198,7 @@ impl Agent {
         for interface in &config.interfaces {
             dataplane.attach(interface)?;
         }
+        dataplane.detach_unclaimed();
         let last_read = file_digest(&config_path);
         let agent = Self {
             config_path,
@@ -256,6 +259,9 @@ impl Agent {
 
     async fn apply(&mut self, config: &Config) -> Result<()> {
         forwarding::check(config)?;
+        if config.dataplane != self.config.dataplane {
+            bail!("[dataplane] changes need a restart of sluice (the pins are in use)");
+        }
         if config.admin != self.config.admin {
             bail!("[admin] changes need a restart of sluice (the admin API is how reloads arrive)");
         }
@@ -355,14 +361,18 @@ impl Agent {
         self.status_tx.send_replace(Arc::new(status));
     }
 
-    async fn shutdown(mut self, reason: &str) {
+    async fn shutdown(mut self, reason: &str, detach_on_exit: bool) {
         info!(signal = reason, "shutting down: draining l7 connections");
         self.ready_tx.send_replace(false);
         self.proxy.shutdown(DRAIN_GRACE).await;
         self.admin_stop.send_replace(true);
         self.health.stop().await;
-        info!("detaching the XDP program");
-        self.dataplane.detach_all();
+        if detach_on_exit {
+            info!("detaching the XDP program (--detach-on-exit)");
+            self.dataplane.detach_everything();
+        } else {
+            self.dataplane.leave_running();
+        }
         info!("stopped");
     }
 }

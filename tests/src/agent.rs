@@ -2,26 +2,41 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{ChildGuard, Netns, sluice_binary};
+use crate::{ChildGuard, Netns, PinDir, sluice_binary};
 
 /// A running agent. Dropping it kills the process; [`SluiceAgent::stop`] asks it to shut down
-/// with SIGTERM, as an init system would.
+/// with SIGTERM, as an init system would. Its data path is pinned in a [`PinDir`] of its own
+/// (unless the config names one), removed when the last agent sharing it is dropped.
 pub struct SluiceAgent {
     child: ChildGuard,
     dir: tempfile::TempDir,
+    pins: Arc<PinDir>,
 }
 
 impl SluiceAgent {
-    /// Writes `config` (TOML) to a temp folder and starts `sluice run --config` inside `ns`.
+    /// Writes `config` (TOML) to a temp folder and starts `sluice run --config` inside `ns`,
+    /// with its pins in a fresh [`PinDir`].
     pub fn start(ns: &Netns, config: &str) -> SluiceAgent {
+        SluiceAgent::start_in(ns, config, Arc::new(PinDir::new()), &[])
+    }
+
+    /// As [`SluiceAgent::start`], pinning in `pins` (a previous agent's, to adopt its data
+    /// path) and with `extra` arguments after `run`.
+    pub fn start_in(ns: &Netns, config: &str, pins: Arc<PinDir>, extra: &[&str]) -> SluiceAgent {
+        let config = if config.contains("[dataplane]") {
+            config.to_owned()
+        } else {
+            format!("{config}{}", pins.config_table())
+        };
         let dir = tempfile::Builder::new()
             .prefix("sluice-test-")
             .tempdir()
             .unwrap_or_else(|e| panic!("creating a temp folder: {e}"));
         let config_path = dir.path().join("sluice.toml");
-        std::fs::write(&config_path, config)
+        std::fs::write(&config_path, &config)
             .unwrap_or_else(|e| panic!("writing {}: {e}", config_path.display()));
         let log_path = dir.path().join("sluice.log");
         let log = std::fs::File::create(&log_path)
@@ -31,13 +46,29 @@ impl SluiceAgent {
             .unwrap_or_else(|e| panic!("duplicating the log file handle: {e}"));
         let mut command = ns.command(sluice_binary());
         command
-            .args(["--log-level", "debug", "run", "--config"])
+            .args(["--log-level", "debug", "run"])
+            .args(extra)
+            .arg("--config")
             .arg(&config_path)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(stderr);
         let child = ns.spawn(command);
-        SluiceAgent { child, dir }
+        SluiceAgent { child, dir, pins }
+    }
+
+    /// Where this agent pins its data path.
+    pub fn pins(&self) -> Arc<PinDir> {
+        Arc::clone(&self.pins)
+    }
+
+    /// Kills the agent with SIGKILL, as a crash would, and reaps it.
+    pub fn kill(mut self) -> ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.pid() as i32);
+        if let Err(e) = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL) {
+            panic!("sending SIGKILL to sluice: {e}; its log:\n{}", self.log());
+        }
+        self.child.wait_timeout(Duration::from_secs(10))
     }
 
     /// The config file the agent was started with (rewrite it to test reloads).

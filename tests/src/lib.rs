@@ -25,6 +25,7 @@ mod artifacts;
 mod kernel;
 mod link;
 mod netns;
+mod pins;
 mod privileged;
 mod process;
 mod sweep;
@@ -42,6 +43,7 @@ pub use link::{
     route_add, set_mac, sysctl, veth,
 };
 pub use netns::Netns;
+pub use pins::PinDir;
 pub use privileged::privileged;
 pub use process::ChildGuard;
 pub use sweep::sweep_stale_namespaces;

@@ -9,11 +9,13 @@
 //! `[[service.l7.virtual_host]]`, `[[...route]]`) are not fields here: `document` cuts them out
 //! and deserializes each item on its own, so that one bad item does not hide errors in another.
 
+mod dataplane;
 mod l7;
 
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use dataplane::Dataplane;
 pub use l7::*;
 
 use super::model::{ForwardingMode, Protocol, UpstreamProtocol, WhenNoHealthy, XdpMode};

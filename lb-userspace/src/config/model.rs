@@ -4,6 +4,7 @@
 //! every cross-reference (service -> pool, route -> pool, listener -> certificate) is an
 //! index that is known to exist. `config/README.md` documents each field for users.
 
+mod dataplane;
 mod l7;
 
 use std::net::{IpAddr, SocketAddr};
@@ -14,6 +15,7 @@ use std::time::Duration;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 
+pub use dataplane::{DEFAULT_PIN_DIR, DataplaneSettings, schema_dir};
 pub use l7::*;
 
 /// Everything one config file describes.
@@ -29,6 +31,8 @@ pub struct Config {
     pub pools: Vec<Pool>,
     /// Services, in file order.
     pub services: Vec<Service>,
+    /// `[dataplane]`: pins that outlive the agent.
+    pub dataplane: DataplaneSettings,
 }
 
 impl Config {

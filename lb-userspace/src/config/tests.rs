@@ -213,7 +213,7 @@ fn unknown_top_level_key_and_wrong_shape() {
     assert_eq!(
         errors(text),
         [
-            "1:1: unknown top-level key `pools`, expected one of `interface`, `admin`, `certificate`, `pool`, `service`",
+            "1:1: unknown top-level key `pools`, expected one of `interface`, `admin`, `dataplane`, `certificate`, `pool`, `service`",
             "2:1: `pool` must be an array of tables (`[[pool]]`), found a table",
         ]
     );

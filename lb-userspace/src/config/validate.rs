@@ -6,6 +6,7 @@
 mod action;
 mod certificate;
 mod check;
+mod dataplane;
 mod health;
 mod l7;
 mod pool;
@@ -32,6 +33,7 @@ const DEFAULT_METRICS_PATH: &str = "/metrics";
 pub(crate) fn validate(doc: &Document, base_dir: &Path, r: &mut Reporter) -> Option<Config> {
     let interfaces = interfaces(&doc.interfaces, r);
     let admin = admin(doc.admin.as_ref(), base_dir, r);
+    let dataplane = dataplane::dataplane(doc.dataplane.as_ref(), r);
     let certificates = certificate::certificates(&doc.certificates, base_dir, r);
     let pools = pool::pools(&doc.pools, r);
     let names = Names::new(doc);
@@ -50,6 +52,7 @@ pub(crate) fn validate(doc: &Document, base_dir: &Path, r: &mut Reporter) -> Opt
         certificates: certificates?,
         pools: pools?,
         services: services?,
+        dataplane: dataplane?,
     })
 }
 

@@ -79,6 +79,20 @@ pub enum DataplaneError {
 
     #[error("updating the kernel maps")]
     Sync(#[from] super::sync::SyncError),
+
+    #[error(
+        "{path} is not on a bpffs mount, so nothing can be pinned there; mount one \
+         (`mount -t bpf bpf /sys/fs/bpf`) or set [dataplane] pin_dir to a directory on one"
+    )]
+    NotBpffs { path: String },
+
+    #[error("{what} {path}")]
+    Pin {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl DataplaneError {

@@ -6,6 +6,7 @@
 //! never reads a half-written table. Backends no longer referenced are deactivated only after
 //! every service stopped pointing new flows at them; established flows on them then re-steer.
 
+mod adopt;
 mod backends;
 mod rings;
 #[cfg(test)]
@@ -21,6 +22,7 @@ use lb_common::service::{
 use thiserror::Error;
 
 use crate::balancer::{DesiredL4, DesiredService, DesiredState, ServiceMode};
+pub use adopt::Snapshot;
 use backends::BackendIds;
 use rings::{RingAllocator, RingRegion};
 
@@ -45,6 +47,11 @@ pub enum SyncError {
     RingsFull { capacity: u32 },
     #[error("more than {max} backends or services; the maps cannot hold them")]
     TooMany { max: u32 },
+    #[error(
+        "the pinned maps do not hold what this agent writes ({reason}); `sluice detach` \
+         removes them, and the next start begins afresh"
+    )]
+    Adopt { reason: String },
 }
 
 /// What an `apply` did, for logs and tests.
@@ -61,7 +68,8 @@ pub struct SyncReport {
 /// What is applied for one service.
 #[derive(Clone, Debug)]
 struct AppliedService {
-    desired: DesiredService,
+    /// `None` for a service adopted from pinned maps: it differs from any desired one.
+    desired: Option<DesiredService>,
     id: u32,
     /// The ring region and the table each half holds (L4 only).
     ring: Option<AppliedRing>,
@@ -130,7 +138,7 @@ impl MapSync {
             let existing = self.services.get(key).cloned();
             if existing
                 .as_ref()
-                .is_some_and(|applied| applied.desired == *service)
+                .is_some_and(|applied| applied.desired.as_ref() == Some(service))
             {
                 continue;
             }
@@ -205,7 +213,7 @@ impl MapSync {
                 self.rings.free(ring.region);
             }
             return Ok(AppliedService {
-                desired: service.clone(),
+                desired: Some(service.clone()),
                 id,
                 ring: None,
             });
@@ -263,14 +271,14 @@ impl MapSync {
             ring_offset,
             table_size,
             hash_seed: l4.hash_seed,
-            _pad: 0,
+            region_start: ring.region.start,
         };
         maps.set_service(&service.key, &value)?;
         if let Some(region) = retired {
             self.rings.free(region);
         }
         Ok(AppliedService {
-            desired: service.clone(),
+            desired: Some(service.clone()),
             id,
             ring: Some(ring),
         })

@@ -66,6 +66,7 @@ pub fn config(pools: Vec<Pool>) -> Config {
         certificates: Vec::new(),
         pools,
         services: Vec::new(),
+        dataplane: Default::default(),
     }
 }
 

@@ -1,0 +1,72 @@
+//! A bpffs directory of its own for one agent (or a line of agents restarting in it), removed
+//! with everything pinned in it when dropped: the agent's data path outlives the agent, so the
+//! test must take it down itself.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Where the test agents' pins go: `/sys/fs/bpf/slc-<pid>-<counter>`.
+#[derive(Debug)]
+pub struct PinDir {
+    path: PathBuf,
+}
+
+impl PinDir {
+    /// A fresh, not yet created, unique directory on the host's bpffs.
+    pub fn new() -> PinDir {
+        let id = COUNTER.fetch_add(1, Ordering::Relaxed);
+        PinDir {
+            path: PathBuf::from(format!("/sys/fs/bpf/slc-{}-{id}", std::process::id())),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The `[dataplane]` table pointing an agent here.
+    pub fn config_table(&self) -> String {
+        format!("\n[dataplane]\npin_dir = \"{}\"\n", self.path.display())
+    }
+
+    /// Every file pinned below the directory (maps and links), sorted.
+    pub fn pinned(&self) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        collect(&self.path, &mut found);
+        found.sort();
+        found
+    }
+}
+
+impl Default for PinDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn collect(dir: &Path, found: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect(&path, found);
+        } else {
+            found.push(path);
+        }
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        // Unpinning the links detaches the program; unpinning the maps frees them.
+        if self.path.exists()
+            && let Err(e) = std::fs::remove_dir_all(&self.path)
+        {
+            eprintln!("sluice-tests: removing {}: {e}", self.path.display());
+        }
+    }
+}
