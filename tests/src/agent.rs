@@ -20,12 +20,18 @@ impl SluiceAgent {
     /// Writes `config` (TOML) to a temp folder and starts `sluice run --config` inside `ns`,
     /// with its pins in a fresh [`PinDir`].
     pub fn start(ns: &Netns, config: &str) -> SluiceAgent {
-        SluiceAgent::start_in(ns, config, Arc::new(PinDir::new()), &[])
+        SluiceAgent::start_in(ns, config, Arc::new(PinDir::new()), &[], &[])
     }
 
     /// As [`SluiceAgent::start`], pinning in `pins` (a previous agent's, to adopt its data
-    /// path) and with `extra` arguments after `run`.
-    pub fn start_in(ns: &Netns, config: &str, pins: Arc<PinDir>, extra: &[&str]) -> SluiceAgent {
+    /// path), with `extra` arguments after `run` and `env` set.
+    pub fn start_in(
+        ns: &Netns,
+        config: &str,
+        pins: Arc<PinDir>,
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> SluiceAgent {
         let config = if config.contains("[dataplane]") {
             config.to_owned()
         } else {
@@ -50,6 +56,7 @@ impl SluiceAgent {
             .args(extra)
             .arg("--config")
             .arg(&config_path)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(stderr);

@@ -32,6 +32,7 @@ mod sweep;
 mod task;
 mod tool;
 mod topology;
+mod upgrade;
 mod wait;
 mod xdp;
 
@@ -50,5 +51,6 @@ pub use sweep::sweep_stale_namespaces;
 pub use task::NsTask;
 pub use tool::{Captured, Finished, required_tool};
 pub use topology::Lan;
+pub use upgrade::upgrade_object;
 pub use wait::{eventually, eventually_async};
 pub use xdp::{XdpPassGuard, attach_xdp_pass};

@@ -1,20 +1,24 @@
 //! The L4 data path outlives the agent: long-lived TCP and UDP flows (DSR and NAT, IPv4 and
-//! IPv6) carry data continuously through 20 restarts by SIGTERM and 20 by SIGKILL, with the
-//! program forwarding on its own in between, and lose nothing: no reset, no lost or
-//! duplicated byte, no flow moved to another backend. Afterwards `sluice detach` leaves no
-//! program and no pin behind.
+//! IPv6) carry data continuously through 20 restarts by SIGTERM, 20 by SIGKILL and 5 upgrades
+//! to another program (lb-ebpf's test-only `upgrade-test` build, each followed by a return to
+//! the default one), with the program forwarding on its own in between, and lose nothing: no
+//! reset, no lost or duplicated byte, no flow moved to another backend. Afterwards
+//! `sluice detach` leaves no program and no pin behind.
 
 mod l4_e2e_support;
 
 use l4_e2e_support::restart::{Flows, Stop};
 use l4_e2e_support::{Mode, Plan, Setup, V4, V6};
-use sluice_tests::privileged;
+use sluice_tests::{privileged, upgrade_object, xdp_program};
 
 const RESTARTS: usize = 20;
+const UPGRADES: usize = 5;
 const TCP_FLOWS: usize = 6;
 const UDP_FLOWS: usize = 6;
 
 fn flows_survive_restarts(plan: &'static Plan, mode: Mode) {
+    // Built before the flows start: the build takes a while.
+    let upgrade = upgrade_object();
     let mut setup = Setup::new(plan, mode);
     let flows = Flows::start(&setup, TCP_FLOWS, UDP_FLOWS);
     flows.wait_for_progress("before any restart");
@@ -23,13 +27,28 @@ fn flows_survive_restarts(plan: &'static Plan, mode: Mode) {
         for _ in 0..RESTARTS {
             setup.restart(how, &flows, &[]);
             restarts += 1;
+            let log = setup.agent_log();
+            assert!(
+                log.contains("adopted the pinned maps")
+                    && log.contains("kept the running XDP program"),
+                "the agent adopted the data path and kept its program; log:\n{log}"
+            );
         }
     }
-    let log = setup.agent_log();
-    assert!(
-        log.contains("adopted the pinned maps"),
-        "the last agent adopted the data path; log:\n{log}"
-    );
+    let program = |setup: &Setup| xdp_program(setup.lb(), "eth0").map(|(id, _)| id);
+    for _ in 0..UPGRADES {
+        for env in [vec![("SLUICE_XDP_OBJECT", upgrade.as_os_str())], vec![]] {
+            let before = program(&setup);
+            setup.restart(Stop::Term, &flows, &env);
+            restarts += 1;
+            let log = setup.agent_log();
+            assert!(
+                log.contains("swapped this agent's XDP program in"),
+                "the new program was swapped in; log:\n{log}"
+            );
+            assert_ne!(program(&setup), before, "another program runs on eth0");
+        }
+    }
     let reports = flows.finish();
     let kept: Vec<_> = reports.iter().filter_map(|r| r.as_ref().ok()).collect();
     let broken: Vec<&String> = reports.iter().filter_map(|r| r.as_ref().err()).collect();
@@ -58,7 +77,7 @@ fn flows_survive_restarts(plan: &'static Plan, mode: Mode) {
 }
 
 #[test]
-fn dsr_ipv4_flows_survive_restarts_and_crashes() {
+fn dsr_ipv4_flows_survive_restarts_crashes_and_upgrades() {
     if !privileged() {
         return;
     }
@@ -66,7 +85,7 @@ fn dsr_ipv4_flows_survive_restarts_and_crashes() {
 }
 
 #[test]
-fn dsr_ipv6_flows_survive_restarts_and_crashes() {
+fn dsr_ipv6_flows_survive_restarts_crashes_and_upgrades() {
     if !privileged() {
         return;
     }
@@ -74,7 +93,7 @@ fn dsr_ipv6_flows_survive_restarts_and_crashes() {
 }
 
 #[test]
-fn nat_ipv4_flows_survive_restarts_and_crashes() {
+fn nat_ipv4_flows_survive_restarts_crashes_and_upgrades() {
     if !privileged() {
         return;
     }
@@ -82,7 +101,7 @@ fn nat_ipv4_flows_survive_restarts_and_crashes() {
 }
 
 #[test]
-fn nat_ipv6_flows_survive_restarts_and_crashes() {
+fn nat_ipv6_flows_survive_restarts_crashes_and_upgrades() {
     if !privileged() {
         return;
     }

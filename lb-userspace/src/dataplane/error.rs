@@ -86,6 +86,13 @@ pub enum DataplaneError {
     )]
     NotBpffs { path: String },
 
+    #[error("reading the XDP object {path} (named by SLUICE_XDP_OBJECT)")]
+    ReadObject {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+
     #[error("{what} {path}")]
     Pin {
         what: &'static str,

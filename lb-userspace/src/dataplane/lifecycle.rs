@@ -9,13 +9,13 @@ use std::path::{Path, PathBuf};
 use aya::maps::MapInfo;
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::xdp::XdpLink;
-use aya::programs::{Xdp, loaded_programs};
+use aya::programs::{Xdp, loaded_links, loaded_programs};
 use tracing::{info, warn};
 
 use super::DataplaneError;
 
 /// `statfs` magic of a bpffs mount.
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+const BPF_FS_MAGIC: libc::__fsword_t = 0xcafe_4a11;
 /// Prefix of the pinned XDP links, followed by the interface name.
 const LINK_PREFIX: &str = "link_";
 
@@ -140,9 +140,7 @@ fn is_bpffs(path: &Path) -> bool {
     if unsafe { libc::statfs(c_path.as_ptr(), &mut stat) } != 0 {
         return false;
     }
-    #[expect(clippy::unnecessary_cast, reason = "f_type's width differs by target")]
-    let magic = stat.f_type as i64;
-    magic == BPF_FS_MAGIC
+    stat.f_type == BPF_FS_MAGIC
 }
 
 /// An interface's XDP link, pinned: it keeps the program attached after the agent exits.
@@ -150,7 +148,7 @@ pub struct PinnedAttachment {
     pub interface: String,
     path: PathBuf,
     /// Held so the agent can unpin and release it; the pin alone keeps it alive.
-    _link: FdLink,
+    link: FdLink,
 }
 
 impl PinnedAttachment {
@@ -173,7 +171,7 @@ impl PinnedAttachment {
         Ok(Self {
             interface: interface.to_owned(),
             path,
-            _link: FdLink::from(pinned),
+            link: FdLink::from(pinned),
         })
     }
 
@@ -203,7 +201,7 @@ impl PinnedAttachment {
             return Ok(Some(Self {
                 interface: interface.to_owned(),
                 path,
-                _link: fd_link,
+                link: fd_link,
             }));
         }
         let link = XdpLink::try_from(fd_link)
@@ -223,14 +221,40 @@ impl PinnedAttachment {
         Ok(Some(Self {
             interface: interface.to_owned(),
             path,
-            _link: fd_link,
+            link: fd_link,
         }))
     }
 
     /// Unpins the link: dropping it then detaches the program from the interface.
     pub fn remove(self) -> Result<(), DataplaneError> {
+        let id = self.link.info().ok().map(|info| info.id());
         std::fs::remove_file(&self.path)
-            .map_err(|e| pin_error("removing the pinned XDP link", &self.path)(e.into()))
+            .map_err(|e| pin_error("removing the pinned XDP link", &self.path)(e.into()))?;
+        drop(self.link);
+        wait_released(id.as_slice());
+        Ok(())
+    }
+}
+
+/// The kernel releases a link whose last reference went away from a work queue: wait (a
+/// little) until `ids` are gone, so the program is off the interfaces when `detach` returns.
+fn wait_released(ids: &[u32]) {
+    if ids.is_empty() {
+        return;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let alive = loaded_links()
+            .filter_map(Result::ok)
+            .any(|link| ids.contains(&link.id()));
+        if !alive {
+            return;
+        }
+        if std::time::Instant::now() >= deadline {
+            warn!(?ids, "the kernel has not released the XDP links yet");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 
@@ -300,13 +324,22 @@ pub fn remove_all(pin_dir: &Path) -> Result<Removed, DataplaneError> {
         let pins = Pins {
             dir: folder.clone(),
         };
+        let mut released = Vec::new();
         for interface in pins.linked_interfaces() {
             let path = pins.link(&interface);
+            if let Some(id) = PinnedLink::from_pin(&path)
+                .ok()
+                .and_then(|link| FdLink::from(link).info().ok())
+                .map(|info| info.id())
+            {
+                released.push(id);
+            }
             std::fs::remove_file(&path)
                 .map_err(|e| pin_error("removing the pinned XDP link", &path)(e.into()))?;
             info!(interface, "detached the XDP program");
             removed.links.push(interface);
         }
+        wait_released(&released);
         let files =
             std::fs::read_dir(&folder).map_err(|e| pin_error("reading", &folder)(e.into()))?;
         for file in files.filter_map(Result::ok) {

@@ -72,9 +72,7 @@ impl Dataplane {
     /// are reused as they are, otherwise they are created there, the ring map with
     /// `ring_capacity` slots.
     pub fn load(ring_capacity: u32, settings: &DataplaneSettings) -> Result<Self, DataplaneError> {
-        if OBJECT.is_empty() {
-            return Err(DataplaneError::NotEmbedded);
-        }
+        let object = object()?;
         let pins = Pins::open(&settings.schema_dir())?;
         let adopting = pins.has_maps();
         let ring_capacity = match pins.ring_capacity() {
@@ -90,11 +88,11 @@ impl Dataplane {
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
-        let mut ebpf = loader.load(OBJECT).map_err(DataplaneError::from_load)?;
+        let mut ebpf = loader.load(&object).map_err(DataplaneError::from_load)?;
         let program = xdp_program(&mut ebpf)?;
         program.load().map_err(DataplaneError::from_program_load)?;
         info!(
-            bytes = OBJECT.len(),
+            bytes = object.len(),
             pins = %settings.schema_dir().display(),
             adopting,
             "loaded the XDP program {}",
@@ -288,6 +286,28 @@ impl Dataplane {
             }
         }
     }
+}
+
+/// Environment variable naming an XDP object file to load instead of the embedded one: a
+/// program built from other sources (the upgrade tests use it); its maps must match this
+/// agent's schema.
+pub const OBJECT_OVERRIDE: &str = "SLUICE_XDP_OBJECT";
+
+fn object() -> Result<std::borrow::Cow<'static, [u8]>, DataplaneError> {
+    if let Some(path) = std::env::var_os(OBJECT_OVERRIDE) {
+        let path = std::path::PathBuf::from(path);
+        warn!(path = %path.display(), "loading the XDP object named by {OBJECT_OVERRIDE}");
+        return std::fs::read(&path)
+            .map(std::borrow::Cow::Owned)
+            .map_err(|source| DataplaneError::ReadObject {
+                path: path.display().to_string(),
+                source,
+            });
+    }
+    if OBJECT.is_empty() {
+        return Err(DataplaneError::NotEmbedded);
+    }
+    Ok(std::borrow::Cow::Borrowed(OBJECT))
 }
 
 fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {

@@ -7,6 +7,8 @@
 //! every service stopped pointing new flows at them; established flows on them then re-steer.
 
 mod adopt;
+#[cfg(test)]
+mod adopt_tests;
 mod backends;
 mod rings;
 #[cfg(test)]
@@ -70,6 +72,8 @@ pub struct SyncReport {
 struct AppliedService {
     /// `None` for a service adopted from pinned maps: it differs from any desired one.
     desired: Option<DesiredService>,
+    /// For an adopted service, the service map's value as found: rewritten only if it differs.
+    pinned: Option<ServiceValue>,
     id: u32,
     /// The ring region and the table each half holds (L4 only).
     ring: Option<AppliedRing>,
@@ -202,18 +206,22 @@ impl MapSync {
             Some(applied) => applied.id,
             None => self.service_ids.allocate()?,
         };
+        let pinned = existing.as_ref().and_then(|e| e.pinned);
         let Some(l4) = &service.l4 else {
             let value = ServiceValue {
                 id,
                 flags: SERVICE_L7,
                 ..ServiceValue::default()
             };
-            maps.set_service(&service.key, &value)?;
+            if pinned != Some(value) {
+                maps.set_service(&service.key, &value)?;
+            }
             if let Some(ring) = existing.and_then(|e| e.ring) {
                 self.rings.free(ring.region);
             }
             return Ok(AppliedService {
                 desired: Some(service.clone()),
+                pinned: None,
                 id,
                 ring: None,
             });
@@ -237,6 +245,10 @@ impl MapSync {
         };
 
         let (ring_offset, table_size) = match &table {
+            // Adopted, and the active table already is the desired one: nothing to write.
+            Some(slots) if pinned.is_some() && ring.halves[ring.active].as_ref() == Some(slots) => {
+                (ring.region.half_offset(ring.active), l4.table_size)
+            }
             Some(slots) => {
                 let half = 1 - ring.active;
                 let base = ring.region.half_offset(half);
@@ -273,12 +285,15 @@ impl MapSync {
             hash_seed: l4.hash_seed,
             region_start: ring.region.start,
         };
-        maps.set_service(&service.key, &value)?;
+        if pinned != Some(value) {
+            maps.set_service(&service.key, &value)?;
+        }
         if let Some(region) = retired {
             self.rings.free(region);
         }
         Ok(AppliedService {
             desired: Some(service.clone()),
+            pinned: None,
             id,
             ring: Some(ring),
         })

@@ -3,6 +3,7 @@
 //! backend per byte; each UDP flow (a fixed source port) must get an answer from the same
 //! backend for every datagram.
 
+use std::ffi::OsStr;
 use std::io::Read;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -25,9 +26,9 @@ pub enum Stop {
 
 impl Setup {
     /// Stops the agent `how`, checks the program keeps forwarding with no agent (every flow
-    /// of `flows` moves on), starts a new agent on the same pins (with `extra` arguments
-    /// after `run`) and waits until it runs and every flow moved on again.
-    pub fn restart(&mut self, how: Stop, flows: &Flows, extra: &[&str]) {
+    /// of `flows` moves on), starts a new agent on the same pins (with `env` set) and waits
+    /// until it runs and every flow moved on again.
+    pub fn restart(&mut self, how: Stop, flows: &Flows, env: &[(&str, &OsStr)]) {
         let agent = self
             .agent
             .take()
@@ -47,7 +48,7 @@ impl Setup {
         );
         flows.wait_for_progress("with no agent running");
         let config = self.config_text();
-        let mut agent = SluiceAgent::start_in(&self.lb, &config, pins, extra);
+        let mut agent = SluiceAgent::start_in(&self.lb, &config, pins, &[], env);
         eventually(Duration::from_secs(30), || {
             agent.assert_running();
             if agent.log().contains("sluice is running") {

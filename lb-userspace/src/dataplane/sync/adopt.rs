@@ -63,6 +63,7 @@ impl MapSync {
                 *key,
                 AppliedService {
                     desired: None,
+                    pinned: Some(*value),
                     id: value.id,
                     ring,
                 },
