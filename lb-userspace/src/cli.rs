@@ -47,6 +47,10 @@ pub enum Command {
         /// neighbour entries (as `sluice detach`) instead of leaving the data path running.
         #[arg(long)]
         detach_on_exit: bool,
+        /// Pin the data path here instead of at [dataplane] pin_dir (one directory per
+        /// agent instance on a host).
+        #[arg(long, value_name = "DIR", env = "SLUICE_PIN_DIR")]
+        pin_dir: Option<PathBuf>,
     },
     /// Remove what `sluice run` leaves running: the XDP program from every interface, its
     /// pinned links and maps, and the managed neighbour entries toward its backends. Run it
@@ -142,7 +146,15 @@ pub fn main(cli: Cli) -> ExitCode {
             config,
             worker_threads,
             detach_on_exit,
-        } => match crate::run::run(&config, worker_threads.map(usize::from), detach_on_exit) {
+            pin_dir,
+        } => match crate::run::run(
+            &config,
+            worker_threads.map(usize::from),
+            crate::run::Lifecycle {
+                detach_on_exit,
+                pin_dir,
+            },
+        ) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 tracing::error!("{err:#}");

@@ -28,9 +28,19 @@ const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs the agent until SIGTERM or SIGINT, then drains L7 connections and exits.
 /// `worker_threads` sizes the runtime (default: the CPUs this process may run on).
-/// `detach_on_exit` removes the data path at exit; otherwise it keeps running, pinned, for
-/// the next agent to adopt.
-pub fn run(config_path: &Path, worker_threads: Option<usize>, detach_on_exit: bool) -> Result<()> {
+/// How the agent treats the data path that outlives it.
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    /// Remove the data path at exit; otherwise it keeps running, pinned, for the next agent
+    /// to adopt.
+    pub detach_on_exit: bool,
+    /// Overrides `[dataplane] pin_dir`.
+    pub pin_dir: Option<PathBuf>,
+}
+
+/// Runs the agent until SIGTERM or SIGINT; see [`Lifecycle`] for what happens to the data
+/// path then.
+pub fn run(config_path: &Path, worker_threads: Option<usize>, lifecycle: Lifecycle) -> Result<()> {
     raise_open_files_limit();
     let config = load(config_path).map_err(|errors| {
         anyhow!(
@@ -51,7 +61,7 @@ pub fn run(config_path: &Path, worker_threads: Option<usize>, detach_on_exit: bo
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let mut agent = Agent::start(config_path.to_path_buf(), config).await?;
+        let mut agent = Agent::start(config_path.to_path_buf(), config, lifecycle.pin_dir).await?;
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
         let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
@@ -73,7 +83,7 @@ pub fn run(config_path: &Path, worker_threads: Option<usize>, detach_on_exit: bo
                 Ok(()) = agent.health_rx.changed() => agent.health_changed(),
             }
         };
-        agent.shutdown(reason, detach_on_exit).await;
+        agent.shutdown(reason, lifecycle.detach_on_exit).await;
         Ok(())
     })
 }
@@ -150,13 +160,17 @@ struct Agent {
 }
 
 impl Agent {
-    async fn start(config_path: PathBuf, config: Config) -> Result<Self> {
+    async fn start(config_path: PathBuf, config: Config, pin_dir: Option<PathBuf>) -> Result<Self> {
         dataplane::preflight()?;
         forwarding::check(&config)?;
         let (health, mut health_rx) = HealthChecker::start(&config);
         let view = health_rx.borrow_and_update().clone();
         let desired = balancer::desired_with(&config, &view).context("building Maglev tables")?;
-        let mut dataplane = Dataplane::load(dataplane::ring_capacity(&desired), &config.dataplane)?;
+        let settings = match pin_dir {
+            Some(pin_dir) => config::DataplaneSettings { pin_dir },
+            None => config.dataplane.clone(),
+        };
+        let mut dataplane = Dataplane::load(dataplane::ring_capacity(&desired), &settings)?;
         // Tables before traffic: the program must never see a service without them.
         dataplane.apply(&desired)?;
         // L7 listeners before the program passes their packets up.

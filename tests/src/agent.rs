@@ -9,7 +9,7 @@ use crate::{ChildGuard, Netns, PinDir, sluice_binary};
 
 /// A running agent. Dropping it kills the process; [`SluiceAgent::stop`] asks it to shut down
 /// with SIGTERM, as an init system would. Its data path is pinned in a [`PinDir`] of its own
-/// (unless the config names one), removed when the last agent sharing it is dropped.
+/// (`--pin-dir`), removed when the last agent sharing it is dropped.
 pub struct SluiceAgent {
     child: ChildGuard,
     dir: tempfile::TempDir,
@@ -32,17 +32,12 @@ impl SluiceAgent {
         extra: &[&str],
         env: &[(&str, &std::ffi::OsStr)],
     ) -> SluiceAgent {
-        let config = if config.contains("[dataplane]") {
-            config.to_owned()
-        } else {
-            format!("{config}{}", pins.config_table())
-        };
         let dir = tempfile::Builder::new()
             .prefix("sluice-test-")
             .tempdir()
             .unwrap_or_else(|e| panic!("creating a temp folder: {e}"));
         let config_path = dir.path().join("sluice.toml");
-        std::fs::write(&config_path, &config)
+        std::fs::write(&config_path, config)
             .unwrap_or_else(|e| panic!("writing {}: {e}", config_path.display()));
         let log_path = dir.path().join("sluice.log");
         let log = std::fs::File::create(&log_path)
@@ -52,7 +47,8 @@ impl SluiceAgent {
             .unwrap_or_else(|e| panic!("duplicating the log file handle: {e}"));
         let mut command = ns.command(sluice_binary());
         command
-            .args(["--log-level", "debug", "run"])
+            .args(["--log-level", "debug", "run", "--pin-dir"])
+            .arg(pins.path())
             .args(extra)
             .arg("--config")
             .arg(&config_path)

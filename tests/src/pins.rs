@@ -26,11 +26,6 @@ impl PinDir {
         &self.path
     }
 
-    /// The `[dataplane]` table pointing an agent here.
-    pub fn config_table(&self) -> String {
-        format!("\n[dataplane]\npin_dir = \"{}\"\n", self.path.display())
-    }
-
     /// Every file pinned below the directory (maps and links), sorted.
     pub fn pinned(&self) -> Vec<PathBuf> {
         let mut found = Vec::new();
