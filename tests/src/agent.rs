@@ -104,6 +104,12 @@ impl SluiceAgent {
         }
     }
 
+    /// Waits for the agent to exit by itself; returns how, and everything it logged.
+    pub fn wait_with_log(mut self, timeout: Duration) -> (ExitStatus, String) {
+        let status = self.child.wait_timeout(timeout);
+        (status, self.log())
+    }
+
     /// Waits for the agent to exit by itself.
     pub fn wait(mut self, timeout: Duration) -> ExitStatus {
         self.child.wait_timeout(timeout)

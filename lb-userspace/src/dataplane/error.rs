@@ -86,6 +86,20 @@ pub enum DataplaneError {
     )]
     NotBpffs { path: String },
 
+    #[error(
+        "a data path of map schema {found} runs from {path} (on {interfaces}); this agent \
+         uses schema v{ours} and cannot carry its connection tables over, so it leaves it \
+         running. Run `sluice detach --pin-dir {pin_dir}` to remove it (its established L4 \
+         flows are lost), then start this agent"
+    )]
+    OtherSchema {
+        found: String,
+        ours: u32,
+        path: String,
+        pin_dir: String,
+        interfaces: String,
+    },
+
     #[error("reading the XDP object {path} (named by SLUICE_XDP_OBJECT)")]
     ReadObject {
         path: String,

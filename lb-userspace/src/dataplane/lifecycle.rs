@@ -258,11 +258,58 @@ fn wait_released(ids: &[u32]) {
     }
 }
 
+/// Waits (a little) until the programs `ids` are unloaded.
+fn wait_unloaded(ids: &[u32]) {
+    if ids.is_empty() {
+        return;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while loaded_programs()
+        .filter_map(Result::ok)
+        .any(|p| ids.contains(&p.id()))
+    {
+        if std::time::Instant::now() >= deadline {
+            warn!(?ids, "the kernel has not unloaded the XDP programs yet");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 fn program_tag(id: u32) -> Option<u64> {
     loaded_programs()
         .filter_map(Result::ok)
         .find(|p| p.id() == id)
         .map(|p| p.tag())
+}
+
+/// Refuses a pin directory where a data path of another schema version runs: this agent
+/// cannot adopt its tables, and attaching beside it would fail or take flows away.
+pub fn check_other_schemas(pin_dir: &Path) -> Result<(), DataplaneError> {
+    let ours = crate::config::schema_dir(pin_dir);
+    let Ok(entries) = std::fs::read_dir(pin_dir) else {
+        return Ok(());
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let folder = entry.path();
+        if folder == ours || !folder.is_dir() {
+            continue;
+        }
+        let interfaces = Pins {
+            dir: folder.clone(),
+        }
+        .linked_interfaces();
+        if !interfaces.is_empty() {
+            return Err(DataplaneError::OtherSchema {
+                found: entry.file_name().to_string_lossy().into_owned(),
+                ours: lb_common::schema::SCHEMA_VERSION,
+                path: folder.display().to_string(),
+                pin_dir: pin_dir.display().to_string(),
+                interfaces: interfaces.join(", "),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `sluice detach`: removes the managed neighbour entries toward the backends the pinned
@@ -324,15 +371,15 @@ pub fn remove_all(pin_dir: &Path) -> Result<Removed, DataplaneError> {
         let pins = Pins {
             dir: folder.clone(),
         };
-        let mut released = Vec::new();
+        let (mut released, mut programs) = (Vec::new(), Vec::new());
         for interface in pins.linked_interfaces() {
             let path = pins.link(&interface);
-            if let Some(id) = PinnedLink::from_pin(&path)
+            if let Some(info) = PinnedLink::from_pin(&path)
                 .ok()
                 .and_then(|link| FdLink::from(link).info().ok())
-                .map(|info| info.id())
             {
-                released.push(id);
+                released.push(info.id());
+                programs.push(info.program_id());
             }
             std::fs::remove_file(&path)
                 .map_err(|e| pin_error("removing the pinned XDP link", &path)(e.into()))?;
@@ -340,6 +387,8 @@ pub fn remove_all(pin_dir: &Path) -> Result<Removed, DataplaneError> {
             removed.links.push(interface);
         }
         wait_released(&released);
+        // Nothing else holds the programs: once they are unloaded, no interface runs them.
+        wait_unloaded(&programs);
         let files =
             std::fs::read_dir(&folder).map_err(|e| pin_error("reading", &folder)(e.into()))?;
         for file in files.filter_map(Result::ok) {

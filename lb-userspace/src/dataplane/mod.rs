@@ -74,6 +74,7 @@ impl Dataplane {
     pub fn load(ring_capacity: u32, settings: &DataplaneSettings) -> Result<Self, DataplaneError> {
         let object = object()?;
         let pins = Pins::open(&settings.schema_dir())?;
+        lifecycle::check_other_schemas(&settings.pin_dir)?;
         let adopting = pins.has_maps();
         let ring_capacity = match pins.ring_capacity() {
             Some(pinned) if adopting => pinned,

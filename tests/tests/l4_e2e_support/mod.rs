@@ -493,7 +493,7 @@ impl Setup {
         assert_eq!(
             xdp_program(&self.lb, "eth0"),
             None,
-            "`sluice detach` detaches the program"
+            "`sluice detach` detaches the program: {out}"
         );
         assert_eq!(
             pins.pinned(),

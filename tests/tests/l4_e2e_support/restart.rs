@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use sluice_tests::{SluiceAgent, eventually, xdp_program};
+use sluice_tests::{PinDir, SluiceAgent, eventually, xdp_program};
 
 use super::{Conn, Setup, ip};
 
@@ -29,6 +29,26 @@ impl Setup {
     /// of `flows` moves on), starts a new agent on the same pins (with `env` set) and waits
     /// until it runs and every flow moved on again.
     pub fn restart(&mut self, how: Stop, flows: &Flows, env: &[(&str, &OsStr)]) {
+        let pins = self.stop_agent(how);
+        flows.wait_for_progress("with no agent running");
+        let config = self.config_text();
+        let mut agent = SluiceAgent::start_in(&self.lb, &config, pins, &[], env);
+        eventually(Duration::from_secs(30), || {
+            agent.assert_running();
+            if agent.log().contains("sluice is running") {
+                Ok(())
+            } else {
+                Err("not running yet".to_string())
+            }
+        });
+        self.agent = Some(agent);
+        flows.wait_for_progress("after the restart");
+    }
+}
+
+impl Setup {
+    /// Stops the agent `how` and returns its pins, checking the program stays attached.
+    pub fn stop_agent(&mut self, how: Stop) -> Arc<PinDir> {
         let agent = self
             .agent
             .take()
@@ -46,19 +66,7 @@ impl Setup {
             xdp_program(&self.lb, "eth0").is_some(),
             "the program stays attached after {how:?}"
         );
-        flows.wait_for_progress("with no agent running");
-        let config = self.config_text();
-        let mut agent = SluiceAgent::start_in(&self.lb, &config, pins, &[], env);
-        eventually(Duration::from_secs(30), || {
-            agent.assert_running();
-            if agent.log().contains("sluice is running") {
-                Ok(())
-            } else {
-                Err("not running yet".to_string())
-            }
-        });
-        self.agent = Some(agent);
-        flows.wait_for_progress("after the restart");
+        pins
     }
 }
 
