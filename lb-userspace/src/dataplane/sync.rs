@@ -43,8 +43,9 @@ pub enum SyncError {
     #[error("writing the {map} map: {reason}")]
     Map { map: &'static str, reason: String },
     #[error(
-        "the ring map holds {capacity} slots and this config needs more; restart sluice so it \
-         sizes the map for the new config"
+        "the ring map holds {capacity} slots and this config needs more. The map is pinned and \
+         outlives restarts: stop sluice, run `sluice detach` (established L4 flows are lost) \
+         and start it again, so it sizes the map for the new config"
     )]
     RingsFull { capacity: u32 },
     #[error("more than {max} backends or services; the maps cannot hold them")]
