@@ -15,6 +15,7 @@ pub mod hash;
 pub mod limits;
 #[cfg(feature = "user")]
 pub mod maglev;
+pub mod schema;
 pub mod service;
 pub mod stats;
 
@@ -38,6 +39,20 @@ pub mod maps {
     pub const SERVICE_STATS: &str = "SERVICE_STATS";
     /// Per-CPU array of [`crate::stats::FlowCounter`], indexed by backend id.
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
+
+    /// The maps pinned under the schema folder, which outlive the agent. The next-hop cache
+    /// is left out: a new program starts it empty and refills it from the FIB.
+    pub const PINNED: [&str; 9] = [
+        SERVICES,
+        BACKENDS,
+        MAGLEV_RINGS,
+        CONNTRACK,
+        NAT_REVERSE,
+        SETTINGS,
+        GLOBAL_STATS,
+        SERVICE_STATS,
+        BACKEND_STATS,
+    ];
 }
 
 /// The XDP program's entry point name in the object file.

@@ -41,7 +41,9 @@ pub struct ServiceValue {
     pub table_size: u32,
     /// Seed of the flow hash.
     pub hash_seed: u32,
-    pub _pad: u32,
+    /// Agent bookkeeping, ignored by the program: where the service's two tables start, so an
+    /// agent adopting pinned maps knows which half `ring_offset` points at.
+    pub region_start: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);

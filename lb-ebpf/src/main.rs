@@ -19,6 +19,9 @@ use lb_common::stats::Reason;
 pub fn sluice_xdp(ctx: XdpContext) -> u32 {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     stats::count(Reason::Seen, bytes);
+    // The upgrade tests' variant: one more counter update makes it another program.
+    #[cfg(feature = "upgrade-test")]
+    stats::count(Reason::Seen, 0);
     let (action, reason) = match steer::process(&ctx, bytes) {
         Ok(verdict) => verdict,
         Err(reason) => (xdp_action::XDP_PASS, reason),

@@ -1,5 +1,5 @@
-//! The command line: `sluice run`, `sluice check-config`, and the verbs that talk to a
-//! running agent (`status`, `reload`, `drain`, `enable`, `explain`, `drain-node`,
+//! The command line: `sluice run`, `sluice check-config`, `sluice detach`, and the verbs that
+//! talk to a running agent (`status`, `reload`, `drain`, `enable`, `explain`, `drain-node`,
 //! `undrain-node`).
 
 use std::path::PathBuf;
@@ -31,7 +31,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Load the XDP program, attach it to the configured interfaces and serve until SIGTERM
-    /// or SIGINT, then detach and exit.
+    /// or SIGINT. The L4 data path is pinned and keeps running after the agent exits (or
+    /// crashes); the next `run` adopts it without losing a flow.
     ///
     /// Needs root, or CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON.
     Run {
@@ -44,6 +45,25 @@ pub enum Command {
         #[arg(long, value_name = "N", env = "SLUICE_WORKER_THREADS",
               value_parser = clap::value_parser!(u16).range(1..))]
         worker_threads: Option<u16>,
+        /// At SIGTERM/SIGINT, detach the XDP program and remove its pins and managed
+        /// neighbour entries (as `sluice detach`) instead of leaving the data path running.
+        #[arg(long)]
+        detach_on_exit: bool,
+        /// Pin the data path here instead of at [dataplane] pin_dir (one directory per
+        /// agent instance on a host).
+        #[arg(long, value_name = "DIR", env = "SLUICE_PIN_DIR")]
+        pin_dir: Option<PathBuf>,
+    },
+    /// Remove what `sluice run` leaves running: the XDP program from every interface, its
+    /// pinned links and maps, and the managed neighbour entries toward its backends. Run it
+    /// while no agent runs; established L4 flows stop being forwarded.
+    Detach {
+        /// Take [dataplane] pin_dir from this config file.
+        #[arg(short, long, value_name = "FILE", conflicts_with = "pin_dir")]
+        config: Option<PathBuf>,
+        /// The pin directory [default: /sys/fs/bpf/sluice].
+        #[arg(long, value_name = "DIR")]
+        pin_dir: Option<PathBuf>,
     },
     /// Parse and validate a config file, print every error with its line and column, and exit
     /// non-zero if there is any. Touches nothing on the system.
@@ -179,16 +199,62 @@ pub fn main(cli: Cli) -> ExitCode {
             }
             admin_call(&admin, Method::Get, &query)
         }
+        Command::Detach { config, pin_dir } => detach(config.as_deref(), pin_dir),
         Command::Run {
             config,
             worker_threads,
-        } => match crate::run::run(&config, worker_threads.map(usize::from)) {
+            detach_on_exit,
+            pin_dir,
+        } => match crate::run::run(
+            &config,
+            worker_threads.map(usize::from),
+            crate::run::Lifecycle {
+                detach_on_exit,
+                pin_dir,
+            },
+        ) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 tracing::error!("{err:#}");
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+fn detach(config_file: Option<&std::path::Path>, pin_dir: Option<PathBuf>) -> ExitCode {
+    let pin_dir = match (config_file, pin_dir) {
+        (Some(file), _) => match config::load(file) {
+            Ok(loaded) => loaded.config.dataplane.pin_dir,
+            Err(errors) => {
+                for diagnostic in &errors.diagnostics {
+                    eprintln!("error: {diagnostic}");
+                }
+                eprintln!("{}: invalid; nothing was detached", file.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, Some(dir)) => dir,
+        (None, None) => PathBuf::from(config::DEFAULT_PIN_DIR),
+    };
+    match crate::dataplane::lifecycle::detach(&pin_dir) {
+        Ok(removed) => {
+            println!(
+                "{}: detached from {} interface(s){}{}, removed {} pinned map(s) and {} \
+                 neighbour entr(ies)",
+                pin_dir.display(),
+                removed.links.len(),
+                if removed.links.is_empty() { "" } else { ": " },
+                removed.links.join(", "),
+                removed.maps,
+                removed.neighbours
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {:#}", anyhow::Error::from(err));
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -27,9 +27,21 @@ use crate::{balancer, forwarding, status};
 /// How long SIGTERM waits for L7 requests in flight before the agent exits anyway.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
-/// Runs the agent until SIGTERM or SIGINT, then drains, detaches and removes what it made.
+/// Runs the agent until SIGTERM or SIGINT, then drains L7 connections and exits.
 /// `worker_threads` sizes the runtime (default: the CPUs this process may run on).
-pub fn run(config_path: &Path, worker_threads: Option<usize>) -> Result<()> {
+/// How the agent treats the data path that outlives it.
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    /// Remove the data path at exit; otherwise it keeps running, pinned, for the next agent
+    /// to adopt.
+    pub detach_on_exit: bool,
+    /// Overrides `[dataplane] pin_dir`.
+    pub pin_dir: Option<PathBuf>,
+}
+
+/// Runs the agent until SIGTERM or SIGINT; see [`Lifecycle`] for what happens to the data
+/// path then.
+pub fn run(config_path: &Path, worker_threads: Option<usize>, lifecycle: Lifecycle) -> Result<()> {
     raise_open_files_limit();
     let config = load(config_path).map_err(|errors| {
         anyhow!(
@@ -50,7 +62,7 @@ pub fn run(config_path: &Path, worker_threads: Option<usize>) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let mut agent = Agent::start(config_path.to_path_buf(), config).await?;
+        let mut agent = Agent::start(config_path.to_path_buf(), config, lifecycle.pin_dir).await?;
         // VIPs are announced only once the data path is attached and its tables filled.
         agent.sync_announcements();
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -76,7 +88,7 @@ pub fn run(config_path: &Path, worker_threads: Option<usize>) -> Result<()> {
             // Whatever changed (config, health, drain), the announced VIPs follow it.
             agent.sync_announcements();
         };
-        agent.shutdown(reason).await;
+        agent.shutdown(reason, lifecycle.detach_on_exit).await;
         Ok(())
     })
 }
@@ -155,13 +167,17 @@ struct Agent {
 }
 
 impl Agent {
-    async fn start(config_path: PathBuf, config: Config) -> Result<Self> {
+    async fn start(config_path: PathBuf, config: Config, pin_dir: Option<PathBuf>) -> Result<Self> {
         dataplane::preflight()?;
         forwarding::check(&config)?;
         let (health, mut health_rx) = HealthChecker::start(&config);
         let view = health_rx.borrow_and_update().clone();
         let desired = balancer::desired_with(&config, &view).context("building Maglev tables")?;
-        let mut dataplane = Dataplane::load(dataplane::ring_capacity(&desired))?;
+        let settings = match pin_dir {
+            Some(pin_dir) => config::DataplaneSettings { pin_dir },
+            None => config.dataplane.clone(),
+        };
+        let mut dataplane = Dataplane::load(dataplane::ring_capacity(&desired), &settings)?;
         // Tables before traffic: the program must never see a service without them.
         dataplane.apply(&desired)?;
         // L7 listeners before the program passes their packets up.
@@ -216,6 +232,7 @@ impl Agent {
         for interface in &config.interfaces {
             dataplane.attach(interface)?;
         }
+        dataplane.detach_unclaimed();
         let last_read = file_digest(&config_path);
         let agent = Self {
             config_path,
@@ -281,6 +298,9 @@ impl Agent {
     /// reload leaves the running state, kernel maps included, as it was.
     async fn apply(&mut self, config: &Config) -> Result<()> {
         forwarding::check(config)?;
+        if config.dataplane != self.config.dataplane {
+            bail!("[dataplane] changes need a restart of sluice (the pins are in use)");
+        }
         if config.admin != self.config.admin {
             bail!("[admin] changes need a restart of sluice (the admin API is how reloads arrive)");
         }
@@ -430,7 +450,7 @@ impl Agent {
         }
     }
 
-    async fn shutdown(mut self, reason: &str) {
+    async fn shutdown(mut self, reason: &str, detach_on_exit: bool) {
         // Withdrawn first, and the data path kept while the router moves the traffic away.
         if let Some(grace) = self.announcements.withdraw_all() {
             info!(
@@ -445,8 +465,12 @@ impl Agent {
         self.proxy.shutdown(DRAIN_GRACE).await;
         self.admin_stop.send_replace(true);
         self.health.stop().await;
-        info!("detaching the XDP program");
-        self.dataplane.detach_all();
+        if detach_on_exit {
+            info!("detaching the XDP program (--detach-on-exit)");
+            self.dataplane.detach_everything();
+        } else {
+            self.dataplane.leave_running();
+        }
         info!("stopped");
     }
 }

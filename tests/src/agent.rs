@@ -2,20 +2,36 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{ChildGuard, Netns, sluice_binary};
+use crate::{ChildGuard, Netns, PinDir, sluice_binary};
 
 /// A running agent. Dropping it kills the process; [`SluiceAgent::stop`] asks it to shut down
-/// with SIGTERM, as an init system would.
+/// with SIGTERM, as an init system would. Its data path is pinned in a [`PinDir`] of its own
+/// (`--pin-dir`), removed when the last agent sharing it is dropped.
 pub struct SluiceAgent {
     child: ChildGuard,
     dir: tempfile::TempDir,
+    pins: Arc<PinDir>,
 }
 
 impl SluiceAgent {
-    /// Writes `config` (TOML) to a temp folder and starts `sluice run --config` inside `ns`.
+    /// Writes `config` (TOML) to a temp folder and starts `sluice run --config` inside `ns`,
+    /// with its pins in a fresh [`PinDir`].
     pub fn start(ns: &Netns, config: &str) -> SluiceAgent {
+        SluiceAgent::start_in(ns, config, Arc::new(PinDir::new()), &[], &[])
+    }
+
+    /// As [`SluiceAgent::start`], pinning in `pins` (a previous agent's, to adopt its data
+    /// path), with `extra` arguments after `run` and `env` set.
+    pub fn start_in(
+        ns: &Netns,
+        config: &str,
+        pins: Arc<PinDir>,
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> SluiceAgent {
         let dir = tempfile::Builder::new()
             .prefix("sluice-test-")
             .tempdir()
@@ -31,13 +47,31 @@ impl SluiceAgent {
             .unwrap_or_else(|e| panic!("duplicating the log file handle: {e}"));
         let mut command = ns.command(sluice_binary());
         command
-            .args(["--log-level", "debug", "run", "--config"])
+            .args(["--log-level", "debug", "run", "--pin-dir"])
+            .arg(pins.path())
+            .args(extra)
+            .arg("--config")
             .arg(&config_path)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(stderr);
         let child = ns.spawn(command);
-        SluiceAgent { child, dir }
+        SluiceAgent { child, dir, pins }
+    }
+
+    /// Where this agent pins its data path.
+    pub fn pins(&self) -> Arc<PinDir> {
+        Arc::clone(&self.pins)
+    }
+
+    /// Kills the agent with SIGKILL, as a crash would, and reaps it.
+    pub fn kill(mut self) -> ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.pid() as i32);
+        if let Err(e) = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL) {
+            panic!("sending SIGKILL to sluice: {e}; its log:\n{}", self.log());
+        }
+        self.child.wait_timeout(Duration::from_secs(10))
     }
 
     /// The config file the agent was started with (rewrite it to test reloads).
@@ -73,6 +107,12 @@ impl SluiceAgent {
         if let Err(e) = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP) {
             panic!("sending SIGHUP to sluice: {e}; its log:\n{}", self.log());
         }
+    }
+
+    /// Waits for the agent to exit by itself; returns how, and everything it logged.
+    pub fn wait_with_log(mut self, timeout: Duration) -> (ExitStatus, String) {
+        let status = self.child.wait_timeout(timeout);
+        (status, self.log())
     }
 
     /// Waits for the agent to exit by itself.

@@ -112,12 +112,28 @@ impl<'a> Browser<'a> {
 
     /// The visible text of the first element matching the CSS selector.
     pub fn text(&self, css: &str) -> Result<String, String> {
-        self.with(async |c| c.find(Locator::Css(css)).await?.text().await)
+        self.fresh(|| self.with(async |c| c.find(Locator::Css(css)).await?.text().await))
     }
 
     /// Clicks the first element matching the CSS selector.
     pub fn click(&self, css: &str) -> Result<(), String> {
-        self.with(async |c| c.find(Locator::Css(css)).await?.click().await)
+        self.fresh(|| self.with(async |c| c.find(Locator::Css(css)).await?.click().await))
+    }
+
+    /// Runs `act` again when the element it found was replaced before it could be used:
+    /// the page redraws its tables every second, so a find and a read can straddle a redraw.
+    fn fresh<T>(&self, act: impl Fn() -> Result<T, String>) -> Result<T, String> {
+        let mut result = act();
+        for _ in 0..5 {
+            match &result {
+                Err(e) if e.contains("stale element") => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    result = act();
+                }
+                _ => break,
+            }
+        }
+        result
     }
 
     /// Saves a PNG of the window to `path`.

@@ -27,6 +27,7 @@ mod browser;
 mod kernel;
 mod link;
 mod netns;
+mod pins;
 mod privileged;
 mod process;
 mod prometheus;
@@ -35,6 +36,7 @@ mod sweep;
 mod task;
 mod tool;
 mod topology;
+mod upgrade;
 mod wait;
 mod xdp;
 
@@ -48,6 +50,7 @@ pub use link::{
     route_add, set_mac, sysctl, veth,
 };
 pub use netns::Netns;
+pub use pins::PinDir;
 pub use privileged::privileged;
 pub use process::ChildGuard;
 pub use prometheus::{PrometheusServer, percent_encode};
@@ -55,5 +58,6 @@ pub use sweep::sweep_stale_namespaces;
 pub use task::NsTask;
 pub use tool::{Captured, Finished, required_tool};
 pub use topology::Lan;
+pub use upgrade::upgrade_object;
 pub use wait::{eventually, eventually_async};
 pub use xdp::{XdpPassGuard, attach_xdp_pass};

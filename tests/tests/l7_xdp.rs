@@ -68,7 +68,16 @@ fn http_through_the_xdp_program_reaches_the_listener_and_counts_as_pass_l7() {
         after >= before + 3,
         "the connection's packets were passed up as L7: {before} -> {after}"
     );
+    let pins = agent.pins();
     let status = agent.stop(Duration::from_secs(30));
     assert!(status.success(), "clean exit: {status}");
-    assert_eq!(xdp_program(&lb, "eth0"), None, "detached at exit");
+    assert!(xdp_program(&lb, "eth0").is_some(), "kept attached at exit");
+    let pin_dir = pins.path().display().to_string();
+    let (ok, out) = sluice_tests::sluice_cli(&lb, &["detach", "--pin-dir", &pin_dir]);
+    assert!(ok, "sluice detach: {out}");
+    assert_eq!(
+        xdp_program(&lb, "eth0"),
+        None,
+        "detached by `sluice detach`"
+    );
 }

@@ -13,7 +13,7 @@ use sluice_tests::{
 const DATAGRAMS: u64 = 50;
 
 #[test]
-fn agent_attaches_xdp_and_counts_packets_then_detaches_on_sigterm() {
+fn agent_attaches_xdp_and_counts_packets_keeps_it_on_sigterm_and_detach_removes_it() {
     if !privileged() {
         return;
     }
@@ -68,13 +68,22 @@ xdp_mode = "native"
         "bytes counted too"
     );
 
+    let pins = agent.pins();
     let status = agent.stop(Duration::from_secs(10));
     assert!(status.success(), "sluice exited with {status}");
+    assert!(
+        xdp_program(&lb, "eth0").is_some(),
+        "SIGTERM must leave the program attached"
+    );
+    let pin_dir = pins.path().display().to_string();
+    let (ok, out) = sluice_tests::sluice_cli(&lb, &["detach", "--pin-dir", &pin_dir]);
+    assert!(ok, "sluice detach: {out}");
     assert_eq!(
         xdp_program(&lb, "eth0"),
         None,
-        "SIGTERM must detach the program"
+        "`sluice detach` must detach the program"
     );
+    assert!(pins.pinned().is_empty(), "no pin left: {:?}", pins.pinned());
 }
 
 #[test]

@@ -22,6 +22,7 @@ pub(crate) struct Document {
     pub interfaces: Vec<Spanned<file::Interface>>,
     pub admin: Option<Spanned<file::Admin>>,
     pub announce: Option<Spanned<file::Announce>>,
+    pub dataplane: Option<Spanned<file::Dataplane>>,
     pub certificates: Vec<Spanned<file::Certificate>>,
     pub pools: Vec<PoolItem>,
     pub services: Vec<ServiceItem>,
@@ -53,7 +54,8 @@ pub(crate) struct VirtualHostItem {
     pub routes: Vec<Option<Spanned<file::Route>>>,
 }
 
-const TOP_LEVEL_KEYS: &str = "`interface`, `admin`, `announce`, `certificate`, `pool`, `service`";
+const TOP_LEVEL_KEYS: &str =
+    "`interface`, `admin`, `announce`, `dataplane`, `certificate`, `pool`, `service`";
 
 /// Parses `text`; item errors are reported and the item skipped. `None` after syntax errors.
 pub(crate) fn read(text: &str, r: &mut Reporter) -> Option<Document> {
@@ -80,6 +82,7 @@ pub(crate) fn read(text: &str, r: &mut Reporter) -> Option<Document> {
             }
             "admin" => doc.admin = decode(value, "admin", r),
             "announce" => doc.announce = decode(value, "announce", r),
+            "dataplane" => doc.dataplane = decode(value, "dataplane", r),
             "certificate" => {
                 for (n, item) in items(value, "certificate", r).into_iter().enumerate() {
                     let context = context("certificate", &item, n);

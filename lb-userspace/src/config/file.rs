@@ -10,12 +10,14 @@
 //! and deserializes each item on its own, so that one bad item does not hide errors in another.
 
 mod announce;
+mod dataplane;
 mod l7;
 
 use serde::Deserialize;
 use toml::Spanned;
 
 pub use announce::Announce;
+pub use dataplane::Dataplane;
 pub use l7::*;
 
 use super::model::{ForwardingMode, Protocol, UpstreamProtocol, WhenNoHealthy, XdpMode};

@@ -5,6 +5,7 @@
 //! index that is known to exist. `config/README.md` documents each field for users.
 
 mod announce;
+mod dataplane;
 mod l7;
 
 use std::net::{IpAddr, SocketAddr};
@@ -16,6 +17,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 
 pub use announce::Announce;
+pub use dataplane::{DEFAULT_PIN_DIR, DataplaneSettings, schema_dir};
 pub use l7::*;
 
 /// Everything one config file describes.
@@ -33,6 +35,8 @@ pub struct Config {
     pub services: Vec<Service>,
     /// `[announce]`: VIP routes for a BGP daemon; `None` when the node announces nothing.
     pub announce: Option<Announce>,
+    /// `[dataplane]`: pins that outlive the agent.
+    pub dataplane: DataplaneSettings,
 }
 
 impl Config {

@@ -7,6 +7,7 @@ mod action;
 mod announce;
 mod certificate;
 mod check;
+mod dataplane;
 mod health;
 mod l7;
 mod pool;
@@ -34,6 +35,7 @@ pub(crate) fn validate(doc: &Document, base_dir: &Path, r: &mut Reporter) -> Opt
     let interfaces = interfaces(&doc.interfaces, r);
     let admin = admin(doc.admin.as_ref(), base_dir, r);
     let announce = announce::announce(doc.announce.as_ref(), &doc.services, r);
+    let dataplane = dataplane::dataplane(doc.dataplane.as_ref(), r);
     let certificates = certificate::certificates(&doc.certificates, base_dir, r);
     let pools = pool::pools(&doc.pools, r);
     let names = Names::new(doc);
@@ -53,6 +55,7 @@ pub(crate) fn validate(doc: &Document, base_dir: &Path, r: &mut Reporter) -> Opt
         pools: pools?,
         services: services?,
         announce: announce?,
+        dataplane: dataplane?,
     })
 }
 

@@ -79,6 +79,41 @@ pub enum DataplaneError {
 
     #[error("updating the kernel maps")]
     Sync(#[from] super::sync::SyncError),
+
+    #[error(
+        "{path} is not on a bpffs mount, so nothing can be pinned there; mount one \
+         (`mount -t bpf bpf /sys/fs/bpf`) or set [dataplane] pin_dir to a directory on one"
+    )]
+    NotBpffs { path: String },
+
+    #[error(
+        "a data path of map schema {found} runs from {path} (on {interfaces}); this agent \
+         uses schema v{ours} and cannot carry its connection tables over, so it leaves it \
+         running. Run `sluice detach --pin-dir {pin_dir}` to remove it (its established L4 \
+         flows are lost), then start this agent"
+    )]
+    OtherSchema {
+        found: String,
+        ours: u32,
+        path: String,
+        pin_dir: String,
+        interfaces: String,
+    },
+
+    #[error("reading the XDP object {path} (named by SLUICE_XDP_OBJECT)")]
+    ReadObject {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("{what} {path}")]
+    Pin {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl DataplaneError {

@@ -8,7 +8,7 @@ use lb_common::maps;
 use lb_common::service::{ServiceKey, ServiceValue};
 
 use super::DataplaneError;
-use super::sync::{MapWriter, SyncError};
+use super::sync::{MapWriter, Snapshot, SyncError};
 
 /// The maps the agent writes.
 pub struct KernelMaps {
@@ -33,6 +33,31 @@ impl KernelMaps {
             rings,
             settings,
         })
+    }
+}
+
+impl KernelMaps {
+    /// Reads what pinned maps hold, for [`super::sync::MapSync::adopt`].
+    pub fn snapshot(&self) -> Result<Snapshot, DataplaneError> {
+        let mut snapshot = Snapshot::default();
+        for entry in self.services.iter() {
+            snapshot.services.push(entry.map_err(DataplaneError::map)?);
+        }
+        for (id, value) in self.backends.iter().enumerate() {
+            let value = value.map_err(DataplaneError::map)?;
+            if value.generation != 0 {
+                let id = u32::try_from(id).unwrap_or(u32::MAX);
+                snapshot.backends.push((id, value));
+            }
+        }
+        for (start, len) in Snapshot::regions_to_read(&snapshot.services) {
+            let mut slots = Vec::with_capacity(len as usize);
+            for index in start..start.saturating_add(len) {
+                slots.push(self.rings.get(&index, 0).map_err(DataplaneError::map)?);
+            }
+            snapshot.regions.insert(start, slots);
+        }
+        Ok(snapshot)
     }
 }
 

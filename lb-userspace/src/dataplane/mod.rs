@@ -4,6 +4,7 @@
 mod error;
 pub mod inspect;
 mod kernel_maps;
+pub mod lifecycle;
 mod neighbours;
 mod preflight;
 pub mod stats;
@@ -21,9 +22,10 @@ pub use preflight::preflight;
 pub use stats::{StatsLabels, StatsReader};
 
 use crate::balancer::DesiredState;
-use crate::config::{Interface, XdpMode as ConfigXdpMode};
+use crate::config::{DataplaneSettings, Interface, XdpMode as ConfigXdpMode};
 use kernel_maps::KernelMaps;
-use neighbours::Neighbours;
+use lifecycle::{PinnedAttachment, Pins};
+pub use neighbours::Neighbours;
 use sync::{MapSync, SyncReport};
 
 /// The XDP object, embedded by build.rs from `cargo xtask build-ebpf`'s output.
@@ -38,18 +40,16 @@ pub enum AttachedMode {
     Generic,
 }
 
-struct Attachment {
-    interface: String,
-    link: XdpLinkId,
-}
-
-/// The loaded XDP program, its maps and where it is attached. Dropping it detaches
-/// everything.
+/// The loaded XDP program, its maps and where it is attached. Maps and links are pinned:
+/// dropping this leaves the data path running; [`Dataplane::detach_everything`] removes it.
 pub struct Dataplane {
     ebpf: Ebpf,
-    attached: Vec<Attachment>,
+    pins: Pins,
+    attached: Vec<PinnedAttachment>,
     maps: KernelMaps,
     sync: MapSync,
+    /// Set when the maps were found pinned and not yet reconciled with a desired state.
+    adopting: bool,
     neighbours: Neighbours,
     stats: Arc<StatsReader>,
 }
@@ -68,20 +68,35 @@ pub fn ring_capacity(desired: &DesiredState) -> u32 {
 }
 
 impl Dataplane {
-    /// Loads the embedded object and the XDP program into the kernel (not attached yet),
-    /// with a ring map of `ring_capacity` slots.
-    pub fn load(ring_capacity: u32) -> Result<Self, DataplaneError> {
-        if OBJECT.is_empty() {
-            return Err(DataplaneError::NotEmbedded);
+    /// Loads the embedded object and the XDP program into the kernel (not attached yet).
+    /// Maps are pinned in `settings`' schema folder: maps found there (a previous agent's)
+    /// are reused as they are, otherwise they are created there, the ring map with
+    /// `ring_capacity` slots.
+    pub fn load(ring_capacity: u32, settings: &DataplaneSettings) -> Result<Self, DataplaneError> {
+        let object = object()?;
+        let pins = Pins::open(&settings.schema_dir())?;
+        lifecycle::check_other_schemas(&settings.pin_dir)?;
+        let adopting = pins.has_maps();
+        let ring_capacity = match pins.ring_capacity() {
+            Some(pinned) if adopting => pinned,
+            _ => ring_capacity,
+        };
+        let paths: Vec<(&str, std::path::PathBuf)> = lb_common::maps::PINNED
+            .iter()
+            .map(|name| (*name, pins.map(name)))
+            .collect();
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries(lb_common::maps::MAGLEV_RINGS, ring_capacity);
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
         }
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(lb_common::maps::MAGLEV_RINGS, ring_capacity)
-            .load(OBJECT)
-            .map_err(DataplaneError::from_load)?;
+        let mut ebpf = loader.load(&object).map_err(DataplaneError::from_load)?;
         let program = xdp_program(&mut ebpf)?;
         program.load().map_err(DataplaneError::from_program_load)?;
         info!(
-            bytes = OBJECT.len(),
+            bytes = object.len(),
+            pins = %settings.schema_dir().display(),
+            adopting,
             "loaded the XDP program {}",
             lb_common::XDP_PROGRAM_NAME
         );
@@ -94,17 +109,37 @@ impl Dataplane {
         );
         Ok(Self {
             ebpf,
+            pins,
             attached: Vec::new(),
             maps,
             sync,
+            adopting,
             neighbours: Neighbours::default(),
             stats,
         })
     }
 
     /// Brings the kernel maps to `desired`, writing only what changed, and keeps the
-    /// backends' next hops resolved.
+    /// backends' next hops resolved. The first call after adopting pinned maps first rebuilds
+    /// what they hold, so it too writes only the difference.
     pub fn apply(&mut self, desired: &DesiredState) -> Result<SyncReport, DataplaneError> {
+        if self.adopting {
+            let snapshot = self.maps.snapshot()?;
+            let capacity = self.pins.ring_capacity().unwrap_or(0);
+            self.sync = MapSync::adopt(
+                &snapshot,
+                desired,
+                capacity,
+                lb_common::limits::MAX_SERVICES,
+                lb_common::limits::MAX_BACKENDS,
+            )?;
+            self.adopting = false;
+            info!(
+                services = snapshot.services.len(),
+                backends = snapshot.backends.len(),
+                "adopted the pinned maps of the running data path"
+            );
+        }
         self.neighbours.ensure(
             desired
                 .services
@@ -148,12 +183,22 @@ impl Dataplane {
         labels
     }
 
-    /// Attaches the program to `interface` in the mode its config asks for. `auto` tries
-    /// native mode first and falls back to generic mode with a warning.
-    pub fn attach(&mut self, interface: &Interface) -> Result<AttachedMode, DataplaneError> {
+    /// Attaches the program to `interface` in the mode its config asks for, and pins the
+    /// link. A link a previous agent pinned there is adopted instead: its program is replaced
+    /// by this one with one atomic update (`Ok(None)`: the mode stays what it was). `auto`
+    /// tries native mode first and falls back to generic mode with a warning.
+    pub fn attach(
+        &mut self,
+        interface: &Interface,
+    ) -> Result<Option<AttachedMode>, DataplaneError> {
         let name = interface.name.as_str();
-        let if_index = if_index(name)?;
+        let path = self.pins.link(name);
         let program = xdp_program(&mut self.ebpf)?;
+        if let Some(adopted) = PinnedAttachment::adopt(program, name, path.clone())? {
+            self.attached.push(adopted);
+            return Ok(None);
+        }
+        let if_index = if_index(name)?;
         let (link, mode) = match interface.xdp_mode {
             ConfigXdpMode::Native => (
                 attach_mode(program, name, if_index, XdpMode::Driver)?,
@@ -181,17 +226,15 @@ impl Dataplane {
                 Err(other) => return Err(other),
             },
         };
+        let pinned = PinnedAttachment::pin_new(program, link, name, path)?;
         info!(
             interface = name,
             if_index,
             ?mode,
             "attached the XDP program"
         );
-        self.attached.push(Attachment {
-            interface: name.to_string(),
-            link,
-        });
-        Ok(mode)
+        self.attached.push(pinned);
+        Ok(Some(mode))
     }
 
     /// Detaches the program from `interface`, if it is attached there.
@@ -199,39 +242,79 @@ impl Dataplane {
         let Some(index) = self.attached.iter().position(|a| a.interface == interface) else {
             return Ok(());
         };
-        let attachment = self.attached.remove(index);
-        let program = xdp_program(&mut self.ebpf)?;
-        program
-            .detach(attachment.link)
-            .map_err(|source| DataplaneError::Attach {
-                name: attachment.interface.clone(),
-                source,
-            })?;
+        self.attached.remove(index).remove()?;
         info!(interface, "detached the XDP program");
         Ok(())
     }
 
-    /// Detaches the program from every interface, logging (not failing on) what could not
-    /// be detached: at shutdown there is nothing better to do.
-    pub fn detach_all(&mut self) {
-        let Ok(program) = xdp_program(&mut self.ebpf) else {
-            return;
-        };
+    /// Detaches pinned links of interfaces this agent does not attach to (a previous agent's
+    /// config had them). Call after attaching every configured interface.
+    pub fn detach_unclaimed(&mut self) {
+        for interface in self.pins.linked_interfaces() {
+            if self.attached.iter().any(|a| a.interface == interface) {
+                continue;
+            }
+            match std::fs::remove_file(self.pins.link(&interface)) {
+                Ok(()) => info!(interface, "detached the XDP program: no longer configured"),
+                Err(error) => warn!(interface, %error, "could not remove a pinned XDP link"),
+            }
+        }
+    }
+
+    /// Leaves the data path running for the next agent: pinned program, maps and managed
+    /// neighbour entries stay, and the log says where traffic keeps flowing.
+    pub fn leave_running(&mut self) {
+        let interfaces: Vec<&str> = self.attached.iter().map(|a| a.interface.as_str()).collect();
+        warn!(
+            interfaces = interfaces.join(","),
+            pins = %self.pins.dir().display(),
+            "the XDP program stays attached and keeps forwarding with the last tables \
+             (health state frozen) until the next `sluice run` adopts it; `sluice detach` \
+             removes it"
+        );
+        self.neighbours.leave_in_place();
+    }
+
+    /// Detaches the program from every interface and removes the pins and managed neighbour
+    /// entries: nothing of the data path is left.
+    pub fn detach_everything(&mut self) {
         for attachment in self.attached.drain(..) {
-            match program.detach(attachment.link) {
-                Ok(()) => info!(interface = %attachment.interface, "detached the XDP program"),
-                Err(err) => {
-                    warn!(interface = %attachment.interface, error = %err, "detaching the XDP program failed")
-                }
+            let interface = attachment.interface.clone();
+            match attachment.remove() {
+                Ok(()) => info!(interface, "detached the XDP program"),
+                Err(error) => warn!(interface, error = %error, "detaching the XDP program failed"),
+            }
+        }
+        let pin_dir = self.pins.dir().parent().map(std::path::Path::to_path_buf);
+        if let Some(pin_dir) = pin_dir {
+            match lifecycle::remove_all(&pin_dir) {
+                Ok(removed) => info!(maps = removed.maps, "removed the pinned maps"),
+                Err(error) => warn!(%error, "removing the pins failed"),
             }
         }
     }
 }
 
-impl Drop for Dataplane {
-    fn drop(&mut self) {
-        self.detach_all();
+/// Environment variable naming an XDP object file to load instead of the embedded one: a
+/// program built from other sources (the upgrade tests use it); its maps must match this
+/// agent's schema.
+pub const OBJECT_OVERRIDE: &str = "SLUICE_XDP_OBJECT";
+
+fn object() -> Result<std::borrow::Cow<'static, [u8]>, DataplaneError> {
+    if let Some(path) = std::env::var_os(OBJECT_OVERRIDE) {
+        let path = std::path::PathBuf::from(path);
+        warn!(path = %path.display(), "loading the XDP object named by {OBJECT_OVERRIDE}");
+        return std::fs::read(&path)
+            .map(std::borrow::Cow::Owned)
+            .map_err(|source| DataplaneError::ReadObject {
+                path: path.display().to_string(),
+                source,
+            });
     }
+    if OBJECT.is_empty() {
+        return Err(DataplaneError::NotEmbedded);
+    }
+    Ok(std::borrow::Cow::Borrowed(OBJECT))
 }
 
 fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {

@@ -80,6 +80,40 @@ impl Neighbours {
     }
 }
 
+impl Neighbours {
+    /// Leaves the entries in place for the data path that outlives this agent: dropping
+    /// `self` then removes nothing. The next agent takes them over, `sluice detach` removes
+    /// them.
+    pub fn leave_in_place(&mut self) {
+        self.created.clear();
+        self.covered.clear();
+    }
+
+    /// Removes the entries of the next hops toward `backends`: what an agent made for them,
+    /// found again by `sluice detach` from the pinned backend map. Returns how many.
+    pub fn remove_for(backends: &[IpAddr]) -> usize {
+        let routes = match routes_to(backends) {
+            Ok(routes) => routes,
+            Err(error) => {
+                warn!(%error, "could not look up routes to backends with `ip` (iproute2)");
+                return 0;
+            }
+        };
+        let mut hops: Vec<&NextHop> = routes.values().collect();
+        hops.sort_unstable();
+        hops.dedup();
+        let script: String = hops
+            .iter()
+            .map(|(addr, dev)| format!("neigh del {addr} dev {dev}\n"))
+            .collect();
+        if let Err(error) = ip_batch(&script) {
+            warn!(%error, "could not remove managed neighbour entries");
+            return 0;
+        }
+        hops.len()
+    }
+}
+
 impl Drop for Neighbours {
     fn drop(&mut self) {
         if self.created.is_empty() {

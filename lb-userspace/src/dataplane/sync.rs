@@ -6,6 +6,9 @@
 //! never reads a half-written table. Backends no longer referenced are deactivated only after
 //! every service stopped pointing new flows at them; established flows on them then re-steer.
 
+mod adopt;
+#[cfg(test)]
+mod adopt_tests;
 mod backends;
 mod rings;
 #[cfg(test)]
@@ -21,6 +24,7 @@ use lb_common::service::{
 use thiserror::Error;
 
 use crate::balancer::{DesiredL4, DesiredService, DesiredState, ServiceMode};
+pub use adopt::Snapshot;
 use backends::BackendIds;
 use rings::{RingAllocator, RingRegion};
 
@@ -39,12 +43,18 @@ pub enum SyncError {
     #[error("writing the {map} map: {reason}")]
     Map { map: &'static str, reason: String },
     #[error(
-        "the ring map holds {capacity} slots and this config needs more; restart sluice so it \
-         sizes the map for the new config"
+        "the ring map holds {capacity} slots and this config needs more. The map is pinned and \
+         outlives restarts: stop sluice, run `sluice detach` (established L4 flows are lost) \
+         and start it again, so it sizes the map for the new config"
     )]
     RingsFull { capacity: u32 },
     #[error("more than {max} backends or services; the maps cannot hold them")]
     TooMany { max: u32 },
+    #[error(
+        "the pinned maps do not hold what this agent writes ({reason}); `sluice detach` \
+         removes them, and the next start begins afresh"
+    )]
+    Adopt { reason: String },
 }
 
 /// What an `apply` did, for logs and tests.
@@ -61,7 +71,10 @@ pub struct SyncReport {
 /// What is applied for one service.
 #[derive(Clone, Debug)]
 struct AppliedService {
-    desired: DesiredService,
+    /// `None` for a service adopted from pinned maps: it differs from any desired one.
+    desired: Option<DesiredService>,
+    /// For an adopted service, the service map's value as found: rewritten only if it differs.
+    pinned: Option<ServiceValue>,
     id: u32,
     /// The ring region and the table each half holds (L4 only).
     ring: Option<AppliedRing>,
@@ -130,7 +143,7 @@ impl MapSync {
             let existing = self.services.get(key).cloned();
             if existing
                 .as_ref()
-                .is_some_and(|applied| applied.desired == *service)
+                .is_some_and(|applied| applied.desired.as_ref() == Some(service))
             {
                 continue;
             }
@@ -194,18 +207,22 @@ impl MapSync {
             Some(applied) => applied.id,
             None => self.service_ids.allocate()?,
         };
+        let pinned = existing.as_ref().and_then(|e| e.pinned);
         let Some(l4) = &service.l4 else {
             let value = ServiceValue {
                 id,
                 flags: SERVICE_L7,
                 ..ServiceValue::default()
             };
-            maps.set_service(&service.key, &value)?;
+            if pinned != Some(value) {
+                maps.set_service(&service.key, &value)?;
+            }
             if let Some(ring) = existing.and_then(|e| e.ring) {
                 self.rings.free(ring.region);
             }
             return Ok(AppliedService {
-                desired: service.clone(),
+                desired: Some(service.clone()),
+                pinned: None,
                 id,
                 ring: None,
             });
@@ -229,6 +246,10 @@ impl MapSync {
         };
 
         let (ring_offset, table_size) = match &table {
+            // Adopted, and the active table already is the desired one: nothing to write.
+            Some(slots) if pinned.is_some() && ring.halves[ring.active].as_ref() == Some(slots) => {
+                (ring.region.half_offset(ring.active), l4.table_size)
+            }
             Some(slots) => {
                 let half = 1 - ring.active;
                 let base = ring.region.half_offset(half);
@@ -263,14 +284,17 @@ impl MapSync {
             ring_offset,
             table_size,
             hash_seed: l4.hash_seed,
-            _pad: 0,
+            region_start: ring.region.start,
         };
-        maps.set_service(&service.key, &value)?;
+        if pinned != Some(value) {
+            maps.set_service(&service.key, &value)?;
+        }
         if let Some(region) = retired {
             self.rings.free(region);
         }
         Ok(AppliedService {
-            desired: service.clone(),
+            desired: Some(service.clone()),
+            pinned: None,
             id,
             ring: Some(ring),
         })

@@ -69,6 +69,7 @@ pub fn config(pools: Vec<Pool>) -> Config {
         pools,
         services: Vec::new(),
         announce: None,
+        dataplane: Default::default(),
     }
 }
 

@@ -7,6 +7,8 @@
     reason = "shared by several test binaries, each using part of it"
 )]
 
+pub mod restart;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
@@ -15,7 +17,7 @@ use lb_common::hash::{FlowHashInput, flow_hash, maglev_slot};
 use lb_common::maglev::{BackendKey, MaglevBackend, MaglevTable};
 use sluice_tests::{
     Lan, Netns, NsTask, SluiceAgent, XdpPassGuard, add_addr, attach_xdp_pass, disable_tx_offload,
-    eventually, route_add, sysctl, xdp_program,
+    eventually, route_add, sluice_cli, sysctl, xdp_program,
 };
 
 pub const TCP_PORT: u16 = 7000;
@@ -480,19 +482,33 @@ impl Setup {
         });
     }
 
-    /// SIGTERM: the agent exits cleanly and detaches the program.
+    /// SIGTERM: the agent exits cleanly and leaves the data path running; `sluice detach`
+    /// then removes the program and every pin.
     pub fn stop(mut self) {
         let agent = self
             .agent
             .take()
             .unwrap_or_else(|| panic!("agent not started"));
+        let pins = agent.pins();
         let log = agent.log();
         let status = agent.stop(Duration::from_secs(10));
         assert!(status.success(), "sluice exited with {status}; log:\n{log}");
+        assert!(
+            xdp_program(&self.lb, "eth0").is_some(),
+            "SIGTERM leaves the program attached"
+        );
+        let pin_dir = pins.path().display().to_string();
+        let (ok, out) = sluice_cli(&self.lb, &["detach", "--pin-dir", &pin_dir]);
+        assert!(ok, "sluice detach: {out}");
         assert_eq!(
             xdp_program(&self.lb, "eth0"),
             None,
-            "SIGTERM detaches the program"
+            "`sluice detach` detaches the program: {out}"
+        );
+        assert_eq!(
+            pins.pinned(),
+            Vec::<std::path::PathBuf>::new(),
+            "no pin left"
         );
     }
 }

@@ -100,7 +100,7 @@ pub fn service(flags: u32, ring_offset: u32, table_size: u32) -> ServiceValue {
         ring_offset,
         table_size,
         hash_seed: 0,
-        _pad: 0,
+        region_start: 0,
     }
 }
 

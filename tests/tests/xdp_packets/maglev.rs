@@ -127,7 +127,7 @@ fn install(dp: &mut Dataplane, n: u32, svc: &Service, offset: u32) -> MaglevTabl
         ring_offset: offset,
         table_size: svc.table_size,
         hash_seed: svc.hash_seed,
-        _pad: 0,
+        region_start: 0,
     };
     dp.set_service(sock(vip(svc.family), svc.port), svc.l4, value);
     table

@@ -66,6 +66,37 @@ impl BackendIds {
             .collect()
     }
 
+    /// Takes `id` with `generation` for `backend` (adopted from pinned maps).
+    pub(super) fn reserve(
+        &mut self,
+        backend: &DesiredBackend,
+        id: u32,
+        generation: u32,
+    ) -> Result<(), SyncError> {
+        self.remember_generation(id, generation)?;
+        self.free.retain(|free| *free != id);
+        self.ids.insert(backend.clone(), id);
+        Ok(())
+    }
+
+    /// Records that `id` was last handed out with `generation`, so its next owner gets a
+    /// later one; the id stays free.
+    pub(super) fn remember_generation(
+        &mut self,
+        id: u32,
+        generation: u32,
+    ) -> Result<(), SyncError> {
+        if id >= self.max {
+            return Err(SyncError::TooMany { max: self.max });
+        }
+        while self.next <= id {
+            self.free.push(self.next);
+            self.next += 1;
+        }
+        self.generations.insert(id, generation);
+        Ok(())
+    }
+
     pub(super) fn free(&mut self, backend: &DesiredBackend) {
         if let Some(id) = self.ids.remove(backend) {
             self.free.push(id);

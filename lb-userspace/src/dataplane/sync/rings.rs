@@ -64,6 +64,30 @@ impl RingAllocator {
         Ok(region)
     }
 
+    /// Marks `region` as used (adopted from pinned maps); fails if it overlaps another or
+    /// lies outside the map.
+    pub(super) fn reserve(&mut self, region: RingRegion) -> Result<(), SyncError> {
+        let end = region.start.checked_add(region.len());
+        if end.is_none_or(|end| end > self.capacity)
+            || self
+                .used
+                .iter()
+                .any(|r| region.start < r.start + r.len() && r.start < region.start + region.len())
+        {
+            return Err(SyncError::Adopt {
+                reason: format!(
+                    "ring region at {} ({} slots) overlaps another or exceeds the map's {}",
+                    region.start,
+                    region.len(),
+                    self.capacity
+                ),
+            });
+        }
+        let at = self.used.partition_point(|r| r.start < region.start);
+        self.used.insert(at, region);
+        Ok(())
+    }
+
     pub(super) fn free(&mut self, region: RingRegion) {
         self.used.retain(|r| *r != region);
     }

@@ -13,16 +13,16 @@ use crate::balancer::{
     DesiredBackend, DesiredL4, DesiredService, DesiredState, ServiceMode, desired::maglev_table,
 };
 
-const M: u32 = 251;
+pub(super) const M: u32 = 251;
 
 #[derive(Default)]
-struct FakeMaps {
-    backends: HashMap<u32, BackendValue>,
-    ring: HashMap<u32, u32>,
-    services: BTreeMap<ServiceKey, ServiceValue>,
-    flags: u32,
-    ring_writes: usize,
-    service_writes: usize,
+pub(super) struct FakeMaps {
+    pub(super) backends: HashMap<u32, BackendValue>,
+    pub(super) ring: HashMap<u32, u32>,
+    pub(super) services: BTreeMap<ServiceKey, ServiceValue>,
+    pub(super) flags: u32,
+    pub(super) ring_writes: usize,
+    pub(super) service_writes: usize,
 }
 
 impl FakeMaps {
@@ -45,7 +45,7 @@ impl FakeMaps {
     }
 
     /// The backend address a service's slot sends new flows to.
-    fn slot_owner(&self, key: &ServiceKey, slot: u32) -> Option<SocketAddr> {
+    pub(super) fn slot_owner(&self, key: &ServiceKey, slot: u32) -> Option<SocketAddr> {
         let service = self.services.get(key)?;
         let id = self.ring.get(&(service.ring_offset + slot))?;
         let b = self.backends.get(id)?;
@@ -85,7 +85,7 @@ impl MapWriter for FakeMaps {
     }
 }
 
-fn key(last_octet: u8, port: u16) -> ServiceKey {
+pub(super) fn key(last_octet: u8, port: u16) -> ServiceKey {
     let (addr, family) = lb_common::addr::to_wire(
         format!("192.0.2.{last_octet}")
             .parse()
@@ -99,7 +99,7 @@ fn key(last_octet: u8, port: u16) -> ServiceKey {
     }
 }
 
-fn backend(pool: &str, n: u8) -> DesiredBackend {
+pub(super) fn backend(pool: &str, n: u8) -> DesiredBackend {
     DesiredBackend {
         pool: pool.into(),
         address: SocketAddr::new(
@@ -111,7 +111,11 @@ fn backend(pool: &str, n: u8) -> DesiredBackend {
     }
 }
 
-fn l4_service(k: ServiceKey, mode: ServiceMode, backends: Vec<DesiredBackend>) -> DesiredService {
+pub(super) fn l4_service(
+    k: ServiceKey,
+    mode: ServiceMode,
+    backends: Vec<DesiredBackend>,
+) -> DesiredService {
     let weights = vec![1; backends.len()];
     let table = maglev_table(&backends, &weights, M, 0).unwrap_or_else(|e| panic!("{e}"));
     DesiredService {
@@ -128,13 +132,17 @@ fn l4_service(k: ServiceKey, mode: ServiceMode, backends: Vec<DesiredBackend>) -
     }
 }
 
-fn state(services: Vec<DesiredService>) -> DesiredState {
+pub(super) fn state(services: Vec<DesiredService>) -> DesiredState {
     DesiredState {
         services: services.into_iter().map(|s| (s.key, s)).collect(),
     }
 }
 
-fn apply(sync: &mut MapSync, maps: &mut FakeMaps, desired: &DesiredState) -> super::SyncReport {
+pub(super) fn apply(
+    sync: &mut MapSync,
+    maps: &mut FakeMaps,
+    desired: &DesiredState,
+) -> super::SyncReport {
     sync.apply(desired, maps).unwrap_or_else(|e| panic!("{e}"))
 }
 

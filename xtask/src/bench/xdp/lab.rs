@@ -205,7 +205,7 @@ pub fn install_services(ebpf: &mut Ebpf) -> Result<std::collections::HashMap<u32
                 ring_offset: place.ring_offset,
                 table_size: DEFAULT_TABLE_SIZE,
                 hash_seed: HASH_SEED,
-                _pad: 0,
+                region_start: 0,
             };
             let (addr, fam) = lb_common::addr::to_wire(vip(family, mode));
             for protocol in [lb_common::addr::PROTO_TCP, lb_common::addr::PROTO_UDP] {
