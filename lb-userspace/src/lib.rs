@@ -12,6 +12,7 @@ pub mod config;
 pub mod dataplane;
 pub mod forwarding;
 pub mod health;
+pub mod idle;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;

@@ -40,6 +40,17 @@ fn edge_lab(l7: &str) -> (Lab, Backend, Backend, std::net::SocketAddr) {
     (lab, app, internal, listen)
 }
 
+/// `head` on a fresh connection to `listen`, from inside the lab; what came back.
+fn send_raw(lab: &Lab, listen: std::net::SocketAddr, head: &'static [u8]) -> String {
+    lab.run(async move { raw(listen, head, WAIT).await.expect("raw") })
+}
+
+/// `GET path` for `public.example` on a fresh connection; what came back.
+async fn get_public(listen: std::net::SocketAddr, path: &str) -> String {
+    let head = format!("GET {path} HTTP/1.1\r\nHost: public.example\r\nConnection: close\r\n\r\n");
+    raw(listen, head.as_bytes(), WAIT).await.expect("raw")
+}
+
 fn status_line(reply: &str) -> &str {
     reply.lines().next().unwrap_or("")
 }
@@ -148,9 +159,7 @@ fn path_tricks_cannot_get_past_a_guarded_route() {
     let replies = lab.run(async move {
         let mut out = Vec::new();
         for path in tricks {
-            let head =
-                format!("GET {path} HTTP/1.1\r\nHost: public.example\r\nConnection: close\r\n\r\n");
-            out.push((path, raw(listen, head.as_bytes(), WAIT).await.expect("raw")));
+            out.push((path, get_public(listen, path).await));
         }
         out
     });
@@ -169,11 +178,7 @@ fn path_tricks_cannot_get_past_a_guarded_route() {
 
     // Encoded slashes and backslashes are refused by default; other paths arrive normalised.
     let (slash, backslash, bad_escape, normal) = lab.run(async move {
-        let send = |path: &'static str| async move {
-            let head =
-                format!("GET {path} HTTP/1.1\r\nHost: public.example\r\nConnection: close\r\n\r\n");
-            raw(listen, head.as_bytes(), WAIT).await.expect("raw")
-        };
+        let send = |path: &'static str| get_public(listen, path);
         (
             send("/x/..%2Fadmin").await,
             send("/x\\..\\admin").await,
@@ -204,11 +209,7 @@ fn decoded_slashes_and_kept_runs_follow_the_listener() {
     let (lab, app, _internal, listen) =
         edge_lab("[service.l7.paths]\nescaped_slashes = \"decode\"\nmerge_slashes = false\n");
     let (decoded, kept) = lab.run(async move {
-        let send = |path: &'static str| async move {
-            let head =
-                format!("GET {path} HTTP/1.1\r\nHost: public.example\r\nConnection: close\r\n\r\n");
-            raw(listen, head.as_bytes(), WAIT).await.expect("raw")
-        };
+        let send = |path: &'static str| get_public(listen, path);
         (send("/x%2F..%2Fadmin").await, send("/a//b").await)
     });
     assert!(
@@ -230,16 +231,12 @@ fn only_allowed_upgrades_are_tunnelled() {
         return;
     }
     let (lab, app, _internal, listen) = edge_lab("");
-    let reply = lab.run(async move {
-        raw(
-            listen,
-            b"GET /up HTTP/1.1\r\nHost: public.example\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+    let reply = send_raw(
+        &lab,
+        listen,
+        b"GET /up HTTP/1.1\r\nHost: public.example\r\nConnection: Upgrade, HTTP2-Settings\r\n\
               Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
-            WAIT,
-        )
-        .await
-        .expect("raw")
-    });
+    );
     assert!(
         status_line(&reply).contains(" 200"),
         "h2c is answered as a plain request, not switched: {reply}"
@@ -249,15 +246,7 @@ fn only_allowed_upgrades_are_tunnelled() {
     for hop in ["upgrade", "http2-settings", "connection"] {
         assert_eq!(seen.header(hop), "", "{hop} reached the backend");
     }
-    let unknown = lab.run(async move {
-        raw(
-            listen,
-            b"GET /up2 HTTP/1.1\r\nHost: public.example\r\nConnection: Upgrade\r\nUpgrade: foo/1\r\n\r\n",
-            WAIT,
-        )
-        .await
-        .expect("raw")
-    });
+    let unknown = send_raw(&lab, listen, b"GET /up2 HTTP/1.1\r\nHost: public.example\r\nConnection: Upgrade\r\nUpgrade: foo/1\r\n\r\n");
     assert!(status_line(&unknown).contains(" 200"), "{unknown}");
     assert_eq!(app.last().header("upgrade"), "");
     lab.stop();
@@ -269,17 +258,9 @@ fn forwarding_headers_cannot_be_forged_and_h2_cookies_are_joined() {
         return;
     }
     let (lab, app, _internal, listen) = edge_lab("");
-    let reply = lab.run(async move {
-        raw(
-            listen,
-            b"GET /who HTTP/1.1\r\nHost: public.example\r\nX-Forwarded-For: 203.0.113.66\r\n\
+    let reply = send_raw(&lab, listen, b"GET /who HTTP/1.1\r\nHost: public.example\r\nX-Forwarded-For: 203.0.113.66\r\n\
               X-Real-IP: 203.0.113.66\r\nX-Forwarded-Host: evil.example\r\nX-Forwarded-Proto: https\r\n\
-              Forwarded: for=203.0.113.66;proto=https\r\nConnection: close\r\n\r\n",
-            WAIT,
-        )
-        .await
-        .expect("raw")
-    });
+              Forwarded: for=203.0.113.66;proto=https\r\nConnection: close\r\n\r\n");
     assert!(status_line(&reply).contains(" 200"), "{reply}");
     let seen = app.last();
     assert_eq!(seen.header("x-forwarded-for"), "127.0.0.1");
@@ -314,16 +295,8 @@ fn trusted_proxies_have_their_chain_extended() {
     }
     let (lab, app, _internal, listen) =
         edge_lab("[service.l7.forwarded]\ntrusted_proxies = [\"127.0.0.0/8\"]\n");
-    lab.run(async move {
-        raw(
-            listen,
-            b"GET /who HTTP/1.1\r\nHost: public.example\r\nX-Forwarded-For: 198.51.100.7, 127.0.0.9\r\n\
-              X-Forwarded-Proto: https\r\nConnection: close\r\n\r\n",
-            WAIT,
-        )
-        .await
-        .expect("raw")
-    });
+    send_raw(&lab, listen, b"GET /who HTTP/1.1\r\nHost: public.example\r\nX-Forwarded-For: 198.51.100.7, 127.0.0.9\r\n\
+              X-Forwarded-Proto: https\r\nConnection: close\r\n\r\n");
     let seen = app.last();
     assert_eq!(
         seen.header("x-forwarded-for"),

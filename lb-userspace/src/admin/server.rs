@@ -14,12 +14,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
-use super::conn::{AdminLimits, MAX_ACCEPT_BACKOFF, Watched};
+use super::conn::{AdminLimits, MAX_ACCEPT_BACKOFF};
 use super::flow;
 use super::guard::check_same_origin;
 use super::overview::{DEFAULT_PAGE, Live};
 use super::page::page;
 use super::{Command, Status};
+use crate::idle::Watched;
 use crate::metrics::Metrics;
 
 /// What the server reads and whom it asks.
