@@ -16,13 +16,13 @@ use tracing::{error, info, warn};
 
 use crate::admin::{self, AdminServer, Command, Status};
 use crate::announce::Announcements;
+use crate::config::watch::ConfigWatch;
 use crate::config::{self, Config};
 use crate::dataplane::{self, Dataplane};
 use crate::health::{HealthChecker, HealthView};
 use crate::metrics::{AnnounceCollector, HealthCollector, L7Collector, Metrics};
 use crate::proxy::Proxy;
-use crate::watch::ConfigWatch;
-use crate::{balancer, forwarding, status};
+use crate::{balancer, status};
 
 /// How long SIGTERM waits for L7 requests in flight before the agent exits anyway.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
@@ -169,7 +169,7 @@ struct Agent {
 impl Agent {
     async fn start(config_path: PathBuf, config: Config, pin_dir: Option<PathBuf>) -> Result<Self> {
         dataplane::preflight()?;
-        forwarding::check(&config)?;
+        dataplane::check_forwarding(&config)?;
         let (health, mut health_rx) = HealthChecker::start(&config);
         let view = health_rx.borrow_and_update().clone();
         let desired = balancer::desired_with(&config, &view).context("building Maglev tables")?;
@@ -297,7 +297,7 @@ impl Agent {
     /// anything change, and a kernel write that still fails is rolled back, so a failed
     /// reload leaves the running state, kernel maps included, as it was.
     async fn apply(&mut self, config: &Config) -> Result<()> {
-        forwarding::check(config)?;
+        dataplane::check_forwarding(config)?;
         if config.dataplane != self.config.dataplane {
             bail!("[dataplane] changes need a restart of sluice (the pins are in use)");
         }

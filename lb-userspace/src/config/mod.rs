@@ -9,6 +9,7 @@ mod document;
 mod file;
 mod model;
 mod validate;
+pub mod watch;
 
 #[cfg(test)]
 mod tests;

@@ -18,7 +18,7 @@ use aya::{Ebpf, EbpfLoader};
 use tracing::{debug, info, warn};
 
 pub use error::DataplaneError;
-pub use preflight::preflight;
+pub use preflight::{forwarding as check_forwarding, preflight};
 pub use stats::{StatsLabels, StatsReader};
 
 use crate::balancer::DesiredState;

@@ -1,11 +1,13 @@
 //! Checks made before touching the kernel, so a missing requirement gets a clear message
 //! instead of an errno from deep inside a syscall.
 
+use std::net::IpAddr;
 use std::path::Path;
 
 use tracing::warn;
 
 use super::DataplaneError;
+use crate::config::{Config, ServiceKind};
 
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
@@ -87,4 +89,53 @@ fn kernel_at_least(major: u32, minor: u32) -> bool {
         .map(|p| p.parse::<u32>().unwrap_or(0));
     let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     found >= (major, minor)
+}
+
+/// Fails when an L4 service needs IP forwarding that is off on an attached interface: the
+/// program asks the kernel's FIB where to send packets, and the kernel answers only for
+/// interfaces that forward. Checked up front so a missing sysctl is a clear error rather
+/// than every packet quietly passed up.
+pub fn forwarding(config: &Config) -> Result<(), DataplaneError> {
+    let l4 = config
+        .services
+        .iter()
+        .filter(|s| matches!(s.kind, ServiceKind::L4(_)));
+    let (mut v4, mut v6) = (false, false);
+    for service in l4 {
+        match service.vip {
+            IpAddr::V4(_) => v4 = true,
+            IpAddr::V6(_) => v6 = true,
+        }
+    }
+    let mut off = Vec::new();
+    if v4 {
+        for interface in &config.interfaces {
+            let key = format!("net/ipv4/conf/{}/forwarding", interface.name);
+            if sysctl_on(&key) == Some(false) {
+                off.push(key);
+            }
+        }
+    }
+    // IPv6 forwarding for the FIB helper is the namespace-wide switch.
+    if v6 && sysctl_on("net/ipv6/conf/all/forwarding") == Some(false) {
+        off.push("net/ipv6/conf/all/forwarding".into());
+    }
+    match off.first() {
+        None => Ok(()),
+        Some(first) => {
+            let keys: Vec<String> = off.iter().map(|k| k.replace('/', ".")).collect();
+            Err(DataplaneError::Preflight(format!(
+                "L4 services need IP forwarding, which is off: {}. Enable it (e.g. `sysctl -w {}=1`)",
+                keys.join(", "),
+                first.replace('/', ".")
+            )))
+        }
+    }
+}
+
+/// A boolean sysctl under /proc/sys; `None` when it does not exist (e.g. the interface is
+/// missing, which attaching reports more clearly).
+fn sysctl_on(key: &str) -> Option<bool> {
+    let value = std::fs::read_to_string(format!("/proc/sys/{key}")).ok()?;
+    Some(value.trim() != "0")
 }

@@ -1,7 +1,7 @@
 //! Published health snapshots and the pure rule that turns backend states into the set of
 //! backends a pool balances over (panic mode, `when_no_healthy`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
 use tokio::time::Instant;
@@ -139,6 +139,9 @@ pub struct PoolView {
     pub backends: Vec<BackendView>,
     /// The backends taking new traffic.
     pub usable: UsableSet,
+    /// Index into `backends` by address: status and metrics look every backend up, and a
+    /// scan would make that quadratic in a pool of thousands.
+    by_address: HashMap<SocketAddr, usize>,
 }
 
 impl PoolView {
@@ -147,7 +150,16 @@ impl PoolView {
         let states: Vec<(SocketAddr, &BackendHealth)> =
             backends.iter().map(|b| (b.address, &b.health)).collect();
         let usable = usable_set(pool.panic_threshold, pool.when_no_healthy, &states, now);
-        Self { backends, usable }
+        let by_address = backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.address, i))
+            .collect();
+        Self {
+            backends,
+            usable,
+            by_address,
+        }
     }
 }
 
@@ -191,7 +203,7 @@ impl HealthView {
     /// The state of the backend at `backend` in pool `pool`, if the snapshot knows it.
     pub fn state(&self, pool: &str, backend: SocketAddr) -> Option<&BackendHealth> {
         let pool = self.pools.get(pool)?;
-        let found = pool.backends.iter().find(|b| b.address == backend)?;
+        let found = pool.backends.get(*pool.by_address.get(&backend)?)?;
         Some(&found.health)
     }
 
