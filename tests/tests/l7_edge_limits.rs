@@ -506,3 +506,83 @@ fn an_http2_client_that_stops_reading_one_stream_frees_its_backend_connection() 
     );
     lab.stop();
 }
+
+/// Sets the soft open-files limit of process `pid` (the hard limit stays).
+fn set_open_files(pid: u32, soft: impl std::fmt::Display) {
+    let status = std::process::Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &format!("--nofile={soft}:")])
+        .status()
+        .unwrap_or_else(|e| panic!("running prlimit (util-linux): {e}"));
+    assert!(status.success(), "prlimit --nofile={soft} failed");
+}
+
+/// The soft open-files limit of process `pid`.
+fn open_files_limit(pid: u32) -> String {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+    limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .unwrap_or_else(|| panic!("no open-files limit in /proc/{pid}/limits:\n{limits}"))
+        .to_owned()
+}
+
+fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+#[test]
+fn out_of_file_descriptors_the_listener_backs_off_and_recovers() {
+    if !privileged() {
+        return;
+    }
+    let (lab, _app, listen) = lab_with("", "", Mode::Echo);
+    let pid = lab.agent().pid();
+    let limit = open_files_limit(pid);
+    let before = open_files(pid);
+    // Room for one more descriptor: accepting fails with EMFILE from the second client on.
+    set_open_files(pid, before + 1);
+    let spent = lab.run(async move {
+        let mut waiting = Vec::new();
+        for _ in 0..20 {
+            waiting.push(
+                TcpStream::connect(listen)
+                    .await
+                    .expect("the kernel completes the handshake"),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let cpu = cpu_time(pid);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let spent = cpu_time(pid).saturating_sub(cpu);
+        drop(waiting);
+        spent
+    });
+    eprintln!("accepting at the descriptor limit for 2 s cost {spent:?} of CPU");
+    assert!(
+        spent < Duration::from_millis(400),
+        "the accept loop spun: {spent:?} of CPU in 2 s"
+    );
+    let log = lab.log();
+    assert!(
+        log.contains("accepting a connection failed"),
+        "the failure is logged:\n{log}"
+    );
+    set_open_files(pid, &limit);
+    eventually(Duration::from_secs(10), || {
+        l7_support::admin::fetch(&lab.ns, l7_support::admin::ADMIN, "GET", "/healthz")
+            .and_then(|a| if a.status == 200 { Ok(()) } else { Err(a.body) })
+    });
+    eventually(Duration::from_secs(10), || {
+        lab.run(async move {
+            let mut h1 = H1::connect(listen).await?;
+            let reply = h1.send(get("a.test", "/")).await?;
+            if reply.status == 200 {
+                Ok(())
+            } else {
+                Err(format!("status {}", reply.status))
+            }
+        })
+    });
+    lab.stop();
+}
