@@ -88,11 +88,16 @@ fn explain_agrees_with_where_flows_and_requests_went() {
         assert_eq!(answer["backend"]["pool"], "tcp", "{answer}");
         let verdict = answer["verdict"].as_str().unwrap_or_default();
         assert!(verdict.contains("established"), "{answer}");
-        // NAT backends sit on the load balancer's link: their neighbour entry is known.
-        assert!(
-            answer["backend"]["neighbour"]["mac"].as_str().is_some(),
+        // NAT backends sit on the load balancer's link: the next hop is the backend itself,
+        // out of eth0, and its neighbour entry is resolved.
+        let hop = &answer["backend"]["neighbour"];
+        assert_eq!(
+            hop["next_hop"].as_str().and_then(|a| a.parse().ok()),
+            Some(want),
             "{answer}"
         );
+        assert_eq!(hop["device"], "eth0", "{answer}");
+        assert!(hop["mac"].as_str().is_some(), "{answer}");
     }
 
     // New flows: the explanation beforehand names the backend that then answers.

@@ -78,13 +78,18 @@ pub struct FlowBackend {
     pub healthy: Option<bool>,
     pub drained: Option<bool>,
     pub ejected: Option<bool>,
-    /// The next hop's neighbour entry (IPv4 on-link backends): MAC and device.
+    /// The kernel's next hop toward the backend (itself when on-link) and its neighbour
+    /// entry; `None` when no route leads there.
     pub neighbour: Option<Neighbour>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Neighbour {
-    pub mac: String,
+    /// The next hop's address: the backend when on-link, else its gateway.
+    pub next_hop: IpAddr,
+    /// Its link-layer address, once the kernel resolved it.
+    pub mac: Option<String>,
+    /// The device the packets leave by.
     pub device: String,
 }
 
@@ -249,22 +254,13 @@ fn backend_state(
     }
 }
 
-/// The ARP entry of `ip` in this namespace (`/proc/net/arp`), when complete.
+/// The next hop toward `ip` as the kernel's FIB has it (what the program's
+/// `bpf_fib_lookup` asks), IPv4 or IPv6, on-link or routed.
 fn neighbour(ip: IpAddr) -> Option<Neighbour> {
-    let IpAddr::V4(v4) = ip else { return None };
-    let table = std::fs::read_to_string("/proc/net/arp").ok()?;
-    let wanted = v4.to_string();
-    table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        // IP address, HW type, Flags, HW address, Mask, Device; flag 0x2 = complete.
-        match fields.as_slice() {
-            [addr, _, flags, mac, _, device] if *addr == wanted && *flags != "0x0" => {
-                Some(Neighbour {
-                    mac: (*mac).to_string(),
-                    device: (*device).to_string(),
-                })
-            }
-            _ => None,
-        }
+    let (next_hop, device, mac) = crate::dataplane::next_hop_of(ip)?;
+    Some(Neighbour {
+        next_hop,
+        mac,
+        device,
     })
 }

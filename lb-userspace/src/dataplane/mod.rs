@@ -25,7 +25,7 @@ use crate::balancer::DesiredState;
 use crate::config::{DataplaneSettings, Interface, XdpMode as ConfigXdpMode};
 use kernel_maps::KernelMaps;
 use lifecycle::{PinnedAttachment, Pins};
-pub use neighbours::Neighbours;
+pub use neighbours::{Neighbours, next_hop_of};
 use sync::{MapSync, SyncReport};
 
 /// The XDP object, embedded by build.rs from `cargo xtask build-ebpf`'s output.

@@ -128,6 +128,25 @@ impl Drop for Neighbours {
     }
 }
 
+/// The kernel's next hop toward `addr` (the FIB lookup the XDP program makes): its address
+/// (`addr` itself when on-link), device, and link-layer address once the kernel has
+/// resolved it. For `sluice explain`.
+pub fn next_hop_of(addr: IpAddr) -> Option<(IpAddr, String, Option<String>)> {
+    let (via, dev) = routes_to(&[addr]).ok()?.remove(&addr)?;
+    let out = Command::new("ip")
+        .args(["neigh", "show", &via.to_string(), "dev", &dev])
+        .output()
+        .ok()?;
+    // `10.0.0.1 lladdr aa:bb:cc:dd:ee:ff REACHABLE` (no lladdr while unresolved).
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mac = text
+        .split_whitespace()
+        .skip_while(|w| *w != "lladdr")
+        .nth(1)
+        .map(str::to_owned);
+    Some((via, dev, mac))
+}
+
 /// The next hop of each address `ip route get` finds a route for.
 fn routes_to(addrs: &[IpAddr]) -> Result<HashMap<IpAddr, NextHop>, String> {
     let script: String = addrs.iter().map(|a| format!("route get {a}\n")).collect();
