@@ -32,8 +32,17 @@ impl Agent {
         log: &Path,
     ) -> Result<Agent> {
         let mut cmd = command(ns, cpu, sluice);
-        cmd.args(["--log-level", "warn", "run", "--config"])
-            .arg(config);
+        // Its own pin folder, removed at exit: the next part's agent starts fresh.
+        cmd.args([
+            "--log-level",
+            "warn",
+            "run",
+            "--detach-on-exit",
+            "--pin-dir",
+        ])
+        .arg(crate::pins::unique_pin_dir("bench"))
+        .arg("--config")
+        .arg(config);
         let daemon = Daemon::spawn("sluice", cmd, log)?;
         let admin: SocketAddr = ADMIN.parse().context("the admin address")?;
         let mut agent = Agent { daemon, admin };

@@ -3,7 +3,7 @@
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -56,6 +56,8 @@ impl Status {
 pub struct Agent {
     child: Option<Child>,
     log: PathBuf,
+    sluice: PathBuf,
+    pin_dir: PathBuf,
 }
 
 impl Agent {
@@ -65,11 +67,22 @@ impl Agent {
             .with_context(|| format!("creating the agent's log {}", log.display()))?;
         let stderr = file.try_clone().context("duplicating a file handle")?;
         let mut cmd = ns.command(sluice);
-        cmd.args(["--log-level", "info", "run", "--config"])
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(file)
-            .stderr(stderr);
+        // A pin folder of its own, removed when the agent stops: a later demo (whose
+        // namespaces and interfaces are new) must not adopt this one's data path.
+        let pin_dir = PathBuf::from(crate::pins::unique_pin_dir("demo"));
+        cmd.args([
+            "--log-level",
+            "info",
+            "run",
+            "--detach-on-exit",
+            "--pin-dir",
+        ])
+        .arg(&pin_dir)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(stderr);
         // SAFETY: only async-signal-safe calls (sigprocmask, prctl), touching no memory of
         // the parent. The agent gets SIGTERM if the demo dies without tearing down (SIGKILL),
         // so it detaches its XDP program and exits rather than living on in a namespace
@@ -90,6 +103,8 @@ impl Agent {
         Ok(Agent {
             child: Some(child),
             log: log.to_path_buf(),
+            sluice: sluice.to_path_buf(),
+            pin_dir,
         })
     }
 
@@ -118,9 +133,24 @@ impl Agent {
     /// Sends SIGTERM and waits for the exit (SIGKILL after a while); `None` if it had
     /// already exited or been stopped.
     pub fn stop(&mut self) -> Result<Option<ExitStatus>> {
-        let Some(mut child) = self.child.take() else {
+        let Some(child) = self.child.take() else {
             return Ok(None);
         };
+        let stopped = self.stop_child(child);
+        // An agent that was killed (the scale-out demo kills a node) could not detach:
+        // remove what it pinned, so nothing of this demo outlives it.
+        if self.pin_dir.exists() {
+            let _ = Command::new(&self.sluice)
+                .args(["detach", "--pin-dir"])
+                .arg(&self.pin_dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        stopped
+    }
+
+    fn stop_child(&self, mut child: Child) -> Result<Option<ExitStatus>> {
         if child.try_wait()?.is_none() {
             let pid = Pid::from_raw(i32::try_from(child.id()).context("pid out of range")?);
             kill(pid, Signal::SIGTERM).context("sending SIGTERM to sluice")?;
