@@ -155,23 +155,9 @@ impl H2 {
         parts.uri = format!("http://{host}{}", parts.uri)
             .parse()
             .map_err(|e| format!("uri: {e}"))?;
-        parts.version = Version::HTTP_2;
-        self.sender
-            .ready()
-            .await
-            .map_err(|e| format!("connection not ready: {e}"))?;
-        let response = tokio::time::timeout(
-            CLIENT_TIMEOUT,
-            self.sender.send_request(Request::from_parts(parts, body)),
-        )
-        .await
-        .map_err(|_| "no response in time".to_string())?
-        .map_err(|e| format!("request failed: {e}"))?;
-        read(response).await
+        self.send_as_is(Request::from_parts(parts, body)).await
     }
-}
 
-impl H2 {
     /// Sends `req` exactly as built: its URI (absolute, for `:authority`) and every header,
     /// `host` included, go out as they are.
     pub async fn send_as_is(&mut self, req: Req) -> Result<Reply, String> {
