@@ -3,8 +3,9 @@
 //! (layer-4 hash), and every node places every flow by the same Maglev table, so a flow
 //! that moves between nodes keeps its backend. The topology is `sluice_tests::scale_out`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -56,12 +57,13 @@ fn ten_thousand_flows_spread_over_three_nodes_each_on_the_model_backend() {
     let model = site.model();
     let before: Vec<u64> = (0..3).map(|i| site.new_flows(i)).collect();
     // Four client threads; each flow is connected, named by its backend, and closed.
-    let hits: BTreeMap<String, usize> = site.client.in_ns(|| {
+    let (hits, tuples): (BTreeMap<String, usize>, BTreeSet<SocketAddr>) = site.client.in_ns(|| {
         std::thread::scope(|scope| {
             let workers: Vec<_> = (0..4)
                 .map(|_| {
                     scope.spawn(|| {
                         let mut hits: BTreeMap<String, usize> = BTreeMap::new();
+                        let mut locals = BTreeSet::new();
                         for _ in 0..FLOWS / 4 {
                             let flow =
                                 Flow::open().unwrap_or_else(|e| panic!("opening a flow: {e}"));
@@ -71,22 +73,25 @@ fn ten_thousand_flows_spread_over_three_nodes_each_on_the_model_backend() {
                                 "flow {} landed off the model",
                                 flow.local
                             );
+                            locals.insert(flow.local);
                             *hits.entry(flow.served_by).or_default() += 1;
                         }
-                        hits
+                        (hits, locals)
                     })
                 })
                 .collect();
             let mut all = BTreeMap::new();
+            let mut tuples = BTreeSet::new();
             for worker in workers {
-                let hits = worker
+                let (hits, locals) = worker
                     .join()
                     .unwrap_or_else(|p| std::panic::resume_unwind(p));
                 for (backend, n) in hits {
                     *all.entry(backend).or_default() += n;
                 }
+                tuples.extend(locals);
             }
-            all
+            (all, tuples)
         })
     });
     assert_eq!(hits.values().sum::<usize>(), FLOWS);
@@ -95,10 +100,19 @@ fn ten_thousand_flows_spread_over_three_nodes_each_on_the_model_backend() {
     report(&format!(
         "{FLOWS} flows, per node {carried:?}, per backend {hits:?}"
     ));
+    // A client port the kernel hands out again (its first connection's TIME_WAIT ended or
+    // was never kept) gives the same 4-tuple: that connection rides the first one's
+    // connection-table entry, to the same backend, and is rightly not a new flow.
     assert_eq!(
         carried.iter().sum::<u64>(),
-        FLOWS as u64,
-        "each flow placed once, by one node"
+        tuples.len() as u64,
+        "each 4-tuple placed once, by one node ({} connections)",
+        FLOWS
+    );
+    assert!(
+        tuples.len() > FLOWS * 9 / 10,
+        "the client reused ports for {} of {FLOWS} connections",
+        FLOWS - tuples.len()
     );
     for (i, n) in carried.iter().enumerate() {
         assert!(
