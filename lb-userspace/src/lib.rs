@@ -14,6 +14,7 @@ pub mod health;
 pub mod idle;
 pub mod logging;
 pub mod metrics;
+pub mod netlink;
 pub mod proxy;
 pub mod run;
 pub mod status;

@@ -1,13 +1,13 @@
 //! The VIP routes in the kernel table the BGP daemon exports: one `blackhole` route per
-//! announced VIP, added and removed with `ip` (iproute2) in batch mode, as the neighbour
+//! announced VIP, added and removed through netlink ([`crate::netlink`]), as the neighbour
 //! entries are. The table is never used to forward (no `ip rule` looks it up); the route's
 //! presence is the announcement.
 
-use std::io::Write;
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
 
 use thiserror::Error;
+
+use crate::netlink::{Netlink, NetlinkError, VipRoute};
 
 /// The `proto` number on every route the agent writes, so it finds its own routes (a stale
 /// set left by a killed agent is flushed at start) and the daemon can tell them apart.
@@ -17,18 +17,13 @@ pub const ROUTE_PROTOCOL: u8 = 201;
 /// A failed change of the VIP table.
 #[derive(Debug, Error)]
 pub enum RouteError {
-    /// `ip` could not be run.
-    #[error("running `ip` (iproute2) to {action}")]
-    Spawn {
-        action: &'static str,
+    /// The kernel refused a change, or could not be asked; the error names the operation
+    /// and the VIP or table.
+    #[error("changing the VIP routes of table {table}")]
+    Netlink {
+        table: u32,
         #[source]
-        source: std::io::Error,
-    },
-    /// `ip` ran and reported a failure.
-    #[error("`ip` failed to {action}: {stderr}")]
-    Failed {
-        action: &'static str,
-        stderr: String,
+        source: NetlinkError,
     },
 }
 
@@ -42,99 +37,68 @@ pub trait RouteTable: Send {
     fn flush(&mut self) -> Result<(), RouteError>;
 }
 
-/// The kernel routing table `table`, changed through `ip`.
+/// The kernel routing table `table`, changed through netlink.
 pub struct KernelTable {
     table: u32,
+    /// Opened at first use and kept: the announcer changes the table on every health change.
+    netlink: Option<Netlink>,
 }
 
 impl KernelTable {
     /// The table with this id.
     pub fn new(table: u32) -> Self {
-        Self { table }
+        Self {
+            table,
+            netlink: None,
+        }
     }
 
-    fn line(&self, verb: &str, vip: IpAddr) -> String {
-        let len = if vip.is_ipv4() { 32 } else { 128 };
-        format!(
-            "route {verb} blackhole {vip}/{len} table {} proto {ROUTE_PROTOCOL}\n",
-            self.table
-        )
+    fn route(&self, vip: IpAddr) -> VipRoute {
+        VipRoute {
+            vip,
+            table: self.table,
+            protocol: ROUTE_PROTOCOL,
+        }
+    }
+
+    /// Runs `change` on the socket, opening it first if needed. A socket that failed is
+    /// dropped, so the next change starts on a fresh one.
+    fn with_netlink<T>(
+        &mut self,
+        change: impl FnOnce(&mut Netlink, &Self) -> Result<T, NetlinkError>,
+    ) -> Result<T, RouteError> {
+        let table = self.table;
+        let wrap = |source| RouteError::Netlink { table, source };
+        let mut netlink = match self.netlink.take() {
+            Some(netlink) => netlink,
+            None => Netlink::open().map_err(wrap)?,
+        };
+        let result = change(&mut netlink, self).map_err(wrap)?;
+        self.netlink = Some(netlink);
+        Ok(result)
     }
 }
 
 impl RouteTable for KernelTable {
     fn add(&mut self, vips: &[IpAddr]) -> Result<(), RouteError> {
-        let script: String = vips.iter().map(|vip| self.line("replace", *vip)).collect();
-        ip_batch(&script, "add VIP routes")
+        self.with_netlink(|netlink, table| {
+            vips.iter()
+                .try_for_each(|vip| netlink.replace_vip_route(table.route(*vip)))
+        })
     }
 
     fn remove(&mut self, vips: &[IpAddr]) -> Result<(), RouteError> {
-        for vip in vips {
-            // One at a time: a route already gone fails its line, and must not hide the rest.
-            if let Err(err) = ip_batch(&self.line("del", *vip), "remove a VIP route")
-                && !is_missing(&err)
-            {
-                return Err(err);
-            }
-        }
-        Ok(())
+        // A route already gone is not an error and does not stop the others.
+        self.with_netlink(|netlink, table| {
+            vips.iter()
+                .try_for_each(|vip| netlink.delete_vip_route(table.route(*vip)).map(drop))
+        })
     }
 
     fn flush(&mut self) -> Result<(), RouteError> {
-        let (table, proto) = (self.table.to_string(), ROUTE_PROTOCOL.to_string());
-        for family in ["-4", "-6"] {
-            let args = [family, "route", "flush", "table", &table, "proto", &proto];
-            let output = Command::new("ip")
-                .args(args)
-                .stdin(Stdio::null())
-                .output()
-                .map_err(|source| RouteError::Spawn {
-                    action: "flush stale VIP routes",
-                    source,
-                })?;
-            let err = RouteError::Failed {
-                action: "flush stale VIP routes",
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-            };
-            // A table that does not exist yet holds nothing to flush.
-            if !output.status.success() && !is_missing(&err) {
-                return Err(err);
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Whether `ip` failed because the route, or the whole table, was not there.
-fn is_missing(err: &RouteError) -> bool {
-    matches!(err, RouteError::Failed { stderr, .. }
-        if stderr.contains("No such process") || stderr.contains("does not exist"))
-}
-
-/// Runs `ip -batch -` with `script` on stdin.
-fn ip_batch(script: &str, action: &'static str) -> Result<(), RouteError> {
-    if script.is_empty() {
-        return Ok(());
-    }
-    let spawn = |source| RouteError::Spawn { action, source };
-    let mut child = Command::new("ip")
-        .args(["-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(spawn)?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(script.as_bytes()).map_err(spawn)?;
-    }
-    let output = child.wait_with_output().map_err(spawn)?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(RouteError::Failed {
-            action,
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        })
+        let table = self.table;
+        // A table that does not exist yet holds nothing to flush.
+        self.with_netlink(|netlink, _| netlink.flush_routes(table, ROUTE_PROTOCOL).map(drop))
     }
 }
 

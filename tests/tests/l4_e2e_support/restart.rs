@@ -31,6 +31,13 @@ impl Setup {
     pub fn restart(&mut self, how: Stop, flows: &Flows, env: &[(&str, &OsStr)]) {
         let pins = self.stop_agent(how);
         flows.wait_for_progress("with no agent running");
+        self.start_agent(pins, env);
+        flows.wait_for_progress("after the restart");
+    }
+
+    /// Starts an agent on `pins` (with `env` set) in place of a stopped one, and waits until
+    /// it runs.
+    pub fn start_agent(&mut self, pins: Arc<PinDir>, env: &[(&str, &OsStr)]) {
         let config = self.config_text();
         let mut agent = SluiceAgent::start_in(&self.lb, &config, pins, &[], env);
         eventually(Duration::from_secs(30), || {
@@ -42,7 +49,6 @@ impl Setup {
             }
         });
         self.agent = Some(agent);
-        flows.wait_for_progress("after the restart");
     }
 }
 
