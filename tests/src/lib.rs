@@ -60,4 +60,4 @@ pub use tool::{Captured, Finished, required_tool};
 pub use topology::Lan;
 pub use upgrade::upgrade_object;
 pub use wait::{eventually, eventually_async};
-pub use xdp::{XdpPassGuard, attach_xdp_pass};
+pub use xdp::{XdpPassGuard, attach_xdp_pass, attach_xdp_pass_from};

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
 
 use nix::sched::{CloneFlags, setns};
 
@@ -114,6 +115,21 @@ impl Netns {
         T: Send,
     {
         in_netns(&self.path, f)
+    }
+
+    /// Starts an OS thread named `name` that joins this namespace, then runs `f`: for work
+    /// that outlives one call, such as a client loop (the demo's traffic). Fails only when
+    /// the thread cannot be started; a failure to join the namespace panics that thread.
+    pub fn spawn_thread<F, T>(&self, name: String, f: F) -> std::io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let path = self.path.clone();
+        std::thread::Builder::new().name(name).spawn(move || {
+            enter(&path);
+            f()
+        })
     }
 
     /// Runs `future` to completion on a tokio current-thread runtime, on a dedicated OS thread

@@ -2,7 +2,7 @@
 //! veth whose peer runs no XDP program, so every peer the data path transmits to needs one.
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use aya::Ebpf;
 use aya::programs::{Xdp, XdpMode};
@@ -32,12 +32,17 @@ impl XdpPassGuard {
 /// Loads `sluice_pass` from [`ebpf_object`] and attaches it in native (driver) mode to
 /// `ifname` in `ns`. Panics when loading or attaching fails.
 pub fn attach_xdp_pass(ns: &Netns, ifname: &str) -> XdpPassGuard {
-    let object = ebpf_object();
+    attach_xdp_pass_from(ns, ifname, &ebpf_object())
+}
+
+/// As [`attach_xdp_pass`], with the program from the eBPF object at `object` (the demo's,
+/// which it was given or built).
+pub fn attach_xdp_pass_from(ns: &Netns, ifname: &str, object: &Path) -> XdpPassGuard {
     // The interface index is resolved in the calling thread's namespace, so attach from a
     // thread inside `ns`.
     let ebpf = ns.in_ns(|| {
-        let mut ebpf = Ebpf::load_file(&object)
-            .unwrap_or_else(|e| panic!("loading {}: {e}", object.display()));
+        let mut ebpf =
+            Ebpf::load_file(object).unwrap_or_else(|e| panic!("loading {}: {e}", object.display()));
         let program: &mut Xdp = ebpf
             .program_mut(PASS_PROGRAM)
             .unwrap_or_else(|| panic!("no program {PASS_PROGRAM} in {}", object.display()))

@@ -13,9 +13,9 @@ use anyhow::{Context, Result, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::Deserialize;
+use sluice_tests::Netns;
 
 use super::http;
-use super::netns::Netns;
 use super::signals;
 use super::topology::ADMIN;
 
@@ -67,6 +67,9 @@ impl Agent {
             .with_context(|| format!("creating the agent's log {}", log.display()))?;
         let stderr = file.try_clone().context("duplicating a file handle")?;
         let mut cmd = ns.command(sluice);
+        // Its own process group: a terminal's Ctrl-C reaches only the demo, which then stops
+        // the agent in order.
+        cmd.process_group(0);
         // A pin folder of its own, removed when the agent stops: a later demo (whose
         // namespaces and interfaces are new) must not adopt this one's data path.
         let pin_dir = PathBuf::from(crate::pins::unique_pin_dir("demo"));
@@ -185,7 +188,7 @@ impl Drop for Agent {
 /// `METHOD path` on the admin API, from inside the load balancer's namespace.
 pub fn admin(lb: &Netns, method: &str, path: &str) -> Result<http::Response> {
     let response = lb
-        .run_in(|| http::request(ADMIN.into(), method, path, Duration::from_secs(5)))?
+        .in_ns(|| http::request(ADMIN.into(), method, path, Duration::from_secs(5)))
         .with_context(|| format!("{method} http://{ADMIN}{path} in {}", lb.name()))?;
     if response.status != 200 {
         bail!(
@@ -209,7 +212,7 @@ impl StatusWatch {
         let latest = Arc::new(Mutex::new(None));
         let stop = Arc::new(AtomicBool::new(false));
         let (out, flag) = (Arc::clone(&latest), Arc::clone(&stop));
-        let thread = lb.spawn_in("status".into(), move || {
+        let thread = lb.spawn_thread("status".into(), move || {
             while !flag.load(Ordering::Relaxed) {
                 let status = http::request(ADMIN.into(), "GET", "/status", Duration::from_secs(1))
                     .ok()

@@ -11,8 +11,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use sluice_tests::Netns;
 
-use super::netns::Netns;
 use super::topology::BackendPlan;
 
 /// How often an idle accept loop looks for a connection or a stop request.
@@ -61,7 +61,7 @@ impl Backend {
         }
         let bind = self.plan.bind();
         let listener = ns
-            .run_in(|| TcpListener::bind(bind))?
+            .in_ns(|| TcpListener::bind(bind))
             .with_context(|| format!("{}: listening on {bind} in {}", self.plan.name, ns.name()))?;
         listener
             .set_nonblocking(true)

@@ -11,7 +11,6 @@ mod agent;
 mod backend;
 mod display;
 mod http;
-mod netns;
 mod scale_out;
 mod script;
 mod signals;
@@ -81,7 +80,9 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     }
     check_tools()?;
     let stop = signals::install()?;
-    netns::sweep_stale();
+    for name in sluice_tests::sweep_stale_namespaces() {
+        eprintln!("demo: removed {name}, left by an earlier run");
+    }
     WorkDir::sweep_stale();
     let result = Lab::start(&sluice, &object).and_then(|mut lab| {
         let tour = script::tour(&mut lab, &stop, args.hold);
@@ -167,7 +168,7 @@ impl Lab {
         let dir = WorkDir::create()?;
         screen.say(&format!(
             "Building the demo network: a client, the load balancer and four backends, each \
-             a network namespace named slcd-{}-*",
+             a network namespace named slc-{}-*",
             std::process::id()
         ));
         let mut lab = Lab {

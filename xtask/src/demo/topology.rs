@@ -5,11 +5,11 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::Path;
 
-use anyhow::{Context, Result};
-use aya::Ebpf;
-use aya::programs::{Xdp, XdpMode};
-
-use super::netns::{Netns, command, run};
+use anyhow::{Result, anyhow};
+use sluice_tests::{
+    Lan, Netns, XdpPassGuard, add_addr, attach_xdp_pass_from, disable_tx_offload, route_add,
+    sysctl, xdp_program,
+};
 
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 70, 0, 1);
 pub const LB: Ipv4Addr = Ipv4Addr::new(10, 70, 0, 2);
@@ -71,104 +71,72 @@ const fn backend(name: &'static str, host: u8, port: u16, tier: Tier) -> Backend
 }
 
 /// The namespaces and links; dropping it deletes them all (the switch last, taking every
-/// veth with it).
+/// veth with it). Built from the test harness's pieces (`sluice_tests`), as the tests'
+/// topologies are.
 pub struct Topology {
     pub client: Netns,
     pub lb: Netns,
     /// In [`BACKENDS`] order.
     pub backends: Vec<Netns>,
     /// `sluice_pass` on the load balancer's bridge port, dropped (detached) before the
-    /// namespaces go.
-    pass: Option<Ebpf>,
-    switch: Netns,
+    /// switch goes.
+    _pass: XdpPassGuard,
+    lan: Lan,
 }
 
 impl Topology {
     /// Builds the network; `ebpf_object` provides the XDP_PASS program for the bridge port.
+    /// A step that fails panics with what failed (the harness's guards still remove what
+    /// was made); the panic is turned into this error.
     pub fn build(ebpf_object: &Path) -> Result<Topology> {
-        let switch = Netns::create("switch")?;
-        switch.ip(["link", "add", "name", "br0", "type", "bridge"])?;
-        switch.ip(["link", "set", "br0", "up"])?;
-        let client = Netns::create("client")?;
-        let lb = Netns::create("lb")?;
-        let mut backends = Vec::new();
-        for plan in BACKENDS {
-            backends.push(Netns::create(&plan.name.replace('-', ""))?);
-        }
-        let mut topology = Topology {
-            client,
-            lb,
-            backends,
-            pass: None,
-            switch,
-        };
-        topology.wire(ebpf_object)?;
-        Ok(topology)
+        std::panic::catch_unwind(|| Topology::wire(ebpf_object)).map_err(|panic| {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("a step panicked");
+            anyhow!("building the demo network: {why}")
+        })
     }
 
-    fn wire(&mut self, ebpf_object: &Path) -> Result<()> {
-        self.plug(&self.client, 0, CLIENT)?;
-        self.client
-            .ip(["route", "add", VIP_NET, "via", &LB.to_string()])?;
+    fn wire(ebpf_object: &Path) -> Topology {
+        let lan = Lan::new();
+        let client = Netns::new("client");
+        plug(&lan, &client, CLIENT);
+        route_add(&client, VIP_NET, &LB.to_string());
 
-        let lb_port = self.plug(&self.lb, 1, LB)?;
-        self.lb
-            .ip(["addr", "add", &format!("{}/32", APP_VIP.ip()), "dev", "lo"])?;
+        let lb = Netns::new("lb");
+        let lb_port = plug(&lan, &lb, LB);
+        add_addr(&lb, "lo", &format!("{}/32", APP_VIP.ip()));
         // The XDP program asks the FIB for next hops, which answers only where forwarding is on.
-        self.lb.sysctl("net.ipv4.conf.all.forwarding", "1")?;
-        self.lb.sysctl("net.ipv4.conf.eth0.forwarding", "1")?;
+        sysctl(&lb, "net.ipv4.conf.all.forwarding", "1");
+        sysctl(&lb, "net.ipv4.conf.eth0.forwarding", "1");
         // XDP_TX out of the load balancer's eth0 arrives on its bridge port, a veth, which
         // drops it unless an XDP program runs there too.
-        self.pass = Some(attach_pass(&self.switch, &lb_port, ebpf_object)?);
+        let pass = attach_xdp_pass_from(lan.switch(), &lb_port, ebpf_object);
 
-        for (index, (plan, ns)) in BACKENDS.iter().zip(&self.backends).enumerate() {
-            self.plug(ns, index + 2, plan.address)?;
+        let mut backends = Vec::new();
+        for plan in BACKENDS {
+            let ns = Netns::new(&plan.name.replace('-', ""));
+            plug(&lan, &ns, plan.address);
             if plan.tier == Tier::L4 {
                 // DSR: the backend accepts packets for the VIP, answers from it, and never
                 // answers ARP for it (the load balancer owns the VIP on the wire).
-                ns.ip(["addr", "add", &format!("{}/32", WEB_VIP.ip()), "dev", "lo"])?;
+                add_addr(&ns, "lo", &format!("{}/32", WEB_VIP.ip()));
                 for iface in ["all", "eth0"] {
-                    ns.sysctl(&format!("net.ipv4.conf.{iface}.arp_ignore"), "1")?;
-                    ns.sysctl(&format!("net.ipv4.conf.{iface}.arp_announce"), "2")?;
+                    sysctl(&ns, &format!("net.ipv4.conf.{iface}.arp_ignore"), "1");
+                    sysctl(&ns, &format!("net.ipv4.conf.{iface}.arp_announce"), "2");
                 }
             }
+            backends.push(ns);
         }
-        Ok(())
-    }
-
-    /// Connects `host` to the bridge through a veth (`eth0` on the host, `p<index>` on the
-    /// switch), gives it `address`, and returns the switch-side name.
-    fn plug(&self, host: &Netns, index: usize, address: Ipv4Addr) -> Result<String> {
-        let port = format!("p{index}");
-        run(command("ip").args([
-            "link",
-            "add",
-            "eth0",
-            "netns",
-            host.name(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &port,
-            "netns",
-            self.switch.name(),
-        ]))?;
-        self.switch
-            .ip(["link", "set", &port, "master", "br0", "up"])?;
-        host.ip([
-            "addr",
-            "add",
-            &format!("{address}/{PREFIX_LEN}"),
-            "dev",
-            "eth0",
-        ])?;
-        host.ip(["link", "set", "eth0", "up"])?;
-        // Native XDP on a veth loses the "checksum still to be filled in" state of frames its
-        // peer's stack sent; a real NIC fills checksums before the wire, here the sender must.
-        run(host.command("ethtool").args(["-K", "eth0", "tx", "off"]))
-            .context("turning TX checksum offload off (is ethtool installed?)")?;
-        Ok(port)
+        Topology {
+            client,
+            lb,
+            backends,
+            _pass: pass,
+            lan,
+        }
     }
 
     /// The names of all its namespaces.
@@ -176,7 +144,7 @@ impl Topology {
         [&self.client, &self.lb]
             .into_iter()
             .chain(&self.backends)
-            .chain([&self.switch])
+            .chain([self.lan.switch()])
             .map(|ns| ns.name().to_string())
             .collect()
     }
@@ -190,45 +158,18 @@ impl Topology {
     }
 }
 
-impl Drop for Topology {
-    fn drop(&mut self) {
-        if let Some(ebpf) = self.pass.take() {
-            // A bpf_link detaches wherever its fd is closed; a netlink attachment (older
-            // kernels) by ifindex, which only means something inside the namespace.
-            if let Err(err) = self.switch.run_in(move || drop(ebpf)) {
-                eprintln!("demo: detaching sluice_pass: {err:#}");
-            }
-        }
-    }
+/// Connects `host` to the bridge through a veth (`eth0` on the host), gives it `address`,
+/// and returns the switch-side port's name.
+fn plug(lan: &Lan, host: &Netns, address: Ipv4Addr) -> String {
+    let port = lan.connect(host, "eth0");
+    add_addr(host, "eth0", &format!("{address}/{PREFIX_LEN}"));
+    // Native XDP on a veth loses the "checksum still to be filled in" state of frames its
+    // peer's stack sent; a real NIC fills checksums before the wire, here the sender must.
+    disable_tx_offload(host, "eth0");
+    port
 }
 
-/// Loads `sluice_pass` from the eBPF object and attaches it to `ifname` in `ns`.
-fn attach_pass(ns: &Netns, ifname: &str, object: &Path) -> Result<Ebpf> {
-    let name = lb_common::PASS_PROGRAM_NAME;
-    ns.run_in(|| -> Result<Ebpf> {
-        let mut ebpf =
-            Ebpf::load_file(object).with_context(|| format!("loading {}", object.display()))?;
-        let program: &mut Xdp = ebpf
-            .program_mut(name)
-            .with_context(|| format!("{} holds no program {name}", object.display()))?
-            .try_into()
-            .with_context(|| format!("{name} is not an XDP program"))?;
-        program.load().with_context(|| format!("loading {name}"))?;
-        program
-            .attach(ifname, XdpMode::Driver)
-            .with_context(|| format!("attaching {name} to {ifname} in {}", ns.name()))?;
-        Ok(ebpf)
-    })?
-}
-
-/// Whether an XDP program is attached to `ifname` in `ns` (`ip link` shows `xdp`).
+/// Whether an XDP program is attached to `ifname` in `ns`.
 pub fn has_xdp(ns: &Netns, ifname: &str) -> bool {
-    command("ip")
-        .args(["-n", ns.name(), "link", "show", "dev", ifname])
-        .output()
-        .is_ok_and(|out| {
-            String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .any(|word| word.starts_with("xdp"))
-        })
+    xdp_program(ns, ifname).is_some()
 }

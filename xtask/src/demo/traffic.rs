@@ -15,8 +15,9 @@ use anyhow::Result;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
+use sluice_tests::Netns;
+
 use super::http;
-use super::netns::Netns;
 use super::tls::SERVER_NAME;
 use super::topology::{APP_VIP, WEB_VIP};
 
@@ -111,18 +112,18 @@ impl Traffic {
         };
         for index in 0..WORKERS {
             let (tally, stop) = (Arc::clone(&traffic.web), Arc::clone(&traffic.stop));
-            traffic
-                .threads
-                .push(client.spawn_in(format!("client web {index}"), move || {
+            traffic.threads.push(
+                client.spawn_thread(format!("client web {index}"), move || {
                     l4_client(&tally, &stop)
-                })?);
+                })?,
+            );
             let (tally, stop) = (Arc::clone(&traffic.app), Arc::clone(&traffic.stop));
             let tls = Arc::clone(tls);
-            traffic
-                .threads
-                .push(client.spawn_in(format!("client app {index}"), move || {
+            traffic.threads.push(
+                client.spawn_thread(format!("client app {index}"), move || {
                     l7_client(&tally, &stop, &tls)
-                })?);
+                })?,
+            );
         }
         Ok(traffic)
     }
