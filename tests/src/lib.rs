@@ -47,7 +47,7 @@ pub use browser::{Browser, browser_available};
 pub use kernel::{XdpAttachMode, global_counter, program_map, xdp_program};
 pub use link::{
     add_addr, bridge, disable_tx_offload, enslave, format_mac, if_index, link_up, mac_of,
-    route_add, set_mac, sysctl, veth,
+    managed_neighbours, route_add, set_mac, sysctl, veth,
 };
 pub use netns::Netns;
 pub use pins::PinDir;

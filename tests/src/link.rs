@@ -107,6 +107,16 @@ pub fn disable_tx_offload(ns: &Netns, ifname: &str) {
     ns.run("ethtool", ["-K", ifname, "tx", "off"]);
 }
 
+/// The lines of `ip neigh show` in `ns` that are managed entries (what the agent keeps for
+/// its backends' next hops).
+pub fn managed_neighbours(ns: &Netns) -> Vec<String> {
+    ns.ip(["neigh", "show"])
+        .lines()
+        .filter(|line| line.split_whitespace().any(|word| word == "managed"))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Formats a MAC address as `aa:bb:cc:dd:ee:ff`.
 pub fn format_mac(mac: [u8; 6]) -> String {
     mac.map(|b| format!("{b:02x}")).join(":")

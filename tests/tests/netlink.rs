@@ -13,8 +13,8 @@ use l4_e2e_support::restart::Stop;
 use l4_e2e_support::{Mode, Setup, V4};
 use sluice::netlink::{Netlink, NetlinkError, Operation, Subject, VipRoute};
 use sluice_tests::{
-    Netns, PinDir, add_addr, eventually, format_mac, if_index, mac_of, privileged, route_add,
-    sluice_binary, veth,
+    Netns, PinDir, add_addr, eventually, format_mac, if_index, mac_of, managed_neighbours,
+    privileged, route_add, sluice_binary, veth,
 };
 
 const LB4: &str = "10.77.1.1";
@@ -46,6 +46,20 @@ fn open() -> Netlink {
     Netlink::open().unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Waits until the entry of `peer` is managed and resolved to `mac`.
+fn wait_managed_and_resolved(netlink: &mut Netlink, peer: IpAddr, ifindex: u32, mac: &str) {
+    eventually(Duration::from_secs(10), || {
+        match netlink.neighbour(peer, ifindex) {
+            Ok(Some(entry))
+                if entry.managed && entry.link_address_text().as_deref() == Some(mac) =>
+            {
+                Ok(())
+            }
+            other => Err(format!("{peer}: {other:?}")),
+        }
+    });
+}
+
 #[test]
 fn managed_neighbour_entries_are_created_replaced_and_removed() {
     if !privileged() {
@@ -62,17 +76,7 @@ fn managed_neighbour_entries_are_created_replaced_and_removed() {
                 .replace_managed_neighbour(peer_ip, ifindex)
                 .unwrap_or_else(|e| panic!("{e}"));
             // Managed: the kernel resolves it with no traffic sent to the peer.
-            eventually(Duration::from_secs(10), || {
-                match netlink.neighbour(peer_ip, ifindex) {
-                    Ok(Some(entry))
-                        if entry.managed
-                            && entry.link_address_text().as_deref() == Some(&peer_mac) =>
-                    {
-                        Ok(())
-                    }
-                    other => Err(format!("{peer_ip}: {other:?}")),
-                }
-            });
+            wait_managed_and_resolved(&mut netlink, peer_ip, ifindex, &peer_mac);
         });
         let shown = lb.ip(["neigh", "show", &peer_ip.to_string(), "dev", "eth0"]);
         assert!(shown.contains("managed"), "ip neigh show: {shown}");
@@ -99,17 +103,7 @@ fn managed_neighbour_entries_are_created_replaced_and_removed() {
             netlink
                 .replace_managed_neighbour(peer_ip, ifindex)
                 .unwrap_or_else(|e| panic!("{e}"));
-            eventually(Duration::from_secs(10), || {
-                match netlink.neighbour(peer_ip, ifindex) {
-                    Ok(Some(entry))
-                        if entry.managed
-                            && entry.link_address_text().as_deref() == Some(&peer_mac) =>
-                    {
-                        Ok(())
-                    }
-                    other => Err(format!("{peer_ip}: {other:?}")),
-                }
-            });
+            wait_managed_and_resolved(&mut netlink, peer_ip, ifindex, &peer_mac);
 
             netlink
                 .delete_neighbour(peer_ip, ifindex)
@@ -258,15 +252,6 @@ fn vip_routes_are_added_removed_and_flushed_by_protocol() {
     assert_eq!(shown(), "");
     let left = lb.ip(["route", "show", "table", "4242"]);
     assert!(left.contains("blackhole 203.0.113.9"), "{left}");
-}
-
-/// Lines of `ip neigh show` in the load balancer that are managed entries.
-fn managed_neighbours(lb: &Netns) -> Vec<String> {
-    lb.ip(["neigh", "show"])
-        .lines()
-        .filter(|line| line.split_whitespace().any(|word| word == "managed"))
-        .map(str::to_owned)
-        .collect()
 }
 
 #[test]
