@@ -116,7 +116,7 @@ fn managed_neighbour_entries_are_created_replaced_and_removed() {
             assert_eq!(error.errno(), Some(libc::ENOENT), "{error:?}");
             assert_eq!(
                 error.to_string(),
-                format!("removing the neighbour entry of {peer_ip}")
+                format!("removing the neighbour entry of {peer_ip}: No such file or directory (os error 2)")
             );
         });
     }
@@ -175,7 +175,9 @@ fn an_unreachable_destination_is_a_typed_error_naming_it() {
             assert_eq!(error.errno(), Some(libc::ENETUNREACH), "{error:?}");
             assert_eq!(
                 error.to_string(),
-                format!("looking up the route to {destination}")
+                format!(
+                    "looking up the route to {destination}: Network is unreachable (os error 101)"
+                )
             );
         }
     });

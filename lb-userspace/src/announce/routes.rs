@@ -17,14 +17,10 @@ pub const ROUTE_PROTOCOL: u8 = 201;
 /// A failed change of the VIP table.
 #[derive(Debug, Error)]
 pub enum RouteError {
-    /// The kernel refused a change, or could not be asked; the error names the operation
-    /// and the VIP or table.
-    #[error("changing the VIP routes of table {table}")]
-    Netlink {
-        table: u32,
-        #[source]
-        source: NetlinkError,
-    },
+    /// The kernel refused a change, or could not be asked: which change, of which VIP (or
+    /// table), and the kernel's answer.
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
 }
 
 /// Where VIP routes go: the kernel, or an in-memory stand-in in unit tests.
@@ -67,13 +63,11 @@ impl KernelTable {
         &mut self,
         change: impl FnOnce(&mut Netlink, &Self) -> Result<T, NetlinkError>,
     ) -> Result<T, RouteError> {
-        let table = self.table;
-        let wrap = |source| RouteError::Netlink { table, source };
         let mut netlink = match self.netlink.take() {
             Some(netlink) => netlink,
-            None => Netlink::open().map_err(wrap)?,
+            None => Netlink::open()?,
         };
-        let result = change(&mut netlink, self).map_err(wrap)?;
+        let result = change(&mut netlink, self)?;
         self.netlink = Some(netlink);
         Ok(result)
     }

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use tracing::{debug, warn};
 
-use crate::netlink::{Netlink, NetlinkError, NextHop};
+use crate::netlink::{Netlink, NextHop};
 
 /// A next hop's entry: the address to resolve (the backend itself, or its gateway) and the
 /// output interface's index.
@@ -44,7 +44,7 @@ impl Neighbours {
         let mut netlink = match Netlink::open() {
             Ok(netlink) => netlink,
             Err(error) => {
-                warn!(error = %error_chain(&error), "could not look up routes to backends");
+                warn!(%error, "could not look up routes to backends");
                 return;
             }
         };
@@ -71,7 +71,7 @@ impl Neighbours {
                 Err(error) => {
                     table_full |= error.errno() == Some(libc::ENOBUFS);
                     warn!(
-                        error = %error_chain(&error),
+                        %error,
                         dev = hop.device,
                         "could not add a managed neighbour entry (needs Linux >= 5.16)"
                     );
@@ -109,7 +109,7 @@ impl Neighbours {
         let mut netlink = match Netlink::open() {
             Ok(netlink) => netlink,
             Err(error) => {
-                warn!(error = %error_chain(&error), "could not remove managed neighbour entries");
+                warn!(%error, "could not remove managed neighbour entries");
                 return 0;
             }
         };
@@ -143,7 +143,7 @@ pub fn next_hop_of(addr: IpAddr) -> Option<(IpAddr, String, Option<String>)> {
     let mac = match netlink.neighbour(hop.neighbour(), hop.ifindex) {
         Ok(found) => found.and_then(|entry| entry.link_address_text()),
         Err(error) => {
-            debug!(error = %error_chain(&error), "no neighbour entry for explain");
+            debug!(%error, "no neighbour entry for explain");
             None
         }
     };
@@ -160,7 +160,7 @@ fn routes_to(netlink: &mut Netlink, addrs: &[IpAddr]) -> HashMap<IpAddr, NextHop
             }
             Err(error) => warn!(
                 backend = %addr,
-                error = %error_chain(&error),
+                %error,
                 "no route to the backend; its packets will be passed up"
             ),
         }
@@ -175,7 +175,7 @@ fn remove(netlink: &mut Netlink, entries: impl IntoIterator<Item = Entry>) -> us
         match netlink.delete_neighbour(address, ifindex) {
             Ok(()) => removed += 1,
             Err(error) if error.errno() == Some(libc::ENOENT) => {}
-            Err(error) => warn!(error = %error_chain(&error), "could not remove a neighbour entry"),
+            Err(error) => warn!(%error, "could not remove a neighbour entry"),
         }
     }
     removed
@@ -183,16 +183,4 @@ fn remove(netlink: &mut Netlink, entries: impl IntoIterator<Item = Entry>) -> us
 
 fn entry(hop: &NextHop) -> Entry {
     (hop.neighbour(), hop.ifindex)
-}
-
-/// `error` and its causes on one line, for a log field.
-fn error_chain(error: &NetlinkError) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

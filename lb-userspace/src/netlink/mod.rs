@@ -81,19 +81,19 @@ impl From<IpAddr> for Subject {
     }
 }
 
-/// A failed netlink request.
+/// A failed netlink request. Each message is whole on one line (the operation, the address
+/// and the kernel's errno text): callers log and publish `to_string()`.
 #[derive(Debug, Error)]
 pub enum NetlinkError {
     /// The socket could not be opened or bound.
-    #[error("opening a netlink (NETLINK_ROUTE) socket")]
-    Socket(#[source] io::Error),
+    #[error("opening a netlink (NETLINK_ROUTE) socket: {0}")]
+    Socket(io::Error),
     /// The kernel refused the request, or the socket failed while sending or receiving.
-    #[error("{operation} {subject}")]
+    #[error("{operation} {subject}: {error}")]
     Kernel {
         operation: Operation,
         subject: Subject,
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// The kernel's answer could not be decoded, or was not the answer asked for.
     #[error("{operation} {subject}: unexpected answer from the kernel: {detail}")]
@@ -108,7 +108,7 @@ impl NetlinkError {
     /// The errno the kernel answered with, if it refused the request.
     pub fn errno(&self) -> Option<i32> {
         match self {
-            Self::Kernel { source, .. } | Self::Socket(source) => source.raw_os_error(),
+            Self::Kernel { error, .. } | Self::Socket(error) => error.raw_os_error(),
             Self::Answer { .. } => None,
         }
     }
@@ -150,10 +150,10 @@ impl Netlink {
         operation: Operation,
         subject: Subject,
     ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
-        let kernel = |source| NetlinkError::Kernel {
+        let kernel = |error| NetlinkError::Kernel {
             operation,
             subject,
-            source,
+            error,
         };
         let answer = |detail: String| NetlinkError::Answer {
             operation,
