@@ -291,7 +291,7 @@ fn the_l4_path_runs_with_no_ip_binary_on_path() {
     );
     let log = setup.agent_log();
     assert!(
-        !log.contains("could not add a managed neighbour entry")
+        !log.contains("could not add managed neighbour entries")
             && !log.contains("no route to the backend"),
         "{log}"
     );

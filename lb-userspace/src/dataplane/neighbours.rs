@@ -61,7 +61,8 @@ impl Neighbours {
         }
         wanted.sort_unstable_by_key(|hop| entry(hop));
         wanted.dedup_by_key(|hop| entry(hop));
-        let mut table_full = false;
+        // One warning for however many fail: a full table fails every entry of a reload.
+        let (mut failed, mut first_error, mut table_full) = (0usize, None, false);
         for hop in wanted {
             match netlink.replace_managed_neighbour(hop.neighbour(), hop.ifindex) {
                 Ok(()) => {
@@ -69,14 +70,18 @@ impl Neighbours {
                     self.created.insert(entry(hop));
                 }
                 Err(error) => {
+                    failed += 1;
                     table_full |= error.errno() == Some(libc::ENOBUFS);
-                    warn!(
-                        %error,
-                        dev = hop.device,
-                        "could not add a managed neighbour entry (needs Linux >= 5.16)"
-                    );
+                    first_error.get_or_insert(error);
                 }
             }
+        }
+        if let Some(error) = first_error {
+            warn!(
+                %error,
+                failed,
+                "could not add managed neighbour entries (needs Linux >= 5.16); the first error"
+            );
         }
         if table_full {
             warn!(
