@@ -120,7 +120,7 @@ async fn respond(
     };
     record.route = Some((route.name.clone(), route.stats.clone()));
     // The route's deadline covers its filters and the exchange.
-    let deadline = Box::pin(tokio::time::sleep(route.timeout));
+    let mut deadline = Box::pin(tokio::time::sleep(route.timeout));
     let (mut parts, body) = request.into_parts();
     let outbound = match &route.action {
         Action::Forward(pools) => Some(exchange::prepare(
@@ -128,11 +128,15 @@ async fn respond(
         )?),
         Action::Redirect(_) | Action::Direct { .. } => None,
     };
-    let (ran, denied) = route.chain.on_request(&mut FilterRequest {
+    let mut filtered = FilterRequest {
         headers: &mut parts.headers,
         client: ctx.client,
         learned: &mut record.learned,
-    });
+    };
+    let (ran, denied) = route
+        .chain
+        .on_request(&mut filtered, deadline.as_mut())
+        .await;
     let mut response = match (denied, outbound) {
         (Some(deny), _) => local_reply(LocalReply::Denied(deny), h1),
         (None, Some(outbound)) => {

@@ -72,4 +72,8 @@ pub struct RateLimit {
     pub header: Option<Spanned<String>>,
     /// 1..=10000000; default 100000.
     pub max_keys: Option<Spanned<i64>>,
+    /// `redis://host:port[/db]`; default none (a local limit only).
+    pub redis: Option<Spanned<String>>,
+    /// Duration; only with `redis`; default `50ms`.
+    pub redis_timeout: Option<Spanned<String>>,
 }

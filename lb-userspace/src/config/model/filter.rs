@@ -89,6 +89,17 @@ pub struct RateLimitSpec {
     pub key: RateKey,
     /// Buckets kept; the least recently used goes first.
     pub max_keys: u32,
+    /// A limit shared through Redis by every instance using it.
+    pub shared: Option<SharedLimitSpec>,
+}
+
+/// Where a shared rate limit is counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedLimitSpec {
+    /// `redis://host:port[/db]`.
+    pub url: String,
+    /// How long a request waits for Redis before the local limit decides.
+    pub timeout: Duration,
 }
 
 /// What a rate-limit bucket belongs to.

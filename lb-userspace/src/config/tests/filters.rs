@@ -136,6 +136,7 @@ fn a_valid_chain_reads_into_typed_filters() {
             burst: 5,
             key: RateKey::Header("x-api-key".into()),
             max_keys: 100_000,
+            shared: None,
         })
     );
     assert_eq!(

@@ -11,7 +11,7 @@ use crate::config::diagnostic::Reporter;
 use crate::config::file;
 use crate::config::model::{
     ClientIds, FilterKind, FilterSpec, HeaderEdits, RateKey, RateKeyName, RateLimitSpec,
-    RequestIdSpec,
+    RequestIdSpec, SharedLimitSpec,
 };
 
 const FILTER_TYPES: &str = "`headers`, `request_id` or `rate_limit`";
@@ -172,6 +172,7 @@ fn rate_limit(
         (RateKeyName::Principal, None) => Some(RateKey::Principal),
         (RateKeyName::Global, None) => Some(RateKey::Global),
     };
+    let shared = shared_limit(l, ctx, r);
     let rate = rate?;
     let per = per?;
     // One token every per/rate: governor counts in nanoseconds, so it must be at least one.
@@ -189,7 +190,48 @@ fn rate_limit(
         burst: burst?.unwrap_or(rate),
         key: key?,
         max_keys: max_keys?,
+        shared: shared?,
     })
+}
+
+/// `redis` and `redis_timeout`: a URL the redis client accepts, a timeout only with it.
+fn shared_limit(
+    l: &file::RateLimit,
+    ctx: &str,
+    r: &mut Reporter,
+) -> Option<Option<SharedLimitSpec>> {
+    let timeout = check::duration(
+        l.redis_timeout.as_ref(),
+        Duration::from_millis(50),
+        "rate_limit.redis_timeout",
+        ctx,
+        r,
+    );
+    let Some(url) = &l.redis else {
+        if let Some(t) = &l.redis_timeout {
+            r.error_in(
+                &t.span(),
+                ctx,
+                "rate_limit.redis_timeout applies only with rate_limit.redis",
+            );
+            return None;
+        }
+        return Some(None);
+    };
+    let text = url.get_ref();
+    let accepted = text.starts_with("redis://") && redis::Client::open(text.as_str()).is_ok();
+    if !accepted {
+        r.error_in(
+            &url.span(),
+            ctx,
+            format!("rate_limit.redis {text:?} is not a URL like \"redis://127.0.0.1:6379\""),
+        );
+        return None;
+    }
+    Some(Some(SharedLimitSpec {
+        url: text.clone(),
+        timeout: timeout?,
+    }))
 }
 
 /// A route's `filters`: indices into the service's filters, each named once.

@@ -36,6 +36,9 @@ pub enum FilterBuildError {
     /// A rate that is no token bucket (zero period or burst).
     #[error("rate_limit: the rate, period and burst make no token bucket")]
     Quota,
+    /// A Redis URL the client refuses.
+    #[error("rate_limit.redis")]
+    Redis(#[source] redis::RedisError),
     /// In a named filter.
     #[error("filter {name:?}")]
     In {
@@ -73,7 +76,7 @@ impl FilterStates {
             let key = (service.clone(), spec.name.clone());
             let filter = match self.running.get(&key) {
                 Some((kind, filter)) if *kind == spec.kind => filter.clone(),
-                _ => build(&spec.kind).map_err(|source| FilterBuildError::In {
+                _ => build(&spec.name, &spec.kind).map_err(|source| FilterBuildError::In {
                     name: spec.name.clone(),
                     source: Box::new(source),
                 })?,
@@ -102,11 +105,11 @@ impl FilterStates {
     }
 }
 
-fn build(kind: &FilterKind) -> Result<Arc<dyn Filter>, FilterBuildError> {
+fn build(name: &str, kind: &FilterKind) -> Result<Arc<dyn Filter>, FilterBuildError> {
     Ok(match kind {
         FilterKind::Headers(edits) => Arc::new(HeaderFilter::new(edits)?),
         FilterKind::RequestId(spec) => Arc::new(RequestIdFilter::new(spec)?),
-        FilterKind::RateLimit(spec) => Arc::new(RateLimitFilter::new(spec)?),
+        FilterKind::RateLimit(spec) => Arc::new(RateLimitFilter::new(name, spec)?),
     })
 }
 

@@ -33,6 +33,7 @@ fn limit(name: &str, burst: u32, enabled: bool) -> FilterSpec {
             burst,
             key: RateKey::Global,
             max_keys: 10,
+            shared: None,
         }),
     }
 }
@@ -57,10 +58,18 @@ fn run(chain: &Chain, headers: &[(&str, &str)]) -> (Option<Deny>, usize, HeaderM
         );
     }
     let mut learned = Learned::default();
-    let (ran, deny) = chain.on_request(&mut FilterRequest {
-        headers: &mut request,
-        client: SocketAddr::from(([192, 0, 2, 1], 4000)),
-        learned: &mut learned,
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let (ran, deny) = runtime.block_on(async {
+        let deadline = std::pin::pin!(tokio::time::sleep(Duration::from_secs(5)));
+        let mut filtered = FilterRequest {
+            headers: &mut request,
+            client: SocketAddr::from(([192, 0, 2, 1], 4000)),
+            learned: &mut learned,
+        };
+        chain.on_request(&mut filtered, deadline).await
     });
     let mut response = HeaderMap::new();
     response.insert("server", "backend".parse().expect("value"));

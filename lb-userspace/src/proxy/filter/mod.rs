@@ -11,9 +11,14 @@ mod build;
 mod headers;
 mod rate_limit;
 mod request_id;
+mod shared_limit;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+
+use tokio::time::Sleep;
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
@@ -38,12 +43,14 @@ pub trait Filter: Send + Sync + 'static {
 }
 
 /// What a request phase decided.
-#[derive(Debug)]
 pub enum Verdict {
     /// The request goes on to the next filter.
     Continue,
     /// The request is answered with this, and goes no further.
     Deny(Deny),
+    /// The decision needs I/O (Redis, an authorization service): the chain waits for it,
+    /// within the route's deadline.
+    Pending(Pin<Box<dyn Future<Output = Result<(), Deny>> + Send>>),
 }
 
 /// A filter's own answer to a request (401, 403, 429, ...). Made into a response by
@@ -117,14 +124,30 @@ impl Chain {
         }
     }
 
-    /// Runs every request phase in order until one answers. Returns how many filters let
-    /// the request go on (the ones whose response phase runs), and the answer if one gave it.
-    pub fn on_request(&self, request: &mut FilterRequest<'_>) -> (usize, Option<Deny>) {
+    /// Runs every request phase in order until one answers; a filter still waiting when
+    /// `deadline` passes answers 504. Returns how many filters let the request go on (the
+    /// ones whose response phase runs), and the answer if one gave it.
+    pub async fn on_request(
+        &self,
+        request: &mut FilterRequest<'_>,
+        mut deadline: Pin<&mut Sleep>,
+    ) -> (usize, Option<Deny>) {
         for (ran, entry) in self.entries.iter().enumerate() {
-            let verdict = entry.filter.on_request(request);
-            let decision = match &verdict {
-                Verdict::Continue => "allow",
-                Verdict::Deny(deny) => deny.reason,
+            let outcome = match entry.filter.on_request(request) {
+                Verdict::Continue => Ok(()),
+                Verdict::Deny(deny) => Err(deny),
+                Verdict::Pending(decision) => tokio::select! {
+                    decided = decision => decided,
+                    () = deadline.as_mut() => Err(Deny {
+                        status: StatusCode::GATEWAY_TIMEOUT,
+                        reason: "timeout",
+                        headers: Vec::new(),
+                    }),
+                },
+            };
+            let decision = match &outcome {
+                Ok(()) => "allow",
+                Err(deny) => deny.reason,
             };
             if let Some(stats) = &entry.stats {
                 stats.record(decision);
@@ -133,7 +156,7 @@ impl Chain {
                     .decisions
                     .push((entry.name.clone(), decision));
             }
-            if let Verdict::Deny(deny) = verdict {
+            if let Err(deny) = outcome {
                 return (ran, Some(deny));
             }
         }

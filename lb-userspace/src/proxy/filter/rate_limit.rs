@@ -3,13 +3,15 @@
 //! `Retry-After` and `RateLimit-Limit` / `-Remaining` / `-Reset`; allowed responses carry
 //! the limit and what remains of it. The buckets live in a table of at most `max_keys`
 //! entries, the least recently used evicted first, so a client spraying keys costs bounded
-//! memory (an evicted key starts again with a full bucket).
+//! memory (an evicted key starts again with a full bucket). With `redis`, the limit is
+//! counted in Redis across instances (`shared_limit`), and these buckets decide only when
+//! Redis cannot.
 
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::num::NonZeroUsize;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -21,6 +23,7 @@ use lru::LruCache;
 
 use super::build::FilterBuildError;
 use super::headers::header_name;
+use super::shared_limit::SharedLimit;
 use super::{Deny, Filter, FilterRequest, Learned, Verdict};
 use crate::config::{RateKey, RateLimitSpec};
 
@@ -49,21 +52,27 @@ enum KeySource {
 /// its settings stay the same.
 pub struct RateLimitFilter {
     source: Option<KeySource>,
-    buckets: Buckets<DefaultClock>,
+    buckets: Arc<Buckets<DefaultClock>>,
+    shared: Option<Arc<SharedLimit>>,
 }
 
 impl RateLimitFilter {
-    /// Builds the filter (with empty buckets) for `spec`.
-    pub fn new(spec: &RateLimitSpec) -> Result<Self, FilterBuildError> {
+    /// Builds filter `name` (with empty buckets) for `spec`.
+    pub fn new(name: &str, spec: &RateLimitSpec) -> Result<Self, FilterBuildError> {
         let source = match &spec.key {
             RateKey::Global => None,
             RateKey::Client => Some(KeySource::Client),
             RateKey::Principal => Some(KeySource::Principal),
             RateKey::Header(name) => Some(KeySource::Header(header_name(name)?)),
         };
+        let shared = match &spec.shared {
+            Some(shared) => Some(SharedLimit::new(name, spec.rate, spec.per, shared)?),
+            None => None,
+        };
         Ok(Self {
             source,
-            buckets: Buckets::new(spec, DefaultClock::default())?,
+            buckets: Arc::new(Buckets::new(spec, DefaultClock::default())?),
+            shared,
         })
     }
 
@@ -85,32 +94,32 @@ impl RateLimitFilter {
 impl Filter for RateLimitFilter {
     fn on_request(&self, request: &mut FilterRequest<'_>) -> Verdict {
         let key = self.key(request);
-        match self.buckets.take(key) {
-            Ok(remaining) => {
-                let seen = request.learned.rate_limit.map_or(u32::MAX, |(_, r)| r);
-                if remaining <= seen {
-                    request.learned.rate_limit = Some((self.buckets.burst, remaining));
+        let Some(shared) = &self.shared else {
+            return match self.buckets.take(key) {
+                Ok(remaining) => {
+                    let seen = request.learned.rate_limit.map_or(u32::MAX, |(_, r)| r);
+                    if remaining <= seen {
+                        request.learned.rate_limit = Some((self.buckets.burst, remaining));
+                    }
+                    Verdict::Continue
                 }
-                Verdict::Continue
+                Err(wait) => Verdict::Deny(over_limit(wait, self.buckets.burst)),
+            };
+        };
+        let (shared, buckets) = (shared.clone(), self.buckets.clone());
+        Verdict::Pending(Box::pin(async move {
+            match shared.take(&key.bytes()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(wait)) => Err(over_limit(wait, shared.rate())),
+                Err(err) => {
+                    tracing::debug!(error = %err, "shared rate limit unavailable; the local limit decides");
+                    buckets
+                        .take(key)
+                        .map(|_| ())
+                        .map_err(|wait| over_limit(wait, buckets.burst))
+                }
             }
-            Err(wait) => {
-                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                let seconds = HeaderValue::from(seconds.max(1));
-                Verdict::Deny(Deny {
-                    status: StatusCode::TOO_MANY_REQUESTS,
-                    reason: "over_limit",
-                    headers: vec![
-                        (http::header::RETRY_AFTER, seconds.clone()),
-                        (
-                            RATELIMIT_LIMIT.clone(),
-                            HeaderValue::from(self.buckets.burst),
-                        ),
-                        (RATELIMIT_REMAINING.clone(), HeaderValue::from(0)),
-                        (RATELIMIT_RESET.clone(), seconds),
-                    ],
-                })
-            }
-        }
+        }))
     }
 
     fn on_response(&self, headers: &mut HeaderMap, learned: &Learned) {
@@ -124,6 +133,32 @@ impl Filter for RateLimitFilter {
 
     fn deny_reasons(&self) -> &'static [&'static str] {
         &["over_limit"]
+    }
+}
+
+/// The 429 for a request that may be retried after `wait`, under a limit of `limit`.
+fn over_limit(wait: Duration, limit: u32) -> Deny {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let seconds = HeaderValue::from(seconds.max(1));
+    Deny {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        reason: "over_limit",
+        headers: vec![
+            (http::header::RETRY_AFTER, seconds.clone()),
+            (RATELIMIT_LIMIT.clone(), HeaderValue::from(limit)),
+            (RATELIMIT_REMAINING.clone(), HeaderValue::from(0)),
+            (RATELIMIT_RESET.clone(), seconds),
+        ],
+    }
+}
+
+impl Key {
+    /// The key as Redis stores it.
+    fn bytes(&self) -> Vec<u8> {
+        match self {
+            Key::Ip(ip) => ip.to_string().into_bytes(),
+            Key::Text(text) => text.to_vec(),
+        }
     }
 }
 

@@ -12,6 +12,7 @@ fn spec(rate: u32, per: Duration, burst: u32, max_keys: u32) -> RateLimitSpec {
         burst,
         key: RateKey::Client,
         max_keys,
+        shared: None,
     }
 }
 
