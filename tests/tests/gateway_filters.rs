@@ -21,6 +21,9 @@ rate_limit = { rate = 3, per = "1h" }
 name = "per-key"
 enabled = false
 rate_limit = { rate = 1, per = "1h", key = "header", header = "x-api-key" }
+[[service.l7.filter]]
+name = "stamp"
+headers = { request_add = { x-gw = "1" }, response_add = { x-served-by = "sluice" }, response_remove = ["x-backend"] }
 "#;
 
 const ROUTES: &str = r#"
