@@ -206,3 +206,40 @@ fn decisions_read_as_one_log_field() {
     learned.decisions.push(("rl".into(), "over_limit"));
     assert_eq!(learned.decisions_text(), "ids:allow,rl:over_limit");
 }
+
+/// A filter whose decision never comes.
+struct Stuck;
+
+impl Filter for Stuck {
+    fn on_request(&self, _request: &mut FilterRequest<'_>) -> Verdict {
+        Verdict::Pending(Box::pin(std::future::pending()))
+    }
+}
+
+#[test]
+fn a_filter_still_waiting_at_the_route_deadline_answers_504() {
+    let stats = StatsRegistry::default();
+    let chain = Chain::new(vec![ChainEntry {
+        name: "stuck".into(),
+        filter: std::sync::Arc::new(Stuck),
+        stats: Some(stats.filter("svc", "stuck", "test", &[])),
+    }]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let mut headers = HeaderMap::new();
+    let mut learned = Learned::default();
+    let (ran, deny) = runtime.block_on(async {
+        let deadline = std::pin::pin!(tokio::time::sleep(Duration::from_millis(20)));
+        let mut filtered = FilterRequest {
+            headers: &mut headers,
+            client: SocketAddr::from(([192, 0, 2, 1], 4000)),
+            learned: &mut learned,
+        };
+        chain.on_request(&mut filtered, deadline).await
+    });
+    assert_eq!(ran, 0);
+    assert_eq!(deny.map(|d| d.status), Some(StatusCode::GATEWAY_TIMEOUT));
+    assert_eq!(learned.decisions_text(), "stuck:timeout");
+}
