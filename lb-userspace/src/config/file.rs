@@ -11,6 +11,7 @@
 
 mod announce;
 mod dataplane;
+mod filter;
 mod l7;
 
 use serde::Deserialize;
@@ -18,6 +19,7 @@ use toml::Spanned;
 
 pub use announce::Announce;
 pub use dataplane::Dataplane;
+pub use filter::{Filter, Headers, RateLimit, RequestId};
 pub use l7::*;
 
 use super::model::{ForwardingMode, Protocol, UpstreamProtocol, WhenNoHealthy, XdpMode};

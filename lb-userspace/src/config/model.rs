@@ -6,6 +6,7 @@
 
 mod announce;
 mod dataplane;
+mod filter;
 mod l7;
 
 use std::net::{IpAddr, SocketAddr};
@@ -18,6 +19,7 @@ use serde::Deserialize;
 
 pub use announce::Announce;
 pub use dataplane::{DEFAULT_PIN_DIR, DataplaneSettings, schema_dir};
+pub use filter::*;
 pub use l7::*;
 
 /// Everything one config file describes.
@@ -347,6 +349,10 @@ pub enum Protocol {
 
 /// How a service is balanced.
 #[derive(Debug, Clone, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per service, built once per reload and never moved on the request path"
+)]
 pub enum ServiceKind {
     /// In the kernel, by the XDP program.
     L4(L4Service),

@@ -2,6 +2,7 @@
 //! One test per validation rule lives in `tests/rules.rs`.
 
 mod edge;
+mod filters;
 mod readme;
 mod rules;
 

@@ -8,6 +8,7 @@ mod announce;
 mod certificate;
 mod check;
 mod dataplane;
+mod filter;
 mod health;
 mod l7;
 mod pool;

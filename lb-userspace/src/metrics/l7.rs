@@ -133,9 +133,30 @@ impl Collector for L7Collector {
             );
         }
 
+        let mut decisions = Family::counter(
+            "sluice_l7_filter_decisions_total",
+            "Requests each L7 filter let go on (decision=\"allow\") or answered itself (decision=\"deny\", by reason).",
+        );
+        for (service, filter, stats) in self.stats.filters() {
+            let base = [
+                ("service", &*service),
+                ("filter", &*filter),
+                ("type", stats.filter_type),
+            ];
+            let mut allowed = base.to_vec();
+            allowed.extend([("decision", "allow"), ("reason", "")]);
+            decisions.count(&allowed, stats.allowed.load(Relaxed));
+            for (reason, count) in stats.denied() {
+                let mut denied = base.to_vec();
+                denied.extend([("decision", "deny"), ("reason", reason)]);
+                decisions.count(&denied, count);
+            }
+        }
+
         [
             local,
             refused,
+            decisions,
             overflow,
             route_requests,
             route_latency,

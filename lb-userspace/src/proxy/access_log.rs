@@ -10,6 +10,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderValue, Method};
 
 use super::conn_io::ConnGuard;
+use super::filter::Learned;
 use super::stats::{PoolStats, RouteStats};
 use super::upstream::{BackendGuard, PoolSlot};
 
@@ -40,6 +41,8 @@ pub struct RequestRecord {
     pub backend_guard: Option<(PoolSlot, BackendGuard)>,
     /// Whether to write the access-log line.
     pub access_log: bool,
+    /// What the route's filters learned and decided.
+    pub learned: Learned,
     /// Keeps the client connection busy (not idle) until the response ends.
     pub _conn: ConnGuard,
 }
@@ -69,6 +72,13 @@ impl RequestRecord {
             .and_then(|h| h.to_str().ok())
             .unwrap_or("-");
         let route = self.route.as_ref().map_or("-", |(name, _)| &**name);
+        let text = |v: &Option<HeaderValue>| {
+            v.as_ref()
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_owned()
+        };
+        let learned = &self.learned;
         tracing::info!(
             target: "sluice::access",
             time = %humantime::format_rfc3339_millis(started),
@@ -82,6 +92,10 @@ impl RequestRecord {
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             upstream = %self.upstream.map_or_else(|| "-".to_owned(), |u| u.to_string()),
             route,
+            filters = %learned.decisions_text(),
+            principal = learned.principal.as_deref().unwrap_or("-"),
+            request_id = %text(&learned.request_id),
+            traceparent = %text(&learned.traceparent),
             "access"
         );
     }

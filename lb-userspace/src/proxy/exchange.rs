@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version, request};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -24,7 +24,7 @@ use super::body::{RequestBody, ResponseBody};
 use super::connections::Exchange;
 use super::error::{ErrorKind, ProxyError};
 use super::forward::{
-    ForwardedFor, edit_headers, is_upgrade_request, join_cookies, set_forwarded, strip_hop_by_hop,
+    ForwardedFor, is_upgrade_request, join_cookies, set_forwarded, strip_hop_by_hop,
     upgrade_allowed, upstream_path, upstream_uri,
 };
 use super::handle::ConnCtx;
@@ -38,16 +38,27 @@ use super::upstream::{BackendGuard, PoolSlot, UpstreamBackend, UpstreamPool};
 /// larger or unsized bodies are streamed and sent once.
 const RETRY_BUFFER_LIMIT: u64 = 64 * 1024;
 
-/// Forwards `request` along `route` and returns the backend's response, rewritten.
-pub async fn forward(
+/// A request bound for a pool: the pool picked and what the head said about upgrades.
+pub struct Outbound {
+    pool: Arc<UpstreamPool>,
+    /// The client connection, when the request upgrades it (a tunnel the route allows).
+    client_upgrade: Option<OnUpgrade>,
+    upgrade: bool,
+    chunked: bool,
+    h1: bool,
+}
+
+/// Picks the pool for a forward route and makes `parts` a request for it: hop-by-hop
+/// headers out, forwarding headers in. Filters then see the request as the backend will.
+pub fn prepare(
     ctx: &ConnCtx,
     state: &ListenerState,
     route: &Route,
     pools: &WeightedPools,
-    request: Request<Incoming>,
+    parts: &mut request::Parts,
     host: &HeaderValue,
     record: &mut RequestRecord,
-) -> Result<Response<ResponseBody>, ProxyError> {
+) -> Result<Outbound, ProxyError> {
     let ticket = if pools.is_split() {
         fastrand::u32(..pools.total())
     } else {
@@ -59,10 +70,6 @@ pub async fn forward(
         .ok_or_else(|| ProxyError::with_source(ErrorKind::Internal, "route names no running pool"))?
         .clone();
     record.pool = Some(pool.stats.clone());
-    // One timer for the whole request: the response head, then the response body.
-    let mut deadline = Box::pin(tokio::time::sleep(route.timeout));
-
-    let (mut parts, body) = request.into_parts();
     let h1 = parts.version < Version::HTTP_2;
     let chunked = h1 && parts.headers.contains_key(TRANSFER_ENCODING);
     // Only protocols the route allows are tunnelled; any other Upgrade (h2c included) is
@@ -77,13 +84,6 @@ pub async fn forward(
     };
     // Nothing hyper attached to the client's request may leak into the backend's.
     parts.extensions.clear();
-
-    let limit = state.limits.max_request_body_bytes;
-    if let (Some(limit), Some(declared)) = (limit, body.size_hint().exact())
-        && declared > limit
-    {
-        return Err(ProxyError::new(ErrorKind::BodyTooLarge));
-    }
     strip_hop_by_hop(&mut parts.headers, upgrade);
     if !h1 {
         join_cookies(&mut parts.headers);
@@ -98,11 +98,45 @@ pub async fn forward(
             trust: &state.forwarded,
         },
     );
-    edit_headers(
-        &mut parts.headers,
-        &route.request_headers_remove,
-        &route.request_headers_add,
-    );
+    Ok(Outbound {
+        pool,
+        client_upgrade,
+        upgrade,
+        chunked,
+        h1,
+    })
+}
+
+/// Forwards a request [`prepare`]d for `route` (and passed by its filters) and returns the
+/// backend's response, rewritten; `deadline` is the route's, started before the filters.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one request's parts and context; bundling them would only rename the list"
+)]
+pub async fn forward(
+    ctx: &ConnCtx,
+    state: &ListenerState,
+    route: &Route,
+    outbound: Outbound,
+    mut parts: request::Parts,
+    body: Incoming,
+    host: &HeaderValue,
+    mut deadline: Pin<Box<Sleep>>,
+    record: &mut RequestRecord,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let Outbound {
+        pool,
+        client_upgrade,
+        upgrade,
+        chunked,
+        h1,
+    } = outbound;
+    let limit = state.limits.max_request_body_bytes;
+    if let (Some(limit), Some(declared)) = (limit, body.size_hint().exact())
+        && declared > limit
+    {
+        return Err(ProxyError::new(ErrorKind::BodyTooLarge));
+    }
     if !parts.headers.contains_key(HOST) {
         parts.headers.insert(HOST, host.clone());
     }

@@ -1,6 +1,7 @@
-//! One request, from head to response: which host and route it is for, the answers the
-//! proxy gives itself (redirects, direct responses, 404, errors), and the record that logs
-//! and counts it when the response ends. Forwarding is in `exchange`.
+//! One request, as stages: the codec's checks, normalise, route, pick a pool (forward
+//! routes), filters, then the answer (forward, redirect, direct response) and the filters'
+//! response phase. The record made here logs and counts the request when its response ends.
+//! Forwarding is in `exchange`, the proxy's own answers in `local_reply`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -8,24 +9,21 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
-use http::header::{CONNECTION, CONTENT_TYPE, LOCATION, TRANSFER_ENCODING};
-use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::header::TRANSFER_ENCODING;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version, request};
 use hyper::body::Incoming;
-use tracing::debug;
 
 use super::access_log::RequestRecord;
 use super::body::ResponseBody;
 use super::conn_io::{ConnGuard, ConnShared};
 use super::error::{ErrorKind, ProxyError};
 use super::exchange;
-use super::forward::{edit_headers, redirect_location};
+use super::filter::{FilterRequest, Learned};
+use super::forward::redirect_location;
+use super::local_reply::{LocalReply, local_reply, redirect};
 use super::request_head;
-use super::route::{Action, RequestView, split_host_port};
+use super::route::{Action, RequestView, Route, split_host_port};
 use super::state::ListenerState;
-
-/// Names the circuit breaker that refused a request (Envoy says `x-envoy-overloaded`).
-static X_SLUICE_OVERLOADED: http::HeaderName = http::HeaderName::from_static("x-sluice-overloaded");
 
 /// What every request on a connection shares.
 pub struct ConnCtx {
@@ -65,12 +63,13 @@ pub async fn handle(
         upstream: None,
         backend_guard: None,
         access_log: state.access_log,
+        learned: Learned::default(),
         _conn: guard,
     };
     let h1 = request.version() < Version::HTTP_2;
     let mut response = match respond(&ctx, &state, request, &mut record).await {
         Ok(response) => response,
-        Err(err) => error_response(&err, h1),
+        Err(err) => local_reply(LocalReply::Error(&err), h1),
     };
     record.status = response.status().as_u16();
     if record.upstream.is_none() {
@@ -108,55 +107,103 @@ async fn respond(
         ));
     };
     if request.method() == Method::CONNECT {
-        return Ok(plain(StatusCode::METHOD_NOT_ALLOWED));
+        return Ok(local_reply(
+            LocalReply::Status(StatusCode::METHOD_NOT_ALLOWED),
+            h1,
+        ));
     }
     if let Some(port) = state.redirect_to_https {
         return Ok(redirect_to_https(host_str, port, &request));
     }
-    let Some(routes) = &state.routes else {
-        return Ok(plain(StatusCode::NOT_FOUND));
+    let Some(route) = find_route(state, host_str, &request) else {
+        return Ok(local_reply(LocalReply::Status(StatusCode::NOT_FOUND), h1));
     };
+    record.route = Some((route.name.clone(), route.stats.clone()));
+    // The route's deadline covers its filters and the exchange.
+    let mut deadline = Box::pin(tokio::time::sleep(route.timeout));
+    let (mut parts, body) = request.into_parts();
+    let outbound = match &route.action {
+        Action::Forward(pools) => Some(exchange::prepare(
+            ctx, state, route, pools, &mut parts, &host, record,
+        )?),
+        Action::Redirect(_) | Action::Direct { .. } => None,
+    };
+    let mut filtered = FilterRequest {
+        headers: &mut parts.headers,
+        client: ctx.client,
+        learned: &mut record.learned,
+    };
+    let (ran, denied) = route
+        .chain
+        .on_request(&mut filtered, deadline.as_mut())
+        .await;
+    let mut response = match (denied, outbound) {
+        (Some(deny), _) => local_reply(LocalReply::Denied(deny), h1),
+        (None, Some(outbound)) => {
+            let forwarded = exchange::forward(
+                ctx, state, route, outbound, parts, body, &host, deadline, record,
+            )
+            .await;
+            match forwarded {
+                Ok(response) => response,
+                Err(err) => local_reply(LocalReply::Error(&err), h1),
+            }
+        }
+        (None, None) => own_answer(route, ctx.https, host_str, &parts),
+    };
+    route
+        .chain
+        .on_response(ran, response.headers_mut(), &record.learned);
+    Ok(response)
+}
+
+/// The route `request` takes, if any.
+fn find_route<'s>(
+    state: &'s ListenerState,
+    host: &str,
+    request: &Request<Incoming>,
+) -> Option<&'s Route> {
     let view = RequestView {
         method: request.method(),
         path: request.uri().path(),
         query: request.uri().query(),
         headers: request.headers(),
     };
-    let Some(route) = routes.find(host_str, &view) else {
-        return Ok(plain(StatusCode::NOT_FOUND));
-    };
-    record.route = Some((route.name.clone(), route.stats.clone()));
-    let mut response = match &route.action {
+    state.routes.as_ref()?.find(host, &view)
+}
+
+/// The answer of a route that does not forward: its redirect or direct response.
+fn own_answer(
+    route: &Route,
+    https: bool,
+    host: &str,
+    parts: &request::Parts,
+) -> Response<ResponseBody> {
+    match &route.action {
         Action::Direct { status, body } => {
             let mut response = Response::new(ResponseBody::full(body.clone()));
             *response.status_mut() = *status;
             response
         }
-        Action::Redirect(redirect) => {
-            let path = request
-                .uri()
+        Action::Redirect(target) => {
+            let path = parts
+                .uri
                 .path_and_query()
                 .cloned()
                 .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-            let location = redirect_location(redirect, ctx.https, host_str, &path);
-            let status = StatusCode::from_u16(redirect.status).unwrap_or(StatusCode::FOUND);
-            redirect_response(status, &location)
+            let location = redirect_location(target, https, host, &path);
+            let status = StatusCode::from_u16(target.status).unwrap_or(StatusCode::FOUND);
+            redirect(status, &location)
         }
-        Action::Forward(pools) => {
-            let forwarded =
-                exchange::forward(ctx, state, route, pools, request, &host, record).await;
-            match forwarded {
-                Ok(response) => response,
-                Err(err) => error_response(&err, h1),
-            }
-        }
-    };
-    edit_headers(
-        response.headers_mut(),
-        &route.response_headers_remove,
-        &route.response_headers_add,
-    );
-    Ok(response)
+        // Forward routes are answered by `exchange`.
+        Action::Forward(_) => local_reply(
+            LocalReply::Error(&ProxyError::with_source(
+                ErrorKind::Internal,
+                "forward route answered locally",
+            )),
+            false,
+        ),
+    }
 }
 
 fn redirect_to_https(host: &str, port: u16, request: &Request<Incoming>) -> Response<ResponseBody> {
@@ -167,49 +214,5 @@ fn redirect_to_https(host: &str, port: u16, request: &Request<Incoming>) -> Resp
     } else {
         format!("https://{name}:{port}{path}")
     };
-    redirect_response(StatusCode::MOVED_PERMANENTLY, &location)
-}
-
-fn redirect_response(status: StatusCode, location: &str) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::full(Bytes::new()));
-    *response.status_mut() = status;
-    if let Ok(value) = HeaderValue::from_str(location) {
-        response.headers_mut().insert(LOCATION, value);
-    }
-    response
-}
-
-/// A short text answer for `status`.
-fn plain(status: StatusCode) -> Response<ResponseBody> {
-    let text = format!(
-        "{} {}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
-    let mut response = Response::new(ResponseBody::full(text));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
-/// The answer for a failed request; HTTP/1 connections whose framing cannot be trusted
-/// any more are closed after it.
-pub fn error_response(err: &ProxyError, h1: bool) -> Response<ResponseBody> {
-    debug!(error = %err, "request failed");
-    let mut response = plain(err.status());
-    if let ErrorKind::Overloaded(limit) = err.kind() {
-        response.headers_mut().insert(
-            X_SLUICE_OVERLOADED.clone(),
-            HeaderValue::from_static(limit.name()),
-        );
-    }
-    if h1 && err.closes_connection() {
-        response
-            .headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("close"));
-    }
-    response
+    redirect(StatusCode::MOVED_PERMANENTLY, &location)
 }

@@ -3,6 +3,7 @@
 
 use http::{HeaderMap, Method};
 
+use super::filter::BuiltFilters;
 use super::route::{RequestView, RouteTable};
 use super::stats::StatsRegistry;
 use crate::config::{Config, RouteAction, ServiceKind};
@@ -27,7 +28,14 @@ pub fn route_for(config: &Config, service: &str, host: &str, path: &str) -> Opti
         _ => None,
     })?;
     // A throwaway registry: the explanation must not create counters of the live proxy.
-    let table = RouteTable::compile(service, &l7.virtual_hosts, &StatsRegistry::default()).ok()?;
+    // No filters either: they decide nothing about where a request goes.
+    let table = RouteTable::compile(
+        service,
+        &l7.virtual_hosts,
+        &StatsRegistry::default(),
+        &BuiltFilters::default(),
+    )
+    .ok()?;
     let (path, query) = match path.split_once('?') {
         Some((path, query)) => (path, Some(query)),
         None => (path, None),

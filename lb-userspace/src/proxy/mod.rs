@@ -16,10 +16,12 @@ mod conn_io;
 mod connections;
 mod error;
 mod exchange;
+mod filter;
 mod forward;
 mod handle;
 pub mod inspect;
 mod listener;
+mod local_reply;
 mod normalize;
 mod prefixed;
 mod request_head;
@@ -51,6 +53,7 @@ pub use upstream::{UpstreamBackend, UpstreamPool};
 use crate::config::{Config, L7Service, PoolId, Service, ServiceKind};
 use crate::health::HealthHandle;
 use connections::ConnectionRegistry;
+use filter::FilterStates;
 use listener::ClientCounts;
 use state::ListenerState;
 use tokio::net::TcpListener;
@@ -98,6 +101,8 @@ pub struct Proxy {
     stats: Arc<StatsRegistry>,
     outcomes: Option<HealthHandle>,
     connections: Arc<ConnectionRegistry>,
+    /// Every listener's filters, kept across reloads by name while unchanged.
+    filters: FilterStates,
 }
 
 /// A config's listeners and pools, built and checked (routes compiled, TLS keys loaded,
@@ -105,6 +110,7 @@ pub struct Proxy {
 /// fail; dropping it changes nothing.
 pub struct PreparedProxy {
     pools: HashMap<String, Arc<UpstreamPool>>,
+    filters: FilterStates,
     listeners: Vec<PreparedListener>,
 }
 
@@ -128,6 +134,7 @@ impl Proxy {
             stats: Arc::new(StatsRegistry::default()),
             outcomes,
             connections: ConnectionRegistry::start(),
+            filters: FilterStates::default(),
         };
         let prepared = proxy
             .prepare(config)
@@ -148,11 +155,12 @@ impl Proxy {
     /// new addresses. Every failure is returned; with any, nothing may be committed.
     pub fn prepare(&self, config: &Config) -> Result<PreparedProxy, Vec<ProxyStartError>> {
         let pools = self.pools_for(config);
+        let mut filters = FilterStates::default();
         let mut errors = Vec::new();
         let mut listeners = Vec::new();
         for (service, l7) in l7_services(config) {
             let addr = SocketAddr::new(service.vip, service.port);
-            let state = match Self::build_state(&pools, &self.stats, service, l7, config) {
+            let state = match self.build_state(&pools, &mut filters, service, l7, config) {
                 Ok(state) => state,
                 Err(err) => {
                     errors.push(err);
@@ -184,7 +192,11 @@ impl Proxy {
             });
         }
         if errors.is_empty() {
-            Ok(PreparedProxy { pools, listeners })
+            Ok(PreparedProxy {
+                pools,
+                filters,
+                listeners,
+            })
         } else {
             Err(errors)
         }
@@ -196,6 +208,7 @@ impl Proxy {
     /// requests in flight finish.
     pub fn commit(&mut self, prepared: PreparedProxy) {
         self.pools = prepared.pools;
+        self.filters = prepared.filters;
         let wanted: Vec<SocketAddr> = prepared.listeners.iter().map(|l| l.addr).collect();
         for new in prepared.listeners {
             match (self.listeners.get_mut(&new.addr), new.socket) {
@@ -288,20 +301,25 @@ impl Proxy {
         pools
     }
 
+    /// Builds a listener's state; its filters (running ones reused) go into `filters`.
     fn build_state(
+        &self,
         pools: &HashMap<String, Arc<UpstreamPool>>,
-        stats: &StatsRegistry,
+        filters: &mut FilterStates,
         service: &Service,
         l7: &L7Service,
         config: &Config,
     ) -> Result<ListenerState, ProxyStartError> {
+        let failed = |source| ProxyStartError::Build {
+            service: service.name.clone(),
+            source,
+        };
+        let built = self
+            .filters
+            .build(&service.name, &l7.filters, &self.stats, filters)
+            .map_err(|e| failed(BuildError::Filters(e)))?;
         let by_id = |id: PoolId| config.pool(id).and_then(|p| pools.get(&p.name)).cloned();
-        ListenerState::build(&service.name, l7, config, stats, by_id).map_err(|source| {
-            ProxyStartError::Build {
-                service: service.name.clone(),
-                source,
-            }
-        })
+        ListenerState::build(&service.name, l7, config, &self.stats, &built, by_id).map_err(failed)
     }
 
     fn start_listener(

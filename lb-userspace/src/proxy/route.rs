@@ -7,14 +7,71 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use http::{HeaderMap, HeaderName, Method, StatusCode};
 
+use super::filter::{BuiltFilters, Chain, FilterBuildError};
 use super::route_index::{INDEX_FROM, PathIndex};
 use super::stats::{RouteStats, StatsRegistry};
 use crate::config::{
-    HostPattern, PathMatch, PoolId, Redirect, RetryPolicy, Route as RouteConfig, RouteAction,
-    ValueCondition, ValueMatch, VirtualHost,
+    HeaderEdits, HostPattern, PathMatch, PoolId, Redirect, RetryPolicy, Route as RouteConfig,
+    RouteAction, ValueCondition, ValueMatch, VirtualHost,
 };
+
+/// Why a route validation let through cannot be compiled (hyper's types are stricter).
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// A direct-response status `http` refuses.
+    #[error("route {route}: status {status}")]
+    Status {
+        /// The route.
+        route: Arc<str>,
+        /// The status.
+        status: u16,
+        /// Why.
+        #[source]
+        source: http::status::InvalidStatusCode,
+    },
+    /// A method `http` refuses.
+    #[error("route {route}: method {method:?}")]
+    Method {
+        /// The route.
+        route: Arc<str>,
+        /// The method.
+        method: String,
+        /// Why.
+        #[source]
+        source: http::method::InvalidMethod,
+    },
+    /// A header name in a match.
+    #[error("route {route}: header name {name:?}")]
+    HeaderName {
+        /// The route.
+        route: Arc<str>,
+        /// The name.
+        name: String,
+        /// Why.
+        #[source]
+        source: http::header::InvalidHeaderName,
+    },
+    /// The path regexes of a virtual host could not be indexed.
+    #[error("virtual host {virtual_host:?}: path regexes")]
+    PathIndex {
+        /// The virtual host.
+        virtual_host: String,
+        /// Why.
+        #[source]
+        source: regex::Error,
+    },
+    /// The route's filter chain (its header edits included).
+    #[error("route {route}")]
+    Filters {
+        /// The route.
+        route: Arc<str>,
+        /// Why.
+        #[source]
+        source: FilterBuildError,
+    },
+}
 
 /// What a request is matched on. Borrowed from the request, so matching allocates nothing.
 pub struct RequestView<'a> {
@@ -54,14 +111,8 @@ pub struct Route {
     pub action: Action,
     /// `(matched prefix, replacement)`.
     pub prefix_rewrite: Option<(Box<str>, Box<str>)>,
-    /// Set on the forwarded request.
-    pub request_headers_add: Vec<(HeaderName, HeaderValue)>,
-    /// Removed from the forwarded request.
-    pub request_headers_remove: Vec<HeaderName>,
-    /// Set on the response.
-    pub response_headers_add: Vec<(HeaderName, HeaderValue)>,
-    /// Removed from the response.
-    pub response_headers_remove: Vec<HeaderName>,
+    /// The filters the route runs, its own header edits last.
+    pub chain: Chain,
     /// Whole-request timeout, retries included.
     pub timeout: Duration,
     /// Retries, if any.
@@ -127,12 +178,13 @@ struct Matcher {
 
 impl RouteTable {
     /// Compiles `virtual_hosts` of service `service`; route counters come from `stats`, so
-    /// they survive reloads of an unchanged route. Errors name the bad header.
+    /// they survive reloads of an unchanged route, and chains from the listener's `filters`.
     pub fn compile(
         service: &str,
         virtual_hosts: &[VirtualHost],
         stats: &StatsRegistry,
-    ) -> Result<Self, String> {
+        filters: &BuiltFilters,
+    ) -> Result<Self, RouteError> {
         let mut table = RouteTable {
             exact: HashMap::new(),
             suffixes: HashMap::new(),
@@ -157,12 +209,17 @@ impl RouteTable {
                 .enumerate()
                 .map(|(i, route)| {
                     let name: Arc<str> = format!("{}#{}", vhost.name, i + 1).into();
-                    compile_route(route, stats.route(service, &name), name)
+                    compile_route(route, stats.route(service, &name), name, filters)
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let index = if routes.len() >= INDEX_FROM {
-                let index = PathIndex::build(routes.iter().map(|r| &r.matcher.path))
-                    .map_err(|e| format!("virtual host {:?}: path regexes: {e}", vhost.name))?;
+                let index =
+                    PathIndex::build(routes.iter().map(|r| &r.matcher.path)).map_err(|source| {
+                        RouteError::PathIndex {
+                            virtual_host: vhost.name.clone(),
+                            source,
+                        }
+                    })?;
                 Some(index)
             } else {
                 None
@@ -220,7 +277,8 @@ fn compile_route(
     route: &RouteConfig,
     stats: Arc<RouteStats>,
     name: Arc<str>,
-) -> Result<Route, String> {
+    filters: &BuiltFilters,
+) -> Result<Route, RouteError> {
     let action = match &route.action {
         RouteAction::Forward(pools) => {
             let mut upto = 0u32;
@@ -235,7 +293,11 @@ fn compile_route(
         }
         RouteAction::Redirect(redirect) => Action::Redirect(redirect.clone()),
         RouteAction::DirectResponse { status, body } => Action::Direct {
-            status: StatusCode::from_u16(*status).map_err(|e| format!("status {status}: {e}"))?,
+            status: StatusCode::from_u16(*status).map_err(|source| RouteError::Status {
+                route: name.clone(),
+                status: *status,
+                source,
+            })?,
             body: body.clone().map(Bytes::from).unwrap_or_default(),
         },
     };
@@ -243,18 +305,45 @@ fn compile_route(
         .matcher
         .methods
         .iter()
-        .map(|m| Method::from_bytes(m.as_bytes()).map_err(|e| format!("method {m:?}: {e}")))
+        .map(|m| {
+            Method::from_bytes(m.as_bytes()).map_err(|source| RouteError::Method {
+                route: name.clone(),
+                method: m.clone(),
+                source,
+            })
+        })
         .collect::<Result<_, _>>()?;
     let headers = route
         .matcher
         .headers
         .iter()
-        .map(|h| Ok((header_name(&h.name)?, h.condition.clone())))
-        .collect::<Result<_, String>>()?;
+        .map(|h| {
+            let header = HeaderName::from_bytes(h.name.as_bytes()).map_err(|source| {
+                RouteError::HeaderName {
+                    route: name.clone(),
+                    name: h.name.clone(),
+                    source,
+                }
+            })?;
+            Ok((header, h.condition.clone()))
+        })
+        .collect::<Result<_, RouteError>>()?;
     let prefix_rewrite = match (&route.prefix_rewrite, &route.matcher.path) {
         (Some(to), PathMatch::Prefix(from)) => Some((from.as_str().into(), to.as_str().into())),
         _ => None,
     };
+    let edits = HeaderEdits {
+        request_add: route.request_headers_add.clone(),
+        request_remove: route.request_headers_remove.clone(),
+        response_add: route.response_headers_add.clone(),
+        response_remove: route.response_headers_remove.clone(),
+    };
+    let chain = filters
+        .chain(route.filters.as_deref(), &edits)
+        .map_err(|source| RouteError::Filters {
+            route: name.clone(),
+            source,
+        })?;
     Ok(Route {
         name,
         matcher: Matcher {
@@ -265,34 +354,12 @@ fn compile_route(
         },
         action,
         prefix_rewrite,
-        request_headers_add: header_pairs(&route.request_headers_add)?,
-        request_headers_remove: header_names(&route.request_headers_remove)?,
-        response_headers_add: header_pairs(&route.response_headers_add)?,
-        response_headers_remove: header_names(&route.response_headers_remove)?,
+        chain,
         timeout: route.timeout,
         retry: route.retry.clone(),
         upgrades: route.upgrades.clone(),
         stats,
     })
-}
-
-fn header_name(name: &str) -> Result<HeaderName, String> {
-    HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("header name {name:?}: {e}"))
-}
-
-fn header_names(names: &[String]) -> Result<Vec<HeaderName>, String> {
-    names.iter().map(|n| header_name(n)).collect()
-}
-
-fn header_pairs(pairs: &[(String, String)]) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
-    pairs
-        .iter()
-        .map(|(name, value)| {
-            let value = HeaderValue::from_str(value)
-                .map_err(|e| format!("value of header {name:?}: {e}"))?;
-            Ok((header_name(name)?, value))
-        })
-        .collect()
 }
 
 impl Matcher {

@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::{HostPattern, Pattern, RouteMatch, Scheme, ValueMatch, WeightedPool};
+use http::HeaderValue;
 
 fn route(path: PathMatch, action: RouteAction) -> RouteConfig {
     RouteConfig {
@@ -20,6 +21,7 @@ fn route(path: PathMatch, action: RouteAction) -> RouteConfig {
         timeout: Duration::from_secs(15),
         retry: None,
         upgrades: vec!["websocket".to_owned()],
+        filters: None,
     }
 }
 
@@ -52,7 +54,13 @@ fn suffix(host: &str) -> HostPattern {
 }
 
 fn table(hosts: Vec<VirtualHost>) -> RouteTable {
-    RouteTable::compile("svc", &hosts, &StatsRegistry::default()).expect("compiles")
+    RouteTable::compile(
+        "svc",
+        &hosts,
+        &StatsRegistry::default(),
+        &BuiltFilters::default(),
+    )
+    .expect("compiles")
 }
 
 struct Req {

@@ -10,7 +10,8 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio_rustls::TlsAcceptor;
 
 use super::conn_io::Timeouts;
-use super::route::RouteTable;
+use super::filter::{BuiltFilters, FilterBuildError};
+use super::route::{RouteError, RouteTable};
 use super::stats::{ListenerStats, StatsRegistry};
 use super::tls::{self, TlsError};
 use super::upstream::UpstreamPool;
@@ -64,18 +65,20 @@ pub struct ListenerState {
 
 impl ListenerState {
     /// Builds the state of l7 service `service` (`l7`) of `config`; `pool(id)` supplies the
-    /// running pool for an id (kept across reloads when unchanged).
+    /// running pool for an id (kept across reloads when unchanged), `filters` the service's
+    /// built filters.
     pub fn build(
         service: &str,
         l7: &L7Service,
         config: &Config,
         stats: &StatsRegistry,
+        filters: &BuiltFilters,
         mut pool: impl FnMut(PoolId) -> Option<Arc<UpstreamPool>>,
     ) -> Result<Self, BuildError> {
         let routes = match l7.redirect_to_https {
             Some(_) => None,
             None => Some(
-                RouteTable::compile(service, &l7.virtual_hosts, stats)
+                RouteTable::compile(service, &l7.virtual_hosts, stats, filters)
                     .map_err(BuildError::Routes)?,
             ),
         };
@@ -144,8 +147,11 @@ pub enum BuildError {
     #[error(transparent)]
     Tls(TlsError),
     /// A route that validation let through but hyper's types refuse.
-    #[error("routes: {0}")]
-    Routes(String),
+    #[error("routes")]
+    Routes(#[source] RouteError),
+    /// A filter that validation let through but cannot be built.
+    #[error("filters")]
+    Filters(#[source] FilterBuildError),
 }
 
 fn builders(limits: &Limits) -> (http1::Builder, http2::Builder<TokioExecutor>) {

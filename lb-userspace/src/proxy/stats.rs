@@ -172,7 +172,55 @@ pub struct BackendStats {
     pub failures: AtomicU64,
 }
 
+/// Decisions of one filter: requests it let go on, and those it answered, by reason.
+#[derive(Debug)]
+pub struct FilterStats {
+    /// The filter type (`rate_limit`, ...).
+    pub filter_type: &'static str,
+    /// Requests it let go on.
+    pub allowed: AtomicU64,
+    /// Requests it answered, by reason; the last entry is `other`, for a reason the filter
+    /// did not declare.
+    denied: Box<[(&'static str, AtomicU64)]>,
+}
+
+impl FilterStats {
+    fn new(filter_type: &'static str, reasons: &[&'static str]) -> Self {
+        Self {
+            filter_type,
+            allowed: AtomicU64::new(0),
+            denied: reasons
+                .iter()
+                .chain(&["other"])
+                .map(|r| (*r, AtomicU64::new(0)))
+                .collect(),
+        }
+    }
+
+    /// Counts a decision: `allow` or a deny reason.
+    pub fn record(&self, decision: &str) {
+        if decision == "allow" {
+            self.allowed.fetch_add(1, Relaxed);
+            return;
+        }
+        let slot = self
+            .denied
+            .iter()
+            .find(|(reason, _)| *reason == decision)
+            .or(self.denied.last());
+        if let Some((_, counter)) = slot {
+            counter.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// `(reason, count)` of every deny reason.
+    pub fn denied(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.denied.iter().map(|(r, c)| (*r, c.load(Relaxed)))
+    }
+}
+
 type RouteKey = (Arc<str>, Arc<str>);
+type FilterKey = (Arc<str>, Arc<str>);
 type BackendKey = (Arc<str>, String);
 
 /// Every counter of the proxy, by name; entries persist across reloads so counters keep
@@ -183,6 +231,7 @@ pub struct StatsRegistry {
     routes: Mutex<BTreeMap<RouteKey, Arc<RouteStats>>>,
     pools: Mutex<BTreeMap<Arc<str>, Arc<PoolStats>>>,
     backends: Mutex<BTreeMap<BackendKey, Arc<BackendStats>>>,
+    filters: Mutex<BTreeMap<FilterKey, Arc<FilterStats>>>,
 }
 
 impl StatsRegistry {
@@ -237,6 +286,33 @@ impl StatsRegistry {
         lock(&self.pools)
             .iter()
             .map(|(p, st)| (p.clone(), st.clone()))
+            .collect()
+    }
+
+    /// The decision counters of filter `filter` of `service`, created on first use (and
+    /// anew when the name now holds another filter type).
+    pub fn filter(
+        &self,
+        service: &str,
+        filter: &str,
+        filter_type: &'static str,
+        reasons: &[&'static str],
+    ) -> Arc<FilterStats> {
+        let mut filters = lock(&self.filters);
+        let entry = filters
+            .entry((service.into(), filter.into()))
+            .or_insert_with(|| Arc::new(FilterStats::new(filter_type, reasons)));
+        if entry.filter_type != filter_type {
+            *entry = Arc::new(FilterStats::new(filter_type, reasons));
+        }
+        entry.clone()
+    }
+
+    /// Every filter's counters: `(service, filter, stats)`.
+    pub fn filters(&self) -> Vec<(Arc<str>, Arc<str>, Arc<FilterStats>)> {
+        lock(&self.filters)
+            .iter()
+            .map(|((s, f), st)| (s.clone(), f.clone(), st.clone()))
             .collect()
     }
 

@@ -28,6 +28,9 @@ pub struct L7 {
     /// Default: no peer is trusted.
     #[serde(default)]
     pub forwarded: Forwarded,
+    /// `[[service.l7.filter]]`: the filters routes run; default none.
+    #[serde(default)]
+    pub filter: Vec<Spanned<super::Filter>>,
 }
 
 /// `[service.l7.paths]`: how request paths are normalised before routing.
@@ -131,6 +134,8 @@ pub struct Route {
     pub retry: Option<Spanned<Retry>>,
     /// Upgrade protocols tunnelled; default `["websocket"]`.
     pub upgrades: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Names of the service's filters this route runs, in order; default: every enabled one.
+    pub filters: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// A route's `match`.

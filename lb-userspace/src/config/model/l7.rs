@@ -25,6 +25,8 @@ pub struct L7Service {
     pub forwarded: ForwardedTrust,
     /// Virtual hosts; at least one, domains unique across them.
     pub virtual_hosts: Vec<VirtualHost>,
+    /// The filters routes may run, in config order; names unique.
+    pub filters: Vec<super::FilterSpec>,
 }
 
 /// TLS settings of a listener.
@@ -159,6 +161,9 @@ pub struct Route {
     pub retry: Option<RetryPolicy>,
     /// Upgrade protocols (lower case, e.g. `websocket`) this route tunnels.
     pub upgrades: Vec<String>,
+    /// The route's filter chain as indices into [`L7Service::filters`], in order; `None`
+    /// runs every enabled filter of the service.
+    pub filters: Option<Vec<usize>>,
 }
 
 /// Conditions a request must meet, all of them.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::service::Usage;
-use super::{Names, check, route};
+use super::{Names, check, filter, route};
 use crate::config::diagnostic::Reporter;
 use crate::config::document::VirtualHostItem;
 use crate::config::file;
@@ -53,6 +53,7 @@ pub(super) fn l7_service(
     };
     let limits = limits(&l7.limits, ctx, r);
     let forwarded = forwarded(&l7.forwarded, ctx, r);
+    let filters = filter::filters(&l7.filter, ctx, r);
     let virtual_hosts = match (&l7.redirect_to_https, virtual_hosts.is_empty()) {
         (Some(port), false) => {
             r.error_in(
@@ -71,7 +72,7 @@ pub(super) fn l7_service(
             );
             None
         }
-        (None, false) => self::virtual_hosts(virtual_hosts, ctx, names, usages, r),
+        (None, false) => self::virtual_hosts(virtual_hosts, &l7.filter, ctx, names, usages, r),
     };
     Some(L7Service {
         h2c: l7.tls.is_none() && l7.h2c.unwrap_or(true),
@@ -85,6 +86,7 @@ pub(super) fn l7_service(
         },
         forwarded: forwarded?,
         virtual_hosts: virtual_hosts?,
+        filters: filters?,
     })
 }
 
@@ -292,6 +294,7 @@ fn forwarded(raw: &file::Forwarded, ctx: &str, r: &mut Reporter) -> Option<Forwa
 
 fn virtual_hosts(
     items: &[Option<VirtualHostItem>],
+    filters: &[Spanned<file::Filter>],
     service_ctx: &str,
     names: &Names,
     usages: &mut Vec<Usage>,
@@ -313,18 +316,37 @@ fn virtual_hosts(
         .iter()
         .map(|item| {
             let item = item.as_ref()?;
-            virtual_host(
-                item,
-                &vhost_context(service_ctx, item),
-                &mut owners,
-                names,
-                service_ctx,
-                usages,
-                r,
-            )
+            let ctx = vhost_context(service_ctx, item);
+            let vhost = virtual_host(item, &ctx, &mut owners, names, service_ctx, usages, r);
+            let chains = route_chains(item, filters, &ctx, r);
+            let mut vhost = vhost?;
+            for (route, chain) in vhost.routes.iter_mut().zip(chains?) {
+                route.filters = chain;
+            }
+            Some(vhost)
         })
         .collect();
     checked.into_iter().collect()
+}
+
+/// Each route's `filters`, resolved against the service's filters.
+fn route_chains(
+    item: &VirtualHostItem,
+    filters: &[Spanned<file::Filter>],
+    ctx: &str,
+    r: &mut Reporter,
+) -> Option<Vec<Option<Vec<usize>>>> {
+    let chains: Vec<_> = item
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            let raw = raw.as_ref()?.get_ref().filters.as_ref();
+            let route_ctx = format!("{ctx}, route #{}", i + 1);
+            filter::route_filters(raw, filters, &route_ctx, r)
+        })
+        .collect();
+    chains.into_iter().collect()
 }
 
 fn vhost_context(service_ctx: &str, item: &VirtualHostItem) -> String {

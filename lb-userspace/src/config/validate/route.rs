@@ -74,6 +74,8 @@ pub(super) fn route(
         response_headers_remove: response_remove?,
         timeout: timeout?,
         retry: retry?,
+        // Resolved against the service's filters by `l7::virtual_host`.
+        filters: None,
     })
 }
 

@@ -1,0 +1,146 @@
+//! `[[service.l7.filter]]` and a route's `filters`: every rule's error at its place, and a
+//! valid chain read into typed values.
+
+use std::time::Duration;
+
+use super::errors;
+use super::rules::{VHOST, l7_service};
+use crate::config::{
+    ClientIds, FilterKind, RateKey, RateLimitSpec, RequestIdSpec, ServiceKind, parse,
+};
+
+/// A service whose `[service.l7]` holds `filters` (from line 10), then a catch-all route
+/// with `route` lines after its `forward`.
+fn with_filters(filters: &str, route: &str) -> String {
+    l7_service(filters, &format!("{VHOST}{route}"))
+}
+
+fn assert_errors(text: &str, expected: &[&str]) {
+    let actual = errors(text);
+    let matches = actual.len() == expected.len()
+        && actual.iter().zip(expected).all(|(a, e)| {
+            let (position, fragment) = e.split_once(' ').unwrap_or((e, ""));
+            a.starts_with(position) && a.contains(fragment)
+        });
+    assert!(
+        matches,
+        "expected {expected:#?}\ngot {actual:#?}\n---\n{text}"
+    );
+}
+
+#[test]
+fn a_filter_needs_exactly_one_type() {
+    assert_errors(
+        &with_filters("[[service.l7.filter]]\nname = \"a\"\n", ""),
+        &["10:1: exactly one of `headers`, `request_id` or `rate_limit`, found 0"],
+    );
+    assert_errors(
+        &with_filters(
+            "[[service.l7.filter]]\nname = \"a\"\nrequest_id = {}\nheaders = {}\n",
+            "",
+        ),
+        &["10:1: found 2"],
+    );
+}
+
+#[test]
+fn filter_names_are_unique_in_a_service() {
+    assert_errors(
+        &with_filters(
+            "[[service.l7.filter]]\nname = \"a\"\nrequest_id = {}\n[[service.l7.filter]]\nname = \"a\"\nrequest_id = {}\n",
+            "",
+        ),
+        &["14:8: filter \"a\": the name is already used by the filter on line 11"],
+    );
+}
+
+#[test]
+fn rate_limit_settings_are_checked() {
+    let limit = |fields: &str| {
+        with_filters(
+            &format!(
+                "[[service.l7.filter]]\nname = \"rl\"\n[service.l7.filter.rate_limit]\n{fields}\n"
+            ),
+            "",
+        )
+    };
+    assert_errors(
+        &limit("rate = 0"),
+        &["13:8: rate_limit.rate 0 is out of range"],
+    );
+    assert_errors(
+        &limit("rate = 10\nkey = \"header\""),
+        &["14:7: key = \"header\" needs rate_limit.header"],
+    );
+    assert_errors(
+        &limit("rate = 10\nheader = \"x-api-key\""),
+        &["14:10: rate_limit.header applies only with key = \"header\""],
+    );
+    assert_errors(
+        &limit("rate = 10\nper = \"1ns\""),
+        &["13:8: more than one request per nanosecond"],
+    );
+    assert_errors(
+        &limit("rate = 10\nmax_keys = 0"),
+        &["14:12: rate_limit.max_keys 0 is out of range"],
+    );
+    assert_errors(
+        &limit("rate = 10\nkeys = 1"),
+        &["14:1: unknown field `keys`"],
+    );
+}
+
+#[test]
+fn a_route_names_only_filters_its_service_defines_each_once() {
+    let filters = "[[service.l7.filter]]\nname = \"ids\"\nrequest_id = {}\n";
+    assert_errors(
+        &with_filters(filters, "filters = [\"ids\", \"nope\", \"ids\"]\n"),
+        &[
+            "19:19: no [[service.l7.filter]] named \"nope\"",
+            "19:27: filter \"ids\" is listed twice",
+        ],
+    );
+}
+
+#[test]
+fn a_valid_chain_reads_into_typed_filters() {
+    let text = with_filters(
+        "[[service.l7.filter]]\nname = \"ids\"\nrequest_id = { client = \"refuse\" }\n\
+         [[service.l7.filter]]\nname = \"per-key\"\nenabled = false\n\
+         rate_limit = { rate = 5, per = \"1m\", key = \"header\", header = \"X-Api-Key\" }\n",
+        "filters = [\"per-key\", \"ids\"]\n",
+    );
+    let loaded = match parse(&text, std::path::Path::new("config/test.toml")) {
+        Ok(loaded) => loaded,
+        Err(errors) => panic!("{errors}"),
+    };
+    let ServiceKind::L7(l7) = &loaded.config.services[0].kind else {
+        panic!("an l7 service");
+    };
+    assert_eq!(l7.filters.len(), 2);
+    assert_eq!(
+        l7.filters[0].kind,
+        FilterKind::RequestId(RequestIdSpec {
+            header: "x-request-id".into(),
+            client: ClientIds::Refuse,
+            traceparent: true,
+            echo: true,
+        })
+    );
+    assert!(!l7.filters[1].enabled);
+    assert_eq!(
+        l7.filters[1].kind,
+        FilterKind::RateLimit(RateLimitSpec {
+            rate: 5,
+            per: Duration::from_secs(60),
+            burst: 5,
+            key: RateKey::Header("x-api-key".into()),
+            max_keys: 100_000,
+            shared: None,
+        })
+    );
+    assert_eq!(
+        l7.virtual_hosts[0].routes[0].filters.as_deref(),
+        Some(&[1, 0][..])
+    );
+}

@@ -1,0 +1,65 @@
+//! `rate_limit` under load: wrk offers far more than the configured rate for 10 s, and the
+//! requests let through match the rate (plus the initial burst) within 5%.
+
+mod l7_support;
+
+use l7_support::{Backend, Lab, Mode, local, pool, service};
+use sluice_tests::{privileged, required_tool};
+
+const RATE: u64 = 400;
+const BURST: u64 = 40;
+const SECONDS: u64 = 10;
+
+#[test]
+fn a_global_limit_holds_within_five_percent_under_wrk() {
+    if !privileged() || !required_tool("wrk", "wrk") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let app = Backend::start(&lab.ns, "app-1", local(9001), Mode::Echo);
+    let listen = local(8080);
+    let config = format!(
+        "{}{}[[service.l7.filter]]\nname = \"global\"\n\
+         rate_limit = {{ rate = {RATE}, per = \"1s\", burst = {BURST}, key = \"global\" }}\n\
+         [[service.l7.virtual_host]]\nname = \"all\"\ndomains = [\"*\"]\n\
+         [[service.l7.virtual_host.route]]\nmatch = {{ path_prefix = \"/\" }}\nforward = {{ pool = \"app\" }}\n",
+        pool("app", &[&app], &[], ""),
+        service("gw", listen, "")
+    );
+    lab.start(&config);
+    let output = lab
+        .ns
+        .command("wrk")
+        .args(["-c", "8", "-t", "1", "--timeout", "5s"])
+        .arg(format!("-d{SECONDS}s"))
+        .arg(format!("http://{listen}/"))
+        .output()
+        .unwrap_or_else(|e| panic!("running wrk: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "wrk failed: {stdout}");
+
+    let series = |decision: &str, reason: &str| {
+        format!(
+            "sluice_l7_filter_decisions_total{{service=\"gw\",filter=\"global\",type=\"rate_limit\",decision=\"{decision}\",reason=\"{reason}\"}}"
+        )
+    };
+    let allowed = lab.metric(&series("allow", "")) as u64;
+    let denied = lab.metric(&series("deny", "over_limit")) as u64;
+    assert!(
+        denied > allowed,
+        "wrk must offer well over the rate for the test to mean anything: {allowed} allowed, {denied} denied\n{stdout}"
+    );
+    let expected = RATE * SECONDS + BURST;
+    let off = allowed.abs_diff(expected) as f64 / expected as f64;
+    assert!(
+        off <= 0.05,
+        "{allowed} requests let through in {SECONDS} s, expected {expected} ± 5% ({:.1}% off)\n{stdout}",
+        off * 100.0
+    );
+    assert_eq!(
+        app.count() as u64,
+        allowed,
+        "every request let through, and only those, reached the backend"
+    );
+    lab.stop();
+}
