@@ -102,12 +102,13 @@ fn ten_thousand_flows_spread_over_three_nodes_each_on_the_model_backend() {
     ));
     // A client port the kernel hands out again (its first connection's TIME_WAIT ended or
     // was never kept) gives the same 4-tuple: that connection rides the first one's
-    // connection-table entry, to the same backend, and is rightly not a new flow.
-    assert_eq!(
-        carried.iter().sum::<u64>(),
-        tuples.len() as u64,
-        "each 4-tuple placed once, by one node ({} connections)",
-        FLOWS
+    // connection-table entry to the same backend, unless the entry was closed or evicted and
+    // it is placed afresh. So every 4-tuple is placed at least once, every connection at most.
+    let placed = carried.iter().sum::<u64>();
+    assert!(
+        (tuples.len() as u64..=FLOWS as u64).contains(&placed),
+        "{placed} flows placed for {} distinct 4-tuples in {FLOWS} connections",
+        tuples.len()
     );
     assert!(
         tuples.len() > FLOWS * 9 / 10,
