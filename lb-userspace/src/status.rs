@@ -95,8 +95,9 @@ pub fn build(
         services,
         pools,
         config: Some(std::sync::Arc::new(config.clone())),
-        // Filled in by the agent, which owns the announcer.
+        // Filled in by the agent, which owns the announcer and the discovery book.
         announce: None,
+        discovery: Vec::new(),
     }
 }
 

@@ -11,6 +11,7 @@
 
 mod announce;
 mod dataplane;
+mod discovery;
 mod l7;
 
 use serde::Deserialize;
@@ -18,6 +19,7 @@ use toml::Spanned;
 
 pub use announce::Announce;
 pub use dataplane::Dataplane;
+pub use discovery::{Discovery, Dns};
 pub use l7::*;
 
 use super::model::{ForwardingMode, Protocol, UpstreamProtocol, WhenNoHealthy, XdpMode};
@@ -84,6 +86,8 @@ pub struct Pool {
     /// Default: every limit at its default.
     #[serde(default)]
     pub circuit_breakers: CircuitBreakers,
+    /// Default: none (the pool lists its backends).
+    pub discovery: Option<Spanned<Discovery>>,
 }
 
 /// `[pool.circuit_breakers]`.

@@ -6,6 +6,7 @@
 
 mod announce;
 mod dataplane;
+mod discovery;
 mod l7;
 
 use std::net::{IpAddr, SocketAddr};
@@ -18,6 +19,7 @@ use serde::Deserialize;
 
 pub use announce::Announce;
 pub use dataplane::{DEFAULT_PIN_DIR, DataplaneSettings, schema_dir};
+pub use discovery::{Discovery, DnsDiscovery, DnsRecord};
 pub use l7::*;
 
 /// Everything one config file describes.
@@ -156,8 +158,11 @@ pub struct Pool {
     pub outlier_detection: Option<OutlierDetection>,
     /// Limits beyond which requests are refused at once (l7).
     pub circuit_breakers: CircuitBreakers,
-    /// At least one backend; names and addresses unique.
+    /// Names and addresses unique; at least one unless `discovery` is set, in which case
+    /// these are the backends discovered last (empty until the first answer).
     pub backends: Vec<Backend>,
+    /// Where the backends come from when not listed in the file.
+    pub discovery: Option<Discovery>,
 }
 
 /// How an l7 service picks a backend from a pool.
