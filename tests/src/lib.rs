@@ -24,6 +24,7 @@ mod agent;
 mod artifacts;
 mod bird;
 mod browser;
+pub mod dns;
 mod kernel;
 mod link;
 mod netns;
