@@ -27,6 +27,7 @@ mod browser;
 pub mod dns;
 mod kernel;
 mod link;
+mod maglev_share;
 mod netns;
 mod pins;
 mod privileged;
@@ -50,6 +51,7 @@ pub use link::{
     add_addr, bridge, disable_tx_offload, enslave, format_mac, if_index, link_up, mac_of,
     route_add, set_mac, sysctl, veth,
 };
+pub use maglev_share::maglev_shares;
 pub use netns::Netns;
 pub use pins::PinDir;
 pub use privileged::privileged;
