@@ -252,3 +252,49 @@ fn dns_discovery_is_validated_with_its_defaults() {
         "{both}"
     );
 }
+
+#[test]
+fn the_shipped_discovery_example_and_its_endpoints_file_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let loaded = config::load(&dir.join("discovery.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.warnings, Vec::new(), "no warnings");
+    let discovered = loaded
+        .config
+        .pools
+        .iter()
+        .filter(|p| p.discovery.is_some())
+        .count();
+    assert_eq!(discovered, 3);
+    let backends = config::endpoints::load(&dir.join("discovery-endpoints.json"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(backends.len(), 2);
+}
+
+#[test]
+fn the_readme_discovery_examples_are_valid() {
+    const README: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/README.md"));
+    let section = README
+        .split_once("### `[pool.discovery]`")
+        .map_or("", |(_, rest)| rest)
+        .split("\n### ")
+        .next()
+        .unwrap_or_default();
+    let blocks = |lang: &str| -> Vec<String> {
+        section
+            .split(&format!("```{lang}\n"))
+            .skip(1)
+            .filter_map(|b| b.split_once("```").map(|(body, _)| body.to_owned()))
+            .collect()
+    };
+    let (toml, json) = (blocks("toml"), blocks("json"));
+    assert_eq!((toml.len(), json.len()), (2, 1), "the section's examples");
+    let loaded =
+        config::parse(&toml[0], Path::new("config/sluice.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.config.pools.len(), 3);
+    let from_toml =
+        config::endpoints::parse(&toml[1], Path::new("e.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let from_json =
+        config::endpoints::parse(&json[0], Path::new("e.json")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(from_toml[0].address, from_json[0].address);
+    assert_eq!(from_toml[0].weight, 2);
+}
