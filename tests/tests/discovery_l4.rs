@@ -50,6 +50,23 @@ fn srv(weights: &[(&'static str, u16)]) -> Vec<Srv<'static>> {
         .collect()
 }
 
+/// Waits until the kernel's table for the VIP gives each backend the slots in `want`.
+fn table_is(ns: &Netns, agent: &mut SluiceAgent, want: BTreeMap<SocketAddr, usize>, what: &str) {
+    eventually(WAIT, || {
+        agent.assert_running();
+        let (prog, _) = xdp_program(ns, "lb0")
+            .ok_or_else(|| format!("no program on lb0 yet; log:\n{}", agent.log()))?;
+        let shares = maglev_shares(prog, IpAddr::from(VIP), PORT)?;
+        if shares == want {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what}: the kernel table has {shares:?}, want {want:?}"
+            ))
+        }
+    });
+}
+
 #[test]
 fn srv_weights_reach_the_maglev_table_and_changes_rewrite_it() {
     if !privileged() {
@@ -73,30 +90,17 @@ fn srv_weights_reach_the_maglev_table_and_changes_rewrite_it() {
         dns.addr()
     );
     let mut agent = SluiceAgent::start(&ns, &config);
-    let mut table_is = |want: BTreeMap<SocketAddr, usize>, what: &str| {
-        eventually(WAIT, || {
-            agent.assert_running();
-            let (prog, _) = xdp_program(&ns, "lb0")
-                .ok_or_else(|| format!("no program on lb0 yet; log:\n{}", agent.log()))?;
-            let shares = maglev_shares(prog, IpAddr::from(VIP), PORT)?;
-            if shares == want {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{what}: the kernel table has {shares:?}, want {want:?}"
-                ))
-            }
-        });
-    };
     let one = expected(&[(backend(11), 1), (backend(12), 3)]);
     assert!(
         one[&backend(12)] > 2 * one[&backend(11)],
         "weights 1:3 show: {one:?}"
     );
-    table_is(one, "SRV weights 1 and 3");
+    table_is(&ns, &mut agent, one, "SRV weights 1 and 3");
 
     dns.set_srv("_app._tcp.test", &srv(&[("b1.test", 1), ("b2.test", 1)]), 1);
     table_is(
+        &ns,
+        &mut agent,
         expected(&[(backend(11), 1), (backend(12), 1)]),
         "reweighted to 1 and 1",
     );
@@ -110,6 +114,8 @@ fn srv_weights_reach_the_maglev_table_and_changes_rewrite_it() {
 
     dns.set_srv("_app._tcp.test", &srv(&[("b2.test", 1)]), 1);
     table_is(
+        &ns,
+        &mut agent,
         BTreeMap::from([(backend(12), TABLE_SIZE as usize)]),
         "b1 removed",
     );
