@@ -200,3 +200,43 @@ fn a_toml_endpoints_file_with_a_syntax_error_is_rejected_at_its_line_and_column(
     wait_for(&lab, listen, &[("one", 40)], "the last good set");
     lab.stop();
 }
+
+#[test]
+fn discovered_backends_are_health_checked_and_drained_like_listed_ones() {
+    if !privileged() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let one = Backend::start(&lab.ns, "one", local(9001), Mode::Echo);
+    let two = Backend::start(&lab.ns, "two", local(9002), Mode::Echo);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let file = dir.path().join("app.json");
+    // Nothing listens on 127.0.0.1:9009.
+    let dead = "    {\"address\": \"127.0.0.1\", \"port\": 9009, \"name\": \"dead\"}";
+    let listed = json(&[(&one, 1), (&two, 1)]).replace("\n]}", &format!(",\n{dead}\n]}}"));
+    save(&file, &listed);
+    let listen = local(8080);
+    lab.start(&format!(
+        "[[pool]]\nname = \"app\"\n[pool.health_check]\nkind = \"tcp\"\ninterval = \"300ms\"\n\
+         timeout = \"200ms\"\nrise = 1\nfall = 1\n\
+         [pool.discovery]\nendpoints_file = \"{}\"\n{}{}",
+        file.display(),
+        service("web", listen, ""),
+        forward_all("app")
+    ));
+    eventually(WAIT, || match lab.backend_healthy("app", "dead") {
+        Some(false) => Ok(()),
+        other => Err(format!("dead is {other:?} in /status")),
+    });
+    assert_eq!(lab.backend_healthy("app", "one"), Some(true));
+    wait_for(
+        &lab,
+        listen,
+        &[("one", 20), ("two", 20)],
+        "the healthy ones only",
+    );
+    let (ok, out) = lab.cli(&["drain", "app", "two", "--admin", &ADMIN.to_string()]);
+    assert!(ok, "sluice drain of a discovered backend: {out}");
+    wait_for(&lab, listen, &[("one", 40)], "two drained");
+    lab.stop();
+}
