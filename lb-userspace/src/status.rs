@@ -106,6 +106,7 @@ fn policy_name(policy: &Policy) -> &'static str {
         Policy::RoundRobin => "round_robin",
         Policy::Weighted => "weighted",
         Policy::LeastRequest => "least_request",
+        Policy::LeastResponseTime => "least_response_time",
         Policy::Random => "random",
         Policy::Maglev { .. } => "maglev",
     }

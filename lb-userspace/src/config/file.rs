@@ -114,6 +114,8 @@ pub enum PolicyName {
     Weighted,
     /// Least request.
     LeastRequest,
+    /// Least response time (peak EWMA).
+    LeastResponseTime,
     /// Random.
     Random,
     /// Maglev consistent hashing.

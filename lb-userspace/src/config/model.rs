@@ -172,8 +172,11 @@ pub enum Policy {
     RoundRobin,
     /// Smooth weighted round robin.
     Weighted,
-    /// Fewest in-flight requests among two random picks.
+    /// Fewest in-flight requests per unit of weight among two picks drawn by weight.
     LeastRequest,
+    /// Lowest peak-EWMA response time x (requests in flight + 1) per unit of weight among
+    /// two picks drawn by weight.
+    LeastResponseTime,
     /// Uniformly random.
     Random,
     /// Consistent hashing; `hash_on` is set whenever an l7 service uses the pool.

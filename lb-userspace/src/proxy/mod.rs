@@ -19,6 +19,7 @@ mod exchange;
 mod forward;
 mod handle;
 pub mod inspect;
+mod latency;
 mod listener;
 mod normalize;
 mod prefixed;

@@ -147,6 +147,7 @@ fn policy(raw: &file::Pool, ctx: &str, r: &mut Reporter) -> Option<Policy> {
         PolicyName::RoundRobin => Policy::RoundRobin,
         PolicyName::Weighted => Policy::Weighted,
         PolicyName::LeastRequest => Policy::LeastRequest,
+        PolicyName::LeastResponseTime => Policy::LeastResponseTime,
         PolicyName::Random => Policy::Random,
         PolicyName::Maglev => Policy::Maglev { hash_on },
     })
