@@ -34,6 +34,7 @@ mod privileged;
 mod process;
 mod prometheus;
 pub mod scale_out;
+pub mod slow_backend;
 mod sweep;
 mod task;
 mod tool;

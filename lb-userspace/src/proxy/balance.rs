@@ -114,7 +114,9 @@ impl Selector {
                 // so it is neither shunned nor flooded: its requests in flight decide.
                 let (la, lb) = (load.latency(a), load.latency(b));
                 let latency = |own: Option<f64>, other: Option<f64>| own.or(other).unwrap_or(1.0);
-                let cost = |i: usize, latency: f64| latency * (load.in_flight(i) + 1) as f64;
+                let cost = |i: usize, latency: f64| {
+                    latency * (load.in_flight(i) + 1) as f64 / choices.weights[i] as f64
+                };
                 choices.better(a, cost(a, latency(la, lb)), b, cost(b, latency(lb, la)))
             }
             Kind::Maglev { slots, .. } => {
@@ -152,9 +154,10 @@ impl<F: Fn(usize) -> usize> BackendLoad for F {
 
 /// Power of two choices with weights (Finagle's P2C, Envoy's weighted least request): two
 /// distinct backends drawn with probability proportional to weight, and the cheaper wins.
-/// A tie goes to the first drawn, so an idle pool is spread by weight; least_request's
-/// cost is requests in flight per unit of weight, least_response_time's is latency x
-/// (requests in flight + 1), weighted by the draw alone.
+/// A tie goes to the first drawn, so an idle least_request pool is spread by weight.
+/// least_request's cost is requests in flight per unit of weight; least_response_time's is
+/// latency x (requests in flight + 1) per unit of weight (Finagle's: a backend of twice the
+/// weight counts as half as loaded).
 #[derive(Debug)]
 struct TwoChoices {
     weights: Vec<u64>,

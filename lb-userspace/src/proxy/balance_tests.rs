@@ -192,10 +192,18 @@ fn least_response_time_shuns_a_slow_backend() {
 
 #[test]
 fn least_response_time_honours_weights_and_starts_new_backends_fairly() {
+    // Weight divides the cost: at the same latency, 3 requests in flight on a backend of
+    // weight 3 cost what 1 costs on a backend of weight 1.
     let s = Selector::build(&Policy::LeastResponseTime, &backends(&[1, 3]));
     let same = [Some(0.01), Some(0.01)];
-    let counts = shares(&s, 4000, &Load(&[0, 0], &same));
-    assert!((2700..3300).contains(&counts[1]), "weights: {counts:?}");
+    assert_eq!(shares(&s, 1000, &Load(&[0, 0], &same)), [0, 1000]);
+    assert_eq!(shares(&s, 1000, &Load(&[0, 1], &same)), [0, 1000]);
+    assert_eq!(shares(&s, 1000, &Load(&[1, 9], &same)), [1000, 0]);
+    let tied = shares(&s, 4000, &Load(&[1, 5], &same));
+    assert!(
+        (2700..3300).contains(&tied[1]),
+        "a tie goes by the draw: {tied:?}"
+    );
     // A backend without answers yet is costed like the one it is compared with.
     let s = Selector::build(&Policy::LeastResponseTime, &backends(&[1, 1]));
     let fresh = [Some(0.05), None];
