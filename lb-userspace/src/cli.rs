@@ -77,6 +77,12 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Show where each pool's backends come from (config, DNS, endpoints file) and when
+    /// they last changed (JSON).
+    Discovery {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Ask a running agent to re-read its config file (as SIGHUP does), and print the result.
     Reload {
         #[command(flatten)]
@@ -158,6 +164,7 @@ pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::CheckConfig { file } => check_config(&file),
         Command::Status { admin } => admin_call(&admin, Method::Get, "/status"),
+        Command::Discovery { admin } => admin_call(&admin, Method::Get, "/discovery"),
         Command::Reload { admin } => admin_call(&admin, Method::Post, "/reload"),
         Command::DrainNode { admin } => admin_call(&admin, Method::Post, "/node/drain"),
         Command::UndrainNode { admin } => admin_call(&admin, Method::Post, "/node/undrain"),

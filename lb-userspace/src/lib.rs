@@ -10,6 +10,7 @@ pub mod balancer;
 pub mod cli;
 pub mod config;
 pub mod dataplane;
+pub mod discovery;
 pub mod health;
 pub mod idle;
 pub mod logging;

@@ -19,6 +19,7 @@ use crate::announce::Announcements;
 use crate::config::watch::ConfigWatch;
 use crate::config::{self, Config};
 use crate::dataplane::{self, Dataplane};
+use crate::discovery::{self, Book, Sources};
 use crate::health::{HealthChecker, HealthView};
 use crate::metrics::{AnnounceCollector, HealthCollector, L7Collector, Metrics};
 use crate::proxy::Proxy;
@@ -84,6 +85,7 @@ pub fn run(config_path: &Path, worker_threads: Option<usize>, lifecycle: Lifecyc
                 }
                 Some(command) = agent.commands.recv() => agent.handle(command).await,
                 Ok(()) = agent.health_rx.changed() => agent.health_changed(),
+                Some(event) = agent.discovery_rx.recv() => agent.discovered(event).await,
             }
             // Whatever changed (config, health, drain), the announced VIPs follow it.
             agent.sync_announcements();
@@ -146,7 +148,14 @@ fn load(path: &Path) -> Result<Config, Vec<String>> {
 /// The running agent: the config in force and everything built from it.
 struct Agent {
     config_path: PathBuf,
+    /// The config in force: `file_config` with the discovered backends filled in.
     config: Config,
+    /// The config as the file has it (discovered pools without backends).
+    file_config: Config,
+    /// One task per discovered pool, and what they found.
+    sources: Sources,
+    discovery_rx: mpsc::Receiver<discovery::Event>,
+    book: Book,
     version: u64,
     /// When `version` was applied.
     applied_at: std::time::SystemTime,
@@ -234,10 +243,17 @@ impl Agent {
         }
         dataplane.detach_unclaimed();
         let last_read = file_digest(&config_path);
+        let (mut sources, discovery_rx) = Sources::new();
+        sources.sync(&config);
+        let book = Book::new(&metrics);
         let agent = Self {
             config_path,
             last_read,
+            file_config: config.clone(),
             config,
+            sources,
+            discovery_rx,
+            book,
             version: 1,
             applied_at: std::time::SystemTime::now(),
             dataplane,
@@ -278,12 +294,40 @@ impl Agent {
                 return Err(format!("config rejected:\n{}", errors.join("\n")));
             }
         };
-        if let Err(err) = self.apply(&config).await {
+        // Pools that keep their source keep what it found; the others start over.
+        let kept = |name: &str| {
+            let source = config
+                .pools
+                .iter()
+                .find(|p| p.name == name)
+                .and_then(|p| p.discovery.as_ref());
+            source.is_some() && self.sources.follows(name, source)
+        };
+        let discovered = self
+            .book
+            .discovered()
+            .iter()
+            .filter(|(name, _)| kept(name))
+            .map(|(name, backends)| (name.clone(), backends.clone()))
+            .collect();
+        let effective = discovery::effective(&config, &discovered);
+        if let Err(err) = self.apply(&effective).await {
             error!("reload failed; the running config stays in force: {err:#}");
             self.metrics.reload_result(false);
             return Err(format!("reload failed: {err:#}"));
         }
-        self.config = config;
+        let sources = &self.sources;
+        self.book.retain(&config, |name| {
+            let source = config
+                .pools
+                .iter()
+                .find(|p| p.name == name)
+                .and_then(|p| p.discovery.as_ref());
+            sources.follows(name, source)
+        });
+        self.sources.sync(&config);
+        self.file_config = config;
+        self.config = effective;
         self.version += 1;
         self.applied_at = std::time::SystemTime::now();
         self.metrics.reload_result(true);
@@ -355,6 +399,29 @@ impl Agent {
         // New pools start with every backend usable: give them the checker's view.
         push_usable(&self.proxy, &view);
         Ok(())
+    }
+
+    /// An answer from a pool's discovery source: when the pool's backends changed, the
+    /// config in force is rebuilt with them and applied like a reload (only the difference
+    /// reaches the kernel tables). Answers already queued are taken in the same step.
+    async fn discovered(&mut self, event: discovery::Event) {
+        let mut changed = self.book.record(event, &self.file_config);
+        while let Ok(more) = self.discovery_rx.try_recv() {
+            changed |= self.book.record(more, &self.file_config);
+        }
+        if changed {
+            let effective = discovery::effective(&self.file_config, self.book.discovered());
+            match self.apply(&effective).await {
+                Ok(()) => {
+                    self.config = effective;
+                    info!("discovered backends applied");
+                }
+                Err(err) => {
+                    error!("applying discovered backends failed; the previous ones stay: {err:#}")
+                }
+            }
+        }
+        self.publish_status();
     }
 
     /// Undoes attachments made by a reload that then failed.
@@ -439,6 +506,7 @@ impl Agent {
             &self.config_path,
         );
         status.announce = self.announcements.status();
+        status.discovery = self.book.sources(&self.config, self.applied_at);
         self.status_tx.send_replace(Arc::new(status));
     }
 

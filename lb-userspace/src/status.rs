@@ -95,8 +95,9 @@ pub fn build(
         services,
         pools,
         config: Some(std::sync::Arc::new(config.clone())),
-        // Filled in by the agent, which owns the announcer.
+        // Filled in by the agent, which owns the announcer and the discovery book.
         announce: None,
+        discovery: Vec::new(),
     }
 }
 
@@ -105,6 +106,7 @@ fn policy_name(policy: &Policy) -> &'static str {
         Policy::RoundRobin => "round_robin",
         Policy::Weighted => "weighted",
         Policy::LeastRequest => "least_request",
+        Policy::LeastResponseTime => "least_response_time",
         Policy::Random => "random",
         Policy::Maglev { .. } => "maglev",
     }

@@ -24,14 +24,17 @@ mod agent;
 mod artifacts;
 mod bird;
 mod browser;
+pub mod dns;
 mod kernel;
 mod link;
+mod maglev_share;
 mod netns;
 mod pins;
 mod privileged;
 mod process;
 mod prometheus;
 pub mod scale_out;
+pub mod slow_backend;
 mod sweep;
 mod task;
 mod tool;
@@ -49,6 +52,7 @@ pub use link::{
     add_addr, bridge, disable_tx_offload, enslave, format_mac, if_index, link_up, mac_of,
     managed_neighbours, route_add, set_mac, sysctl, veth,
 };
+pub use maglev_share::maglev_shares;
 pub use netns::Netns;
 pub use pins::PinDir;
 pub use privileged::privileged;

@@ -10,6 +10,7 @@
 
 mod client;
 mod conn;
+mod discovery;
 mod flow;
 mod guard;
 mod overview;
@@ -21,6 +22,7 @@ mod status;
 
 pub use client::{AdminClient, ClientError};
 pub use conn::AdminLimits;
+pub use discovery::DiscoveryReport;
 pub use flow::{FlowError, FlowExplanation};
 pub use guard::{ForeignRequest, check_same_origin};
 pub use overview::{BackendPage, BackendRow, Live, Overview, PoolOverview, ServiceOverview};

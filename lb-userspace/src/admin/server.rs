@@ -144,6 +144,11 @@ async fn handle(
         }
         (&Method::GET, ["api", "backends"]) => backends_page(server, query),
         (&Method::GET, ["debug", "flow"]) => debug_flow(server, query),
+        (&Method::GET, ["discovery"]) => respond(
+            StatusCode::OK,
+            "application/json",
+            super::discovery::body(&server.status.borrow()),
+        ),
         (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
         (&Method::GET, ["ready"]) => {
             if *server.ready.borrow() {

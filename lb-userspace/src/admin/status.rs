@@ -22,6 +22,9 @@ pub struct Status {
     /// What the node announces; absent without `[announce]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub announce: Option<crate::announce::AnnounceStatus>,
+    /// Where each pool's backends come from; served by `GET /discovery`, not here.
+    #[serde(skip)]
+    pub discovery: Vec<crate::discovery::PoolSource>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -11,6 +11,7 @@
 
 mod announce;
 mod dataplane;
+mod discovery;
 mod filter;
 mod l7;
 
@@ -19,6 +20,7 @@ use toml::Spanned;
 
 pub use announce::Announce;
 pub use dataplane::Dataplane;
+pub use discovery::{Discovery, Dns};
 pub use filter::{Filter, Headers, RateLimit, RequestId};
 pub use l7::*;
 
@@ -86,6 +88,8 @@ pub struct Pool {
     /// Default: every limit at its default.
     #[serde(default)]
     pub circuit_breakers: CircuitBreakers,
+    /// Default: none (the pool lists its backends).
+    pub discovery: Option<Spanned<Discovery>>,
 }
 
 /// `[pool.circuit_breakers]`.
@@ -112,6 +116,8 @@ pub enum PolicyName {
     Weighted,
     /// Least request.
     LeastRequest,
+    /// Least response time (peak EWMA).
+    LeastResponseTime,
     /// Random.
     Random,
     /// Maglev consistent hashing.

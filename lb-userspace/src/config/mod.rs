@@ -6,6 +6,7 @@
 
 mod diagnostic;
 mod document;
+pub mod endpoints;
 mod file;
 mod model;
 mod validate;

@@ -6,6 +6,7 @@
 
 mod announce;
 mod dataplane;
+mod discovery;
 mod filter;
 mod l7;
 
@@ -19,6 +20,7 @@ use serde::Deserialize;
 
 pub use announce::Announce;
 pub use dataplane::{DEFAULT_PIN_DIR, DataplaneSettings, schema_dir};
+pub use discovery::{Discovery, DnsDiscovery, DnsRecord};
 pub use filter::*;
 pub use l7::*;
 
@@ -158,8 +160,11 @@ pub struct Pool {
     pub outlier_detection: Option<OutlierDetection>,
     /// Limits beyond which requests are refused at once (l7).
     pub circuit_breakers: CircuitBreakers,
-    /// At least one backend; names and addresses unique.
+    /// Names and addresses unique; at least one unless `discovery` is set, in which case
+    /// these are the backends discovered last (empty until the first answer).
     pub backends: Vec<Backend>,
+    /// Where the backends come from when not listed in the file.
+    pub discovery: Option<Discovery>,
 }
 
 /// How an l7 service picks a backend from a pool.
@@ -169,8 +174,11 @@ pub enum Policy {
     RoundRobin,
     /// Smooth weighted round robin.
     Weighted,
-    /// Fewest in-flight requests among two random picks.
+    /// Fewest in-flight requests per unit of weight among two picks drawn by weight.
     LeastRequest,
+    /// Lowest peak-EWMA response time x (requests in flight + 1) per unit of weight among
+    /// two picks drawn by weight.
+    LeastResponseTime,
     /// Uniformly random.
     Random,
     /// Consistent hashing; `hash_on` is set whenever an l7 service uses the pool.

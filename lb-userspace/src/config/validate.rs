@@ -8,11 +8,14 @@ mod announce;
 mod certificate;
 mod check;
 mod dataplane;
+mod discovery;
 mod filter;
 mod health;
 mod l7;
 mod pool;
 mod route;
+
+pub(crate) use pool::backend;
 mod service;
 
 use std::collections::{HashMap, HashSet};
@@ -38,7 +41,7 @@ pub(crate) fn validate(doc: &Document, base_dir: &Path, r: &mut Reporter) -> Opt
     let announce = announce::announce(doc.announce.as_ref(), &doc.services, r);
     let dataplane = dataplane::dataplane(doc.dataplane.as_ref(), r);
     let certificates = certificate::certificates(&doc.certificates, base_dir, r);
-    let pools = pool::pools(&doc.pools, r);
+    let pools = pool::pools(&doc.pools, base_dir, r);
     let names = Names::new(doc);
     let mut usages = Vec::new();
     let services = service::services(&doc.services, &names, &mut usages, r);

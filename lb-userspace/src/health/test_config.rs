@@ -53,6 +53,7 @@ pub fn pool(name: &str, backends: &[SocketAddr], check: HealthCheck) -> Pool {
                 weight: 1,
             })
             .collect(),
+        discovery: None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Load-balancing policies over a pool's usable backends. A [`Selector`] is built once per
 //! backend set (Maglev table, smooth weighted sequence) and picks lock-free per request.
-//! Pure: backends are indices, in-flight counts come from the caller.
+//! Pure: backends are indices, in-flight counts and latencies come from the caller
+//! ([`BackendLoad`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -32,7 +33,8 @@ enum Kind {
         sequence: Vec<u32>,
         next: AtomicUsize,
     },
-    LeastRequest,
+    LeastRequest(TwoChoices),
+    LeastResponseTime(TwoChoices),
     Random,
     Maglev {
         slots: Vec<u32>,
@@ -49,7 +51,8 @@ impl Selector {
                 sequence: smooth_weighted_sequence(backends.iter().map(|(_, w)| *w)),
                 next: AtomicUsize::new(0),
             },
-            Policy::LeastRequest => Kind::LeastRequest,
+            Policy::LeastRequest => Kind::LeastRequest(TwoChoices::new(backends)),
+            Policy::LeastResponseTime => Kind::LeastResponseTime(TwoChoices::new(backends)),
             Policy::Random => Kind::Random,
             Policy::Maglev { hash_on } => {
                 let input: Vec<MaglevBackend> = backends
@@ -86,8 +89,8 @@ impl Selector {
     }
 
     /// Picks a backend. `hash` is the request's hash for Maglev (see [`request_hash`]);
-    /// `in_flight(i)` is backend `i`'s current request count, for least_request.
-    pub fn pick(&self, hash: Option<u32>, in_flight: impl Fn(usize) -> usize) -> Option<usize> {
+    /// `load` gives backend `i`'s requests in flight (and latency), for the least_* policies.
+    pub fn pick(&self, hash: Option<u32>, load: impl BackendLoad) -> Option<usize> {
         let n = self.len;
         if n == 0 {
             return None;
@@ -102,14 +105,19 @@ impl Selector {
                 sequence.get(i).map_or(0, |b| *b as usize)
             }
             Kind::Random => fastrand::usize(..n),
-            Kind::LeastRequest => {
-                // Power of two choices: two distinct random backends, the less loaded wins.
-                let a = fastrand::usize(..n);
-                let mut b = fastrand::usize(..n - 1);
-                if b >= a {
-                    b += 1;
-                }
-                if in_flight(b) < in_flight(a) { b } else { a }
+            Kind::LeastRequest(choices) => {
+                choices.pick(|i| load.in_flight(i) as f64 / choices.weights[i] as f64)
+            }
+            Kind::LeastResponseTime(choices) => {
+                let (a, b) = choices.sample();
+                // A backend that has not answered yet is costed like the other candidate,
+                // so it is neither shunned nor flooded: its requests in flight decide.
+                let (la, lb) = (load.latency(a), load.latency(b));
+                let latency = |own: Option<f64>, other: Option<f64>| own.or(other).unwrap_or(1.0);
+                let cost = |i: usize, latency: f64| {
+                    latency * (load.in_flight(i) + 1) as f64 / choices.weights[i] as f64
+                };
+                choices.better(a, cost(a, latency(la, lb)), b, cost(b, latency(lb, la)))
             }
             Kind::Maglev { slots, .. } => {
                 let slot = hash.and_then(|h| {
@@ -124,6 +132,83 @@ impl Selector {
             }
         };
         Some(index)
+    }
+}
+
+/// What the least_* policies know of each backend.
+pub trait BackendLoad {
+    /// Requests in flight to backend `i` now.
+    fn in_flight(&self, i: usize) -> usize;
+    /// Backend `i`'s response time estimate in seconds (peak EWMA); `None` before its
+    /// first answer.
+    fn latency(&self, _i: usize) -> Option<f64> {
+        None
+    }
+}
+
+impl<F: Fn(usize) -> usize> BackendLoad for F {
+    fn in_flight(&self, i: usize) -> usize {
+        self(i)
+    }
+}
+
+/// Power of two choices with weights (Finagle's P2C, Envoy's weighted least request): two
+/// distinct backends drawn with probability proportional to weight, and the cheaper wins.
+/// A tie goes to the first drawn, so an idle least_request pool is spread by weight.
+/// least_request's cost is requests in flight per unit of weight; least_response_time's is
+/// latency x (requests in flight + 1) per unit of weight (Finagle's: a backend of twice the
+/// weight counts as half as loaded).
+#[derive(Debug)]
+struct TwoChoices {
+    weights: Vec<u64>,
+    /// `cumulative[i]` is the sum of the weights before backend `i`, plus `weights[i]`.
+    cumulative: Vec<u64>,
+}
+
+impl TwoChoices {
+    fn new(backends: &[(SocketAddr, u16)]) -> Self {
+        let weights: Vec<u64> = backends.iter().map(|(_, w)| u64::from(*w).max(1)).collect();
+        let cumulative = weights
+            .iter()
+            .scan(0, |sum, w| {
+                *sum += w;
+                Some(*sum)
+            })
+            .collect();
+        Self {
+            weights,
+            cumulative,
+        }
+    }
+
+    /// The backend whose weight range holds `r` (`r` below the total).
+    fn at(&self, r: u64) -> usize {
+        self.cumulative
+            .partition_point(|c| *c <= r)
+            .min(self.weights.len() - 1)
+    }
+
+    /// Two distinct backends drawn by weight (callers have at least two).
+    fn sample(&self) -> (usize, usize) {
+        let total = self.cumulative.last().copied().unwrap_or(1);
+        let a = self.at(fastrand::u64(..total));
+        // Draw from the others by leaving out `a`'s range.
+        let start = self.cumulative[a] - self.weights[a];
+        let mut r = fastrand::u64(..total - self.weights[a]);
+        if r >= start {
+            r += self.weights[a];
+        }
+        (a, self.at(r))
+    }
+
+    /// `a` unless `b` costs less.
+    fn better(&self, a: usize, cost_a: f64, b: usize, cost_b: f64) -> usize {
+        if cost_b < cost_a { b } else { a }
+    }
+
+    fn pick(&self, cost: impl Fn(usize) -> f64) -> usize {
+        let (a, b) = self.sample();
+        self.better(a, cost(a), b, cost(b))
     }
 }
 

@@ -2,6 +2,7 @@ use std::collections::HashMap;
 
 use http::HeaderValue;
 
+use super::BackendLoad;
 use super::*;
 
 fn backends(weights: &[u16]) -> Vec<(SocketAddr, u16)> {
@@ -140,4 +141,75 @@ fn empty_and_single_pools() {
     );
     let one = Selector::build(&Policy::LeastRequest, &backends(&[7]));
     assert_eq!(one.pick(None, |_| 0), Some(0));
+}
+
+/// In-flight counts and latencies for the least_* policies.
+struct Load<'a>(&'a [usize], &'a [Option<f64>]);
+
+impl BackendLoad for Load<'_> {
+    fn in_flight(&self, i: usize) -> usize {
+        self.0[i]
+    }
+    fn latency(&self, i: usize) -> Option<f64> {
+        self.1[i]
+    }
+}
+
+fn shares(s: &Selector, picks: usize, load: &Load<'_>) -> Vec<usize> {
+    let mut counts = vec![0; s.len];
+    for _ in 0..picks {
+        counts[s.pick(None, Load(load.0, load.1)).expect("pick")] += 1;
+    }
+    counts
+}
+
+#[test]
+fn least_request_honours_weights() {
+    // Idle: spread by weight.
+    let s = Selector::build(&Policy::LeastRequest, &backends(&[1, 3]));
+    let idle = shares(&s, 4000, &Load(&[0, 0], &[None, None]));
+    assert!((2700..3300).contains(&idle[1]), "{idle:?}");
+    // Loaded in proportion to weight, the heavier one is no worse a pick than the lighter.
+    let even = shares(&s, 4000, &Load(&[10, 30], &[None, None]));
+    assert!((2700..3300).contains(&even[1]), "{even:?}");
+    // Loaded beyond its weight's share, the heavier one loses every draw.
+    let over = shares(&s, 1000, &Load(&[10, 40], &[None, None]));
+    assert_eq!(over, [1000, 0]);
+}
+
+#[test]
+fn least_response_time_shuns_a_slow_backend() {
+    let s = Selector::build(&Policy::LeastResponseTime, &backends(&[1, 1, 1]));
+    let slow = [Some(0.200), Some(0.002), Some(0.002)];
+    let counts = shares(&s, 3000, &Load(&[0, 0, 0], &slow));
+    assert_eq!(counts[0], 0, "{counts:?}");
+    // Requests in flight count too: a fast backend with many of them loses to the other.
+    // 0.002 s x 51 still beats 0.2 s x 1, and loses to 0.002 s x 1.
+    let counts = shares(&s, 3000, &Load(&[0, 50, 0], &slow));
+    assert_eq!(counts[0], 0, "{counts:?}");
+    assert!((1800..2200).contains(&counts[2]), "{counts:?}");
+}
+
+#[test]
+fn least_response_time_honours_weights_and_starts_new_backends_fairly() {
+    // Weight divides the cost: at the same latency, 3 requests in flight on a backend of
+    // weight 3 cost what 1 costs on a backend of weight 1.
+    let s = Selector::build(&Policy::LeastResponseTime, &backends(&[1, 3]));
+    let same = [Some(0.01), Some(0.01)];
+    assert_eq!(shares(&s, 1000, &Load(&[0, 0], &same)), [0, 1000]);
+    assert_eq!(shares(&s, 1000, &Load(&[0, 1], &same)), [0, 1000]);
+    assert_eq!(shares(&s, 1000, &Load(&[1, 9], &same)), [1000, 0]);
+    let tied = shares(&s, 4000, &Load(&[1, 5], &same));
+    assert!(
+        (2700..3300).contains(&tied[1]),
+        "a tie goes by the draw: {tied:?}"
+    );
+    // A backend without answers yet is costed like the one it is compared with.
+    let s = Selector::build(&Policy::LeastResponseTime, &backends(&[1, 1]));
+    let fresh = [Some(0.05), None];
+    let counts = shares(&s, 4000, &Load(&[0, 0], &fresh));
+    assert!((1700..2300).contains(&counts[1]), "fair start: {counts:?}");
+    // ... and then by its requests in flight, like any other.
+    let counts = shares(&s, 1000, &Load(&[0, 3], &fresh));
+    assert_eq!(counts, [1000, 0]);
 }

@@ -20,6 +20,7 @@ mod filter;
 mod forward;
 mod handle;
 pub mod inspect;
+mod latency;
 mod listener;
 mod local_reply;
 mod normalize;

@@ -34,6 +34,8 @@ pub struct UpstreamBackend {
     /// `address` as a URI authority, built once.
     pub authority: Authority,
     in_flight: AtomicUsize,
+    /// Response time estimate, for least_response_time.
+    latency: super::latency::PeakEwma,
     /// Failed tries in a row, so successes are reported to outlier detection only when they
     /// end a run of failures (the common case takes no lock).
     failed_in_row: AtomicU32,
@@ -62,13 +64,13 @@ impl UpstreamBackend {
     /// Counts a request to this backend until the guard drops (least_request reads it).
     pub fn start(self: &Arc<Self>) -> BackendGuard {
         self.in_flight.fetch_add(1, Relaxed);
-        BackendGuard(self.clone())
+        BackendGuard(self.clone(), std::time::Instant::now())
     }
 }
 
-/// A request in flight to a backend; see [`UpstreamBackend::start`].
+/// A request in flight to a backend, and when it started; see [`UpstreamBackend::start`].
 #[derive(Debug)]
-pub struct BackendGuard(Arc<UpstreamBackend>);
+pub struct BackendGuard(Arc<UpstreamBackend>, std::time::Instant);
 
 impl BackendGuard {
     /// The backend.
@@ -80,6 +82,10 @@ impl BackendGuard {
 impl Drop for BackendGuard {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Relaxed);
+        let now = std::time::Instant::now();
+        self.0
+            .latency
+            .observe(now.saturating_duration_since(self.1), now);
     }
 }
 
@@ -123,8 +129,21 @@ impl BackendSet {
             .and_then(|on| request_hash(on, headers, client));
         let index = self
             .selector
-            .pick(hash, |i| self.backends.get(i).map_or(0, |b| b.in_flight()))?;
+            .pick(hash, Loads(&self.backends, std::time::Instant::now()))?;
         self.backends.get(index)
+    }
+}
+
+/// The backends' loads as the selector reads them.
+struct Loads<'a>(&'a [Arc<UpstreamBackend>], std::time::Instant);
+
+impl super::balance::BackendLoad for Loads<'_> {
+    fn in_flight(&self, i: usize) -> usize {
+        self.0.get(i).map_or(0, |b| b.in_flight())
+    }
+
+    fn latency(&self, i: usize) -> Option<f64> {
+        self.0.get(i).and_then(|b| b.latency.cost(self.1))
     }
 }
 
@@ -182,6 +201,7 @@ impl UpstreamPool {
                     weight: b.weight,
                     authority: authority(b.address),
                     in_flight: AtomicUsize::new(0),
+                    latency: super::latency::PeakEwma::default(),
                     failed_in_row: AtomicU32::new(0),
                     stats: stats.backend(&pool.name, &b.name),
                     connections: connections.get(b.address, settings),

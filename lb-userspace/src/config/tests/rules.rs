@@ -119,7 +119,7 @@ fn cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
         ("outlier max_ejection at least base", pool("outlier_detection = { base_ejection = \"1m\", max_ejection = \"30s\" }"),
             vec!["3:60: max_ejection must not be shorter than outlier_detection.base_ejection"]),
         ("pool has a backend", "[[pool]]\nname = \"p\"\n".into(),
-            vec!["1:1: pool \"p\": a pool needs at least one [[pool.backend]]"]),
+            vec!["1:1: pool \"p\": a pool needs at least one [[pool.backend]] or a [pool.discovery]"]),
         ("backend address, port, weight", "[[pool]]\nname = \"p\"\nbackend = [{ address = \"10.0.0.256\", port = 0, weight = 10001 }]\n".into(),
             vec!["3:24: backend \"10.0.0.256:0\": address \"10.0.0.256\" is not an IP address",
                  "3:45: port 0 is out of range (1..=65535)",

@@ -3,11 +3,12 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use toml::Spanned;
 
-use super::{check, health};
+use super::{check, discovery, health};
 use crate::config::diagnostic::Reporter;
 use crate::config::document::PoolItem;
 use crate::config::file::{self, PolicyName};
@@ -18,7 +19,7 @@ use crate::config::model::{
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const DEFAULT_PANIC_THRESHOLD: u8 = 50;
 
-pub(super) fn pools(items: &[PoolItem], r: &mut Reporter) -> Option<Vec<Pool>> {
+pub(super) fn pools(items: &[PoolItem], base_dir: &Path, r: &mut Reporter) -> Option<Vec<Pool>> {
     check::unique_names(
         items
             .iter()
@@ -26,7 +27,7 @@ pub(super) fn pools(items: &[PoolItem], r: &mut Reporter) -> Option<Vec<Pool>> {
         "pool",
         r,
     );
-    let checked: Vec<_> = items.iter().map(|item| pool(item, r)).collect();
+    let checked: Vec<_> = items.iter().map(|item| pool(item, base_dir, r)).collect();
     checked.into_iter().collect()
 }
 
@@ -34,7 +35,7 @@ pub(super) fn context(pool: &file::Pool) -> String {
     format!("pool {:?}", pool.name.get_ref())
 }
 
-fn pool(item: &PoolItem, r: &mut Reporter) -> Option<Pool> {
+fn pool(item: &PoolItem, base_dir: &Path, r: &mut Reporter) -> Option<Pool> {
     let raw = item.pool.get_ref();
     let ctx = context(raw);
     let name = check::name(&raw.name, "name", &ctx, r);
@@ -62,7 +63,11 @@ fn pool(item: &PoolItem, r: &mut Reporter) -> Option<Pool> {
         None => Some(None),
     };
     let circuit_breakers = circuit_breakers(&raw.circuit_breakers, &ctx, r);
-    let backends = backends(item, &ctx, r);
+    let discovery = discovery::discovery(raw.discovery.as_ref(), item, base_dir, &ctx, r);
+    let backends = match raw.discovery {
+        Some(_) => Some(Vec::new()),
+        None => backends(item, &ctx, r),
+    };
     Some(Pool {
         name: name?,
         policy: policy?,
@@ -74,6 +79,7 @@ fn pool(item: &PoolItem, r: &mut Reporter) -> Option<Pool> {
         outlier_detection: outlier_detection?,
         circuit_breakers: circuit_breakers?,
         backends: backends?,
+        discovery: discovery?,
     })
 }
 
@@ -141,6 +147,7 @@ fn policy(raw: &file::Pool, ctx: &str, r: &mut Reporter) -> Option<Policy> {
         PolicyName::RoundRobin => Policy::RoundRobin,
         PolicyName::Weighted => Policy::Weighted,
         PolicyName::LeastRequest => Policy::LeastRequest,
+        PolicyName::LeastResponseTime => Policy::LeastResponseTime,
         PolicyName::Random => Policy::Random,
         PolicyName::Maglev => Policy::Maglev { hash_on },
     })
@@ -151,7 +158,7 @@ fn backends(item: &PoolItem, ctx: &str, r: &mut Reporter) -> Option<Vec<Backend>
         r.error_in(
             &item.pool.span(),
             ctx,
-            "a pool needs at least one [[pool.backend]]",
+            "a pool needs at least one [[pool.backend]] or a [pool.discovery]",
         );
         return None;
     }
@@ -196,7 +203,7 @@ fn backends(item: &PoolItem, ctx: &str, r: &mut Reporter) -> Option<Vec<Backend>
     ok.then_some(backends)
 }
 
-fn backend(raw: &file::Backend, pool_ctx: &str, r: &mut Reporter) -> Option<Backend> {
+pub(crate) fn backend(raw: &file::Backend, pool_ctx: &str, r: &mut Reporter) -> Option<Backend> {
     let label = match &raw.name {
         Some(name) => name.get_ref().clone(),
         None => format!("{}:{}", raw.address.get_ref(), raw.port.get_ref()),
