@@ -10,8 +10,10 @@ extern crate std;
 
 pub mod addr;
 pub mod backend;
+pub mod conntrack;
 pub mod flow;
 pub mod hash;
+pub mod hop;
 pub mod limits;
 #[cfg(feature = "user")]
 pub mod maglev;

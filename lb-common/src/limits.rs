@@ -15,10 +15,17 @@ pub const NEXT_HOP_CACHE_SLOTS: u32 = 4096;
 /// How long a cached next hop is trusted before the FIB is asked again.
 pub const NEXT_HOP_TTL_NS: u64 = 1_000_000_000;
 
-/// Slots of the settings array.
-pub const SETTINGS_COUNT: u32 = 1;
+/// Slots of the settings array: room for settings to come without a schema change (the
+/// agent writes every slot it knows; slots it does not know stay 0).
+pub const SETTINGS_COUNT: u32 = 16;
 /// Settings slot holding `SETTING_FLAG_*` bits.
 pub const SETTING_FLAGS: u32 = 0;
 /// Some service uses NAT: look up backend replies in the NAT reverse table. Without it,
 /// packets for no service skip that lookup.
 pub const SETTING_FLAG_NAT: u32 = 1 << 0;
+/// Settings slot: idle timeout of an open TCP connection-table entry, seconds (0: none).
+pub const SETTING_TCP_IDLE_S: u32 = 1;
+/// Settings slot: idle timeout of a UDP entry, seconds (0: none).
+pub const SETTING_UDP_IDLE_S: u32 = 2;
+/// Settings slot: idle timeout of a closing TCP entry (RST, or FIN from each end), seconds.
+pub const SETTING_CLOSING_S: u32 = 3;

@@ -6,11 +6,10 @@ use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray};
 use lb_common::backend::BackendValue;
 use lb_common::flow::{FlowKey, FlowValue, NatValue};
+use lb_common::hop::CachedHop;
 use lb_common::limits;
 use lb_common::service::{ServiceKey, ServiceValue};
 use lb_common::stats::{Counter, FlowCounter, Reason};
-
-use crate::forward::CachedHop;
 
 /// (VIP, port, protocol) to service.
 #[map(name = "SERVICES")]
@@ -31,7 +30,8 @@ pub static MAGLEV_RINGS: Array<u32> = Array::with_max_entries(limits::DEFAULT_RI
 pub static CONNTRACK: LruHashMap<FlowKey, FlowValue> =
     LruHashMap::with_max_entries(limits::DEFAULT_CONNTRACK_ENTRIES, BPF_F_NO_COMMON_LRU);
 
-/// NAT backends' reply 5-tuples to the VIP they must appear to come from.
+/// NAT backends' reply 5-tuples (backend to client address and the source port the backend
+/// saw) to the VIP and client port they must be translated back to.
 #[map(name = "NAT_REVERSE")]
 pub static NAT_REVERSE: LruHashMap<FlowKey, NatValue> =
     LruHashMap::with_max_entries(limits::DEFAULT_CONNTRACK_ENTRIES, BPF_F_NO_COMMON_LRU);

@@ -1,6 +1,7 @@
 //! The kernel side of the agent: the only code that touches BPF. It loads the embedded XDP
 //! object, attaches it to interfaces and reads its maps.
 
+mod conntrack;
 mod error;
 pub mod inspect;
 mod kernel_maps;
@@ -85,8 +86,21 @@ impl Dataplane {
             .iter()
             .map(|name| (*name, pins.map(name)))
             .collect();
+        let table = conntrack::size_for_this_machine(settings.conntrack_entries);
+        if let Some(pinned) = pins.max_entries(lb_common::maps::CONNTRACK)
+            && adopting
+            && pinned != table.max_entries
+        {
+            warn!(
+                pinned,
+                wanted = table.max_entries,
+                "the running data path's connection table keeps its size; [dataplane]                  conntrack_entries takes effect after `sluice detach` (which drops established                  flows) and a start"
+            );
+        }
         let mut loader = EbpfLoader::new();
         loader.map_max_entries(lb_common::maps::MAGLEV_RINGS, ring_capacity);
+        loader.map_max_entries(lb_common::maps::CONNTRACK, table.max_entries);
+        loader.map_max_entries(lb_common::maps::NAT_REVERSE, table.max_entries);
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
@@ -100,7 +114,18 @@ impl Dataplane {
             "loaded the XDP program {}",
             lb_common::XDP_PROGRAM_NAME
         );
-        let maps = KernelMaps::take(&mut ebpf)?;
+        let mut maps = KernelMaps::take(&mut ebpf)?;
+        // Before any attach: the program must never run with timeouts nobody set.
+        for (slot, seconds) in conntrack::timeout_settings(&settings.timeouts) {
+            maps.set_setting(slot, seconds)?;
+        }
+        info!(
+            entries = table.max_entries,
+            per_cpu = table.per_cpu,
+            possible_cpus = table.cpus,
+            timeouts = ?settings.timeouts,
+            "connection table"
+        );
         let stats = StatsReader::take(&mut ebpf)?;
         let sync = MapSync::new(
             ring_capacity,

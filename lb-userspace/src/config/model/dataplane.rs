@@ -1,22 +1,57 @@
 //! The validated `[dataplane]` settings.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Default `dataplane.pin_dir`.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/sluice";
+/// Default `dataplane.conntrack_entries`.
+pub const DEFAULT_CONNTRACK_ENTRIES: u32 = lb_common::limits::DEFAULT_CONNTRACK_ENTRIES;
+/// Default `dataplane.tcp_idle_timeout`: longer than Linux's default TCP keepalive time (2 h),
+/// so an idle connection whose ends send keepalives keeps its entry.
+pub const DEFAULT_TCP_IDLE: Duration = Duration::from_secs(3 * 3600);
+/// Default `dataplane.udp_idle_timeout`.
+pub const DEFAULT_UDP_IDLE: Duration = Duration::from_secs(300);
+/// Default `dataplane.tcp_closing_timeout`.
+pub const DEFAULT_TCP_CLOSING: Duration = Duration::from_secs(10);
 
-/// Settings of the L4 data path that outlive one agent process.
+/// Settings of the L4 data path: its pins, which outlive one agent process, and its
+/// connection table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataplaneSettings {
     /// Directory on a bpffs mount holding the pinned maps and XDP links, in a subfolder per
     /// schema version (`v1`, ...).
     pub pin_dir: PathBuf,
+    /// Entries of the connection table and of the NAT reverse table, over all CPUs.
+    pub conntrack_entries: u32,
+    /// Timeouts the XDP program enforces, whole seconds.
+    pub timeouts: ConntrackTimeouts,
+}
+
+/// Idle timeouts of connection-table entries, enforced on the data path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConntrackTimeouts {
+    pub tcp_idle: Duration,
+    pub udp_idle: Duration,
+    pub tcp_closing: Duration,
+}
+
+impl Default for ConntrackTimeouts {
+    fn default() -> Self {
+        Self {
+            tcp_idle: DEFAULT_TCP_IDLE,
+            udp_idle: DEFAULT_UDP_IDLE,
+            tcp_closing: DEFAULT_TCP_CLOSING,
+        }
+    }
 }
 
 impl Default for DataplaneSettings {
     fn default() -> Self {
         Self {
             pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
+            conntrack_entries: DEFAULT_CONNTRACK_ENTRIES,
+            timeouts: ConntrackTimeouts::default(),
         }
     }
 }

@@ -79,7 +79,12 @@ impl Pins {
 
     /// Slots of the pinned ring map, if there is one.
     pub fn ring_capacity(&self) -> Option<u32> {
-        MapInfo::from_pin(self.map(lb_common::maps::MAGLEV_RINGS))
+        self.max_entries(lb_common::maps::MAGLEV_RINGS)
+    }
+
+    /// `max_entries` of pinned map `name`, if it is there.
+    pub fn max_entries(&self, name: &str) -> Option<u32> {
+        MapInfo::from_pin(self.map(name))
             .ok()
             .map(|info| info.max_entries())
     }
