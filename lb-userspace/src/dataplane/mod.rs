@@ -51,6 +51,9 @@ pub struct Dataplane {
     sync: MapSync,
     /// Set when the maps were found pinned and not yet reconciled with a desired state.
     adopting: bool,
+    /// A data path of the previous schema being carried over: its links move to this
+    /// program as interfaces are attached, its folder goes once all are.
+    previous: Option<lifecycle::migrate::Previous>,
     neighbours: Neighbours,
     stats: Arc<StatsReader>,
 }
@@ -76,11 +79,15 @@ impl Dataplane {
     pub fn load(ring_capacity: u32, settings: &DataplaneSettings) -> Result<Self, DataplaneError> {
         let object = object()?;
         let pins = Pins::open(&settings.schema_dir())?;
-        lifecycle::check_other_schemas(&settings.pin_dir)?;
-        let adopting = pins.has_maps();
+        let previous = lifecycle::migrate::Previous::find(&settings.pin_dir);
+        lifecycle::check_other_schemas(&settings.pin_dir, previous.as_ref().map(|p| p.dir()))?;
+        let mut adopting = pins.has_maps();
         let ring_capacity = match pins.ring_capacity() {
             Some(pinned) if adopting => pinned,
-            _ => ring_capacity,
+            _ => match previous.as_ref().and_then(|p| p.ring_capacity()) {
+                Some(old) => old.max(ring_capacity),
+                None => ring_capacity,
+            },
         };
         let paths: Vec<(&str, std::path::PathBuf)> = lb_common::maps::PINNED
             .iter()
@@ -126,6 +133,22 @@ impl Dataplane {
             timeouts = ?settings.timeouts,
             "connection table"
         );
+        if let Some(previous) = &previous {
+            if !adopting {
+                previous.copy_tables(&mut maps)?;
+            }
+            let carried = previous.copy_flows(&mut ebpf, false)?;
+            warn!(
+                from = %previous.dir().display(),
+                interfaces = previous.interfaces().join(","),
+                connections = carried.flows,
+                nat = carried.nat,
+                "a data path of map schema v{} runs; this agent uses v{}: carrying it over                  (services, backends and Maglev tables copied, connection and NAT entries                  converted), then swapping this program in on each interface with one atomic                  link update",
+                lifecycle::migrate::PREVIOUS_SCHEMA,
+                lb_common::schema::SCHEMA_VERSION
+            );
+            adopting = true;
+        }
         let stats = StatsReader::take(&mut ebpf)?;
         let sync = MapSync::new(
             ring_capacity,
@@ -139,6 +162,7 @@ impl Dataplane {
             maps,
             sync,
             adopting,
+            previous,
             neighbours: Neighbours::default(),
             stats,
         })
@@ -218,8 +242,9 @@ impl Dataplane {
     ) -> Result<Option<AttachedMode>, DataplaneError> {
         let name = interface.name.as_str();
         let path = self.pins.link(name);
+        let carried = self.carry_link(name, &path)?;
         let program = xdp_program(&mut self.ebpf)?;
-        if let Some(adopted) = PinnedAttachment::adopt(program, name, path.clone())? {
+        if let Some(adopted) = PinnedAttachment::adopt(program, name, path.clone(), carried)? {
             self.attached.push(adopted);
             return Ok(None);
         }
@@ -272,9 +297,52 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Moves the previous schema's pinned link on `interface` into this schema's folder, so
+    /// attaching adopts it (the old program keeps forwarding until the atomic swap). Whether
+    /// there was one.
+    fn carry_link(&self, interface: &str, path: &std::path::Path) -> Result<bool, DataplaneError> {
+        let Some(previous) = &self.previous else {
+            return Ok(false);
+        };
+        let old = previous.link(interface);
+        if !old.exists() {
+            return Ok(false);
+        }
+        std::fs::rename(&old, path).map_err(|e| {
+            lifecycle::pin_error_for("moving the previous schema's XDP link to", path)(e.into())
+        })?;
+        Ok(true)
+    }
+
+    /// Once every configured interface runs this program: copies the connection and NAT
+    /// entries the old program made since the first copy, and removes the previous schema's
+    /// folder (detaching its program from interfaces this agent does not attach to).
+    fn finish_carrying_over(&mut self) {
+        let Some(previous) = self.previous.take() else {
+            return;
+        };
+        match previous.copy_flows(&mut self.ebpf, true) {
+            Ok(carried) => info!(
+                connections = carried.flows,
+                nat = carried.nat,
+                "copied the entries the previous schema's program made during the handover"
+            ),
+            Err(error) => warn!(%error, "copying the last entries of the previous schema failed"),
+        }
+        let dir = previous.dir().display().to_string();
+        match previous.remove() {
+            Ok(()) => info!(
+                path = dir,
+                "removed the previous schema's pins: carried over"
+            ),
+            Err(error) => warn!(path = dir, %error, "removing the previous schema's pins failed"),
+        }
+    }
+
     /// Detaches pinned links of interfaces this agent does not attach to (a previous agent's
     /// config had them). Call after attaching every configured interface.
     pub fn detach_unclaimed(&mut self) {
+        self.finish_carrying_over();
         for interface in self.pins.linked_interfaces() {
             if self.attached.iter().any(|a| a.interface == interface) {
                 continue;

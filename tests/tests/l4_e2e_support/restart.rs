@@ -29,8 +29,21 @@ impl Setup {
     /// of `flows` moves on), starts a new agent on the same pins (with `env` set) and waits
     /// until it runs and every flow moved on again.
     pub fn restart(&mut self, how: Stop, flows: &Flows, env: &[(&str, &OsStr)]) {
+        self.restart_after(how, flows, env, |_| {});
+    }
+
+    /// [`Setup::restart`], running `between` on the pin directory while no agent runs.
+    pub fn restart_after(
+        &mut self,
+        how: Stop,
+        flows: &Flows,
+        env: &[(&str, &OsStr)],
+        between: impl FnOnce(&std::path::Path),
+    ) {
         let pins = self.stop_agent(how);
         flows.wait_for_progress("with no agent running");
+        between(pins.path());
+        flows.wait_for_progress("with no agent running, after the pins changed");
         let config = self.config_text();
         let mut agent = SluiceAgent::start_in(&self.lb, &config, pins, &[], env);
         eventually(Duration::from_secs(30), || {
