@@ -11,6 +11,7 @@ extern crate std;
 pub mod addr;
 pub mod backend;
 pub mod conntrack;
+pub mod flood;
 pub mod flow;
 pub mod hash;
 pub mod hop;

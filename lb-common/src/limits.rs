@@ -29,3 +29,13 @@ pub const SETTING_TCP_IDLE_S: u32 = 1;
 pub const SETTING_UDP_IDLE_S: u32 = 2;
 /// Settings slot: idle timeout of a closing TCP entry (RST, or FIN from each end), seconds.
 pub const SETTING_CLOSING_S: u32 = 3;
+/// Settings slot: new flows a CPU inserts into the connection table per second; above it,
+/// new flows are steered by Maglev without an entry (0: no limit).
+pub const SETTING_NEW_FLOWS_PER_CPU: u32 = 4;
+/// Settings slot: new flows per second one source address may open (0: no limit).
+pub const SETTING_SOURCE_RATE: u32 = 5;
+/// Settings slot: how many new flows a source may open at once before its rate applies.
+pub const SETTING_SOURCE_BURST: u32 = 6;
+/// Source addresses whose new-flow bucket the program keeps (an LRU: the least recently seen
+/// source starts afresh with a full bucket).
+pub const SOURCE_BUCKETS: u32 = 65_536;

@@ -101,11 +101,16 @@ pub enum Reason {
     /// A SYN on a closing entry (RST, or FIN from each end): a new connection reusing the
     /// tuple, placed afresh by Maglev.
     FlowReopened,
+    /// A new flow above the per-CPU new-flow rate: steered by Maglev without a
+    /// connection-table entry, so a flood cannot evict established flows.
+    FlowNotTracked,
+    /// A new flow from a source past its new-flow rate: dropped.
+    DropSourceRate,
 }
 
 impl Reason {
     /// Number of slots the global counter array needs.
-    pub const COUNT: u32 = Reason::FlowReopened as u32 + 1;
+    pub const COUNT: u32 = Reason::DropSourceRate as u32 + 1;
 
     /// Every reason, in slot order.
     pub const ALL: [Reason; Reason::COUNT as usize] = [
@@ -133,6 +138,8 @@ impl Reason {
         Reason::FlowInsertFailed,
         Reason::FlowExpired,
         Reason::FlowReopened,
+        Reason::FlowNotTracked,
+        Reason::DropSourceRate,
     ];
 
     /// A stable snake_case name, for metrics labels.
@@ -162,6 +169,8 @@ impl Reason {
             Reason::FlowInsertFailed => "flow_insert_failed",
             Reason::FlowExpired => "flow_expired",
             Reason::FlowReopened => "flow_reopened",
+            Reason::FlowNotTracked => "flow_not_tracked",
+            Reason::DropSourceRate => "drop_source_rate",
         }
     }
 }

@@ -6,6 +6,7 @@
 
 mod conntrack;
 mod csum;
+mod flood;
 mod maps;
 mod nat;
 mod parse;

@@ -4,9 +4,10 @@
 
 use aya_ebpf::bindings::xdp_action;
 use aya_ebpf::programs::XdpContext;
+use lb_common::addr::PROTO_TCP;
 use lb_common::addr::host_order;
 use lb_common::backend::{BACKEND_ACTIVE, BackendValue};
-use lb_common::conntrack::{TCP_FIN, TCP_RST, after_client_packet};
+use lb_common::conntrack::{TCP_FIN, TCP_RST, after_client_packet, is_opening_syn};
 use lb_common::flow::{FlowKey, FlowValue, NatValue};
 use lb_common::hash::{FlowHashInput, flow_hash, maglev_slot};
 use lb_common::limits::{SETTING_FLAG_NAT, SETTING_FLAGS};
@@ -16,6 +17,7 @@ use lb_common::service::{
 use lb_common::stats::Reason;
 
 use crate::conntrack::{self, Found};
+use crate::flood;
 use crate::maps::{BACKENDS, CONNTRACK, MAGLEV_RINGS, NAT_REVERSE, SERVICES, SETTINGS};
 use crate::nat::{self, End};
 use crate::parse::{self, EthHdr, Packet};
@@ -50,6 +52,11 @@ pub fn process(ctx: &XdpContext, bytes: u64) -> Result<Verdict, Reason> {
         }
         return Err(Reason::PassNoBackend);
     };
+    // A source opening flows faster than its rate allows loses the excess. Only openings
+    // count: a TCP packet without SYN on no entry belongs to a flow already open.
+    if placed.opening && !flood::source_admits(&pkt.flow, now) {
+        return Ok((xdp_action::XDP_DROP, Reason::DropSourceRate));
+    }
     // The client's path, read before the MACs are rewritten, for the NAT reverse entry.
     let arrival = if nat && placed.new_flow {
         placed.nat_port = conntrack::nat_port(&pkt.flow, &placed.backend, placed.hash);
@@ -82,6 +89,9 @@ struct Placement {
     nat_port: u16,
     /// The flow hash Maglev used (new flows only).
     hash: u32,
+    /// Maglev placed a flow its client is opening (a UDP flow, or a TCP SYN) with no entry
+    /// in force: the per-source new-flow limit applies.
+    opening: bool,
 }
 
 /// The backend for this packet: the connection table's, if the entry is in force and its
@@ -89,6 +99,7 @@ struct Placement {
 /// backend.
 #[inline(always)]
 fn place(pkt: &Packet, service: &ServiceValue, dsr: bool, now: u64) -> Option<Placement> {
+    let mut opening = pkt.flow.protocol != PROTO_TCP || is_opening_syn(pkt.tcp_flags);
     match conntrack::lookup(&pkt.flow, pkt.tcp_flags, dsr, now) {
         Found::Live(entry) => {
             if let Some(backend) = live_backend(entry.backend_id)
@@ -101,9 +112,11 @@ fn place(pkt: &Packet, service: &ServiceValue, dsr: bool, now: u64) -> Option<Pl
                     new_flow: false,
                     nat_port: entry.nat_port,
                     hash: 0,
+                    opening: false,
                 });
             }
             stats::count(Reason::FlowResteered, 0);
+            opening = false;
         }
         Found::Missing => stats::count(Reason::FlowNew, 0),
         Found::Expired => stats::count(Reason::FlowExpired, 0),
@@ -130,6 +143,7 @@ fn place(pkt: &Packet, service: &ServiceValue, dsr: bool, now: u64) -> Option<Pl
         new_flow: true,
         nat_port: pkt.flow.src_port,
         hash,
+        opening,
     })
 }
 
@@ -165,7 +179,11 @@ fn remember(pkt: &Packet, placed: &Placement, arrival: Option<&Arrival>, dsr: bo
         state: after_client_packet(0, pkt.tcp_flags, dsr),
         _pad: [0; 5],
     };
-    if CONNTRACK.insert(&pkt.flow, &entry, 0).is_err() {
+    // Above the per-CPU new-flow rate (a flood), the flow goes on without an entry: Maglev
+    // places its next packets the same way, and established flows keep theirs.
+    if !flood::may_track(now) {
+        stats::count(Reason::FlowNotTracked, 0);
+    } else if CONNTRACK.insert(&pkt.flow, &entry, 0).is_err() {
         stats::count(Reason::FlowInsertFailed, 0);
     }
     let Some(arrival) = arrival else {

@@ -18,6 +18,8 @@ mod lab;
 mod conntrack;
 #[path = "xdp_packets/conntrack_model.rs"]
 mod conntrack_model;
+#[path = "xdp_packets/flood.rs"]
+mod flood;
 #[path = "xdp_packets/forward.rs"]
 mod forward;
 #[path = "xdp_packets/maglev.rs"]

@@ -17,7 +17,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 
 pub use announce::Announce;
-pub use dataplane::{ConntrackTimeouts, DEFAULT_PIN_DIR, DataplaneSettings, schema_dir};
+pub use dataplane::{
+    ConntrackTimeouts, DEFAULT_PIN_DIR, DataplaneSettings, FloodLimits, schema_dir,
+};
 pub use l7::*;
 
 /// Everything one config file describes.

@@ -1,10 +1,13 @@
 //! The connection table's size and timeouts: sized for the machine's possible CPUs (the LRU
 //! lists are per CPU), and its timeouts written where the XDP program reads them.
 
-use lb_common::limits::{SETTING_CLOSING_S, SETTING_TCP_IDLE_S, SETTING_UDP_IDLE_S};
+use lb_common::limits::{
+    SETTING_CLOSING_S, SETTING_NEW_FLOWS_PER_CPU, SETTING_SOURCE_BURST, SETTING_SOURCE_RATE,
+    SETTING_TCP_IDLE_S, SETTING_UDP_IDLE_S,
+};
 use tracing::warn;
 
-use crate::config::ConntrackTimeouts;
+use crate::config::{ConntrackTimeouts, FloodLimits};
 
 /// Below this many entries per CPU, a CPU's share of the table fills quickly and evicts
 /// established flows: the agent warns.
@@ -66,6 +69,15 @@ pub fn timeout_settings(timeouts: &ConntrackTimeouts) -> [(u32, u32); 3] {
         (SETTING_TCP_IDLE_S, secs(timeouts.tcp_idle)),
         (SETTING_UDP_IDLE_S, secs(timeouts.udp_idle)),
         (SETTING_CLOSING_S, secs(timeouts.tcp_closing)),
+    ]
+}
+
+/// The settings slots and values of the new-flow limits.
+pub fn flood_settings(limits: &FloodLimits) -> [(u32, u32); 3] {
+    [
+        (SETTING_NEW_FLOWS_PER_CPU, limits.new_flows_per_cpu),
+        (SETTING_SOURCE_RATE, limits.source_rate),
+        (SETTING_SOURCE_BURST, limits.source_burst),
     ]
 }
 

@@ -123,14 +123,19 @@ impl Dataplane {
         );
         let mut maps = KernelMaps::take(&mut ebpf)?;
         // Before any attach: the program must never run with timeouts nobody set.
-        for (slot, seconds) in conntrack::timeout_settings(&settings.timeouts) {
-            maps.set_setting(slot, seconds)?;
+        let timeouts = conntrack::timeout_settings(&settings.timeouts);
+        for (slot, value) in timeouts
+            .into_iter()
+            .chain(conntrack::flood_settings(&settings.flood))
+        {
+            maps.set_setting(slot, value)?;
         }
         info!(
             entries = table.max_entries,
             per_cpu = table.per_cpu,
             possible_cpus = table.cpus,
             timeouts = ?settings.timeouts,
+            limits = ?settings.flood,
             "connection table"
         );
         if let Some(previous) = &previous {

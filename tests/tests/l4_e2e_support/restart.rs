@@ -267,3 +267,47 @@ fn udp_flow(socket: UdpSocket, stop: &AtomicBool, tally: &Tally) -> Result<FlowR
         exchanges: tally.exchanges.load(Ordering::Relaxed),
     })
 }
+
+impl Setup {
+    /// Takes the running data path down (`sluice detach`) and starts an agent on a fresh one
+    /// with the current config (say, after setting `dataplane`: a table size only applies to
+    /// new maps).
+    pub fn start_afresh(&mut self) {
+        let pins = self.stop_agent(Stop::Term);
+        let pin_dir = pins.path().display().to_string();
+        let (ok, out) = sluice_tests::sluice_cli(&self.lb, &["detach", "--pin-dir", &pin_dir]);
+        assert!(ok, "sluice detach: {out}");
+        let mut agent = SluiceAgent::start_in(&self.lb, &self.config_text(), pins, &[], &[]);
+        eventually(Duration::from_secs(30), || {
+            agent.assert_running();
+            if agent.log().contains("sluice is running") {
+                Ok(())
+            } else {
+                Err("not running yet".to_string())
+            }
+        });
+        self.agent = Some(agent);
+    }
+
+    /// Packets the running data path counted under `reason`, from its pinned counters.
+    pub fn xdp_count(&self, reason: lb_common::stats::Reason) -> u64 {
+        use aya::maps::{Map, MapData, PerCpuArray};
+        let agent = self
+            .agent
+            .as_ref()
+            .unwrap_or_else(|| panic!("agent not started"));
+        let path = agent
+            .pins()
+            .path()
+            .join(format!("v{}", lb_common::schema::SCHEMA_VERSION))
+            .join(lb_common::maps::GLOBAL_STATS);
+        let data = MapData::from_pin(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let stats: PerCpuArray<MapData, lb_common::stats::Counter> =
+            PerCpuArray::try_from(Map::PerCpuArray(data))
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let per_cpu = stats
+            .get(&(reason as u32), 0)
+            .unwrap_or_else(|e| panic!("GLOBAL_STATS[{reason:?}]: {e}"));
+        per_cpu.iter().map(|c| c.packets).sum()
+    }
+}

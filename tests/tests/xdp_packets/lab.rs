@@ -10,6 +10,7 @@ use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
 use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use lb_common::backend::{BACKEND_ACTIVE, BackendValue};
+use lb_common::flood::{SourceKey, TokenBucket};
 use lb_common::flow::{FlowKey, FlowValue};
 use lb_common::limits::{SETTING_FLAG_NAT, SETTING_FLAGS};
 use lb_common::service::{ServiceKey, ServiceValue};
@@ -393,6 +394,27 @@ impl Dataplane {
         self.conntrack()
             .insert(key, entry, 0)
             .unwrap_or_else(|e| panic!("CONNTRACK[{key:?}]: {e}"));
+    }
+
+    /// Moves the new-flow bucket of source `addr` `seconds` into the past, so it refills.
+    pub fn age_source(&mut self, addr: IpAddr, seconds: u64) {
+        let (addr, family) = lb_common::addr::to_wire(addr);
+        let key = SourceKey {
+            addr,
+            family,
+            _pad: [0; 3],
+        };
+        let map = self.ebpf.map_mut("SOURCE_BUCKETS");
+        let map = map.unwrap_or_else(|| panic!("no map SOURCE_BUCKETS"));
+        let mut buckets: HashMap<&mut MapData, SourceKey, TokenBucket> =
+            HashMap::try_from(map).unwrap_or_else(|e| panic!("SOURCE_BUCKETS: {e}"));
+        let mut bucket = buckets
+            .get(&key, 0)
+            .unwrap_or_else(|e| panic!("SOURCE_BUCKETS[{key:?}]: {e}"));
+        bucket.last_ns = bucket.last_ns.saturating_sub(seconds * 1_000_000_000);
+        buckets
+            .insert(key, bucket, 0)
+            .unwrap_or_else(|e| panic!("SOURCE_BUCKETS[{key:?}]: {e}"));
     }
 
     /// Sets SETTING_FLAG_NAT, so packets for no service are looked up as NAT replies.

@@ -18,4 +18,10 @@ pub struct Dataplane {
     pub udp_idle_timeout: Option<Spanned<String>>,
     /// Idle timeout of a closing TCP flow (RST, or FIN from each end); default "10s".
     pub tcp_closing_timeout: Option<Spanned<String>>,
+    /// New flows a CPU enters into the connection table per second; default 125000, 0: no limit.
+    pub new_flows_per_cpu: Option<Spanned<i64>>,
+    /// New flows per second one source address may open; default 0 (no limit).
+    pub source_new_flow_rate: Option<Spanned<i64>>,
+    /// New flows a source may open at once; default the rate.
+    pub source_new_flow_burst: Option<Spanned<i64>>,
 }

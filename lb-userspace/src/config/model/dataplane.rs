@@ -15,6 +15,31 @@ pub const DEFAULT_UDP_IDLE: Duration = Duration::from_secs(300);
 /// Default `dataplane.tcp_closing_timeout`.
 pub const DEFAULT_TCP_CLOSING: Duration = Duration::from_secs(10);
 
+/// Default `dataplane.new_flows_per_cpu`.
+pub const DEFAULT_NEW_FLOWS_PER_CPU: u32 = 125_000;
+
+/// Limits on new flows, enforced on the data path (0: none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FloodLimits {
+    /// New flows a CPU enters into the connection table per second; above, new flows are
+    /// steered by Maglev without an entry.
+    pub new_flows_per_cpu: u32,
+    /// New flows per second one source address may open; the excess is dropped.
+    pub source_rate: u32,
+    /// New flows a source may open at once before its rate applies.
+    pub source_burst: u32,
+}
+
+impl Default for FloodLimits {
+    fn default() -> Self {
+        Self {
+            new_flows_per_cpu: DEFAULT_NEW_FLOWS_PER_CPU,
+            source_rate: 0,
+            source_burst: 0,
+        }
+    }
+}
+
 /// Settings of the L4 data path: its pins, which outlive one agent process, and its
 /// connection table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +51,8 @@ pub struct DataplaneSettings {
     pub conntrack_entries: u32,
     /// Timeouts the XDP program enforces, whole seconds.
     pub timeouts: ConntrackTimeouts,
+    /// New-flow limits the XDP program enforces.
+    pub flood: FloodLimits,
 }
 
 /// Idle timeouts of connection-table entries, enforced on the data path.
@@ -52,6 +79,7 @@ impl Default for DataplaneSettings {
             pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
             conntrack_entries: DEFAULT_CONNTRACK_ENTRIES,
             timeouts: ConntrackTimeouts::default(),
+            flood: FloodLimits::default(),
         }
     }
 }

@@ -7,7 +7,7 @@ use toml::Spanned;
 
 use super::super::diagnostic::Reporter;
 use super::super::file;
-use super::super::model::{ConntrackTimeouts, DataplaneSettings};
+use super::super::model::{ConntrackTimeouts, DataplaneSettings, FloodLimits};
 use super::check;
 
 /// Fewest and most connection-table entries: below, a few CPUs' share is nothing; above, the
@@ -52,7 +52,9 @@ pub(crate) fn dataplane(
         "tcp_closing_timeout",
         r,
     );
+    let flood = flood_limits(raw, r);
     settings.conntrack_entries = entries?;
+    settings.flood = flood?;
     settings.timeouts = ConntrackTimeouts {
         tcp_idle: tcp_idle?,
         udp_idle: udp_idle?,
@@ -74,6 +76,48 @@ pub(crate) fn dataplane(
         settings.pin_dir = path;
     }
     Some(settings)
+}
+
+/// Highest new-flow rates and bursts: beyond what one machine could see.
+const RATE: std::ops::RangeInclusive<i64> = 0..=100_000_000;
+
+/// `new_flows_per_cpu` and the per-source limits.
+fn flood_limits(raw: &file::Dataplane, r: &mut Reporter) -> Option<FloodLimits> {
+    let ctx = "dataplane";
+    let per_cpu = check::opt_int_in(
+        raw.new_flows_per_cpu.as_ref(),
+        FloodLimits::default().new_flows_per_cpu,
+        RATE,
+        "new_flows_per_cpu",
+        ctx,
+        r,
+    );
+    let rate = check::opt_int_in(
+        raw.source_new_flow_rate.as_ref(),
+        0u32,
+        RATE,
+        "source_new_flow_rate",
+        ctx,
+        r,
+    );
+    let burst = match &raw.source_new_flow_burst {
+        None => rate,
+        Some(value) if rate == Some(0) => {
+            r.error_in(
+                &value.span(),
+                ctx,
+                "source_new_flow_burst needs source_new_flow_rate: set the rate too, or remove                  the burst"
+                    .to_string(),
+            );
+            None
+        }
+        Some(value) => check::int_in(value, 1..=100_000_000, "source_new_flow_burst", ctx, r),
+    };
+    Some(FloodLimits {
+        new_flows_per_cpu: per_cpu?,
+        source_rate: rate?,
+        source_burst: burst?,
+    })
 }
 
 /// A connection-table timeout: a duration of at least one second (the data path counts whole
@@ -166,5 +210,37 @@ mod tests {
             settings("conntrack_timeout = \"1s\"\n").is_err(),
             "unknown keys are errors"
         );
+    }
+
+    #[test]
+    fn flood_limits_defaults_settings_and_errors() {
+        use crate::config::model::FloodLimits;
+        let defaults = settings("").unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(
+            defaults.flood,
+            FloodLimits {
+                new_flows_per_cpu: 125_000,
+                source_rate: 0,
+                source_burst: 0
+            }
+        );
+        let set = settings("new_flows_per_cpu = 0\nsource_new_flow_rate = 50\n")
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(
+            (set.flood.new_flows_per_cpu, set.flood.source_burst),
+            (0, 50)
+        );
+        let set = settings("source_new_flow_rate = 50\nsource_new_flow_burst = 200\n")
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!((set.flood.source_rate, set.flood.source_burst), (50, 200));
+        let errors = settings("source_new_flow_burst = 5\n")
+            .err()
+            .unwrap_or_default();
+        assert!(
+            errors.len() == 1
+                && errors[0].starts_with("2:25: dataplane: source_new_flow_burst needs"),
+            "{errors:?}"
+        );
+        assert!(settings("new_flows_per_cpu = -1\n").is_err());
     }
 }
