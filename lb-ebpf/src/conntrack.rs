@@ -4,8 +4,8 @@
 use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
 use lb_common::backend::BackendValue;
 use lb_common::conntrack::{
-    NAT_PORT_ATTEMPTS, after_backend_packet, after_client_packet, expired, is_closing,
-    is_opening_syn, nat_port_candidate, needs_refresh, timeout_slot,
+    NAT_PORT_ATTEMPTS, TCP_FIN, TCP_RST, TCP_SYN, after_backend_packet, after_client_packet,
+    expired, is_closing, is_opening_syn, nat_port_candidate, needs_refresh, timeout_slot,
 };
 use lb_common::flow::{FlowKey, FlowValue, NatValue};
 
@@ -41,6 +41,12 @@ pub fn lookup(flow: &FlowKey, tcp_flags: u8, dsr: bool, now: u64) -> Found {
     // SAFETY: a live LRU value of plain integers. Another CPU may write the same entry at
     // once; the worst outcome is a lost refresh or state bit, which the next packet redoes.
     let entry = unsafe { &mut *entry };
+    // The established path: seen within the last granularity (so within every timeout, all
+    // of which are whole seconds) and no flag that could move the state: nothing to check or
+    // write.
+    if !needs_refresh(entry.last_seen_ns, now) && tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) == 0 {
+        return Found::Live(*entry);
+    }
     let state = entry.state;
     let timeout = SETTINGS
         .get(timeout_slot(flow.protocol, state))
