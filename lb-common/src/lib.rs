@@ -10,8 +10,11 @@ extern crate std;
 
 pub mod addr;
 pub mod backend;
+pub mod conntrack;
+pub mod flood;
 pub mod flow;
 pub mod hash;
+pub mod hop;
 pub mod limits;
 #[cfg(feature = "user")]
 pub mod maglev;

@@ -15,10 +15,27 @@ pub const NEXT_HOP_CACHE_SLOTS: u32 = 4096;
 /// How long a cached next hop is trusted before the FIB is asked again.
 pub const NEXT_HOP_TTL_NS: u64 = 1_000_000_000;
 
-/// Slots of the settings array.
-pub const SETTINGS_COUNT: u32 = 1;
+/// Slots of the settings array: room for settings to come without a schema change (the
+/// agent writes every slot it knows; slots it does not know stay 0).
+pub const SETTINGS_COUNT: u32 = 16;
 /// Settings slot holding `SETTING_FLAG_*` bits.
 pub const SETTING_FLAGS: u32 = 0;
 /// Some service uses NAT: look up backend replies in the NAT reverse table. Without it,
 /// packets for no service skip that lookup.
 pub const SETTING_FLAG_NAT: u32 = 1 << 0;
+/// Settings slot: idle timeout of an open TCP connection-table entry, seconds (0: none).
+pub const SETTING_TCP_IDLE_S: u32 = 1;
+/// Settings slot: idle timeout of a UDP entry, seconds (0: none).
+pub const SETTING_UDP_IDLE_S: u32 = 2;
+/// Settings slot: idle timeout of a closing TCP entry (RST, or FIN from each end), seconds.
+pub const SETTING_CLOSING_S: u32 = 3;
+/// Settings slot: new flows a CPU inserts into the connection table per second; above it,
+/// new flows are steered by Maglev without an entry (0: no limit).
+pub const SETTING_NEW_FLOWS_PER_CPU: u32 = 4;
+/// Settings slot: new flows per second one source address may open (0: no limit).
+pub const SETTING_SOURCE_RATE: u32 = 5;
+/// Settings slot: how many new flows a source may open at once before its rate applies.
+pub const SETTING_SOURCE_BURST: u32 = 6;
+/// Source addresses whose new-flow bucket the program keeps (an LRU: the least recently seen
+/// source starts afresh with a full bucket).
+pub const SOURCE_BUCKETS: u32 = 65_536;

@@ -15,10 +15,10 @@ use crate::stats::{Counter, FlowCounter, Reason};
 use crate::{addr::WireAddr, limits};
 
 /// Version of the pinned map layouts; names the pin folder (`v1`, `v2`, ...).
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// [`LAYOUT_DIGEST`] as of [`SCHEMA_VERSION`].
-pub const EXPECTED_DIGEST: u64 = 0x1be7_e10f_9edb_8272;
+pub const EXPECTED_DIGEST: u64 = 0x8dc1_3ed7_f1e5_2b5b;
 
 /// Sizes and offsets that make up the pinned layouts, in a fixed order.
 const LAYOUT: &[usize] = &[
@@ -33,11 +33,15 @@ const LAYOUT: &[usize] = &[
     size_of::<FlowValue>(),
     offset_of!(FlowValue, backend_id),
     offset_of!(FlowValue, backend_generation),
+    offset_of!(FlowValue, last_seen_ns),
+    offset_of!(FlowValue, nat_port),
+    offset_of!(FlowValue, state),
     size_of::<NatValue>(),
     offset_of!(NatValue, vip),
     offset_of!(NatValue, vip_port),
     offset_of!(NatValue, client_mac),
     offset_of!(NatValue, local_mac),
+    offset_of!(NatValue, client_port),
     offset_of!(NatValue, backend_id),
     offset_of!(NatValue, client_ifindex),
     size_of::<ServiceKey>(),

@@ -95,11 +95,22 @@ pub enum Reason {
     FlowEstablished,
     /// The connection table was full or refused the insert (the flow is still forwarded).
     FlowInsertFailed,
+    /// A connection-table entry past its idle timeout (or closing timeout): placed afresh by
+    /// Maglev.
+    FlowExpired,
+    /// A SYN on a closing entry (RST, or FIN from each end): a new connection reusing the
+    /// tuple, placed afresh by Maglev.
+    FlowReopened,
+    /// A new flow above the per-CPU new-flow rate: steered by Maglev without a
+    /// connection-table entry, so a flood cannot evict established flows.
+    FlowNotTracked,
+    /// A new flow from a source past its new-flow rate: dropped.
+    DropSourceRate,
 }
 
 impl Reason {
     /// Number of slots the global counter array needs.
-    pub const COUNT: u32 = Reason::FlowInsertFailed as u32 + 1;
+    pub const COUNT: u32 = Reason::DropSourceRate as u32 + 1;
 
     /// Every reason, in slot order.
     pub const ALL: [Reason; Reason::COUNT as usize] = [
@@ -125,6 +136,10 @@ impl Reason {
         Reason::FlowResteered,
         Reason::FlowEstablished,
         Reason::FlowInsertFailed,
+        Reason::FlowExpired,
+        Reason::FlowReopened,
+        Reason::FlowNotTracked,
+        Reason::DropSourceRate,
     ];
 
     /// A stable snake_case name, for metrics labels.
@@ -152,6 +167,10 @@ impl Reason {
             Reason::FlowResteered => "flow_resteered",
             Reason::FlowEstablished => "flow_established",
             Reason::FlowInsertFailed => "flow_insert_failed",
+            Reason::FlowExpired => "flow_expired",
+            Reason::FlowReopened => "flow_reopened",
+            Reason::FlowNotTracked => "flow_not_tracked",
+            Reason::DropSourceRate => "drop_source_rate",
         }
     }
 }

@@ -4,13 +4,15 @@
 #![no_std]
 #![no_main]
 
+mod conntrack;
 mod csum;
-mod forward;
+mod flood;
 mod maps;
 mod nat;
 mod parse;
 mod stats;
 mod steer;
+mod transmit;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::stats::Reason;

@@ -5,12 +5,12 @@ use aya_ebpf::bindings::BPF_F_NO_COMMON_LRU;
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray};
 use lb_common::backend::BackendValue;
+use lb_common::flood::{NewFlowWindow, SourceKey, TokenBucket};
 use lb_common::flow::{FlowKey, FlowValue, NatValue};
+use lb_common::hop::CachedHop;
 use lb_common::limits;
 use lb_common::service::{ServiceKey, ServiceValue};
 use lb_common::stats::{Counter, FlowCounter, Reason};
-
-use crate::forward::CachedHop;
 
 /// (VIP, port, protocol) to service.
 #[map(name = "SERVICES")]
@@ -31,7 +31,8 @@ pub static MAGLEV_RINGS: Array<u32> = Array::with_max_entries(limits::DEFAULT_RI
 pub static CONNTRACK: LruHashMap<FlowKey, FlowValue> =
     LruHashMap::with_max_entries(limits::DEFAULT_CONNTRACK_ENTRIES, BPF_F_NO_COMMON_LRU);
 
-/// NAT backends' reply 5-tuples to the VIP they must appear to come from.
+/// NAT backends' reply 5-tuples (backend to client address and the source port the backend
+/// saw) to the VIP and client port they must be translated back to.
 #[map(name = "NAT_REVERSE")]
 pub static NAT_REVERSE: LruHashMap<FlowKey, NatValue> =
     LruHashMap::with_max_entries(limits::DEFAULT_CONNTRACK_ENTRIES, BPF_F_NO_COMMON_LRU);
@@ -40,6 +41,16 @@ pub static NAT_REVERSE: LruHashMap<FlowKey, NatValue> =
 #[map(name = "NEXT_HOPS")]
 pub static NEXT_HOPS: PerCpuArray<CachedHop> =
     PerCpuArray::with_max_entries(limits::NEXT_HOP_CACHE_SLOTS, 0);
+
+/// Per CPU, new flows entered into the connection table in the current second.
+#[map(name = "NEW_FLOW_WINDOW")]
+pub static NEW_FLOW_WINDOW: PerCpuArray<NewFlowWindow> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per source address, its new-flow token bucket. Not pinned: a new program starts every
+/// source with a full bucket.
+#[map(name = "SOURCE_BUCKETS")]
+pub static SOURCE_BUCKETS: LruHashMap<SourceKey, TokenBucket> =
+    LruHashMap::with_max_entries(limits::SOURCE_BUCKETS, 0);
 
 /// Program-wide switches set by the agent (`lb_common::limits::SETTING_*`).
 #[map(name = "SETTINGS")]

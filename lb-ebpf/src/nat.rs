@@ -36,8 +36,10 @@ pub fn check_ttl(ctx: &XdpContext, pkt: &Packet) -> Result<(), Reason> {
     Ok(())
 }
 
-/// Rewrites one end of the packet to `addr`:`port` (wire layout, network byte order),
-/// decrements the TTL and fixes the IP and L4 checksums. Call `check_ttl` first.
+/// Rewrites one end of the packet to `addr`:`port` and the other end's port to `peer_port`
+/// (wire layout, network byte order), decrements the TTL and fixes the IP and L4 checksums.
+/// The peer port is the client's: the one the backend sees may differ (see
+/// `FlowValue::nat_port`). Call `check_ttl` first.
 #[inline(always)]
 pub fn rewrite(
     ctx: &XdpContext,
@@ -45,11 +47,14 @@ pub fn rewrite(
     end: End,
     addr: &WireAddr,
     port: u16,
+    peer_port: u16,
 ) -> Result<(), Reason> {
-    let (old_addr, old_port) = match end {
-        End::Destination => (pkt.flow.dst_addr, pkt.flow.dst_port),
-        End::Source => (pkt.flow.src_addr, pkt.flow.src_port),
+    let (old_addr, old_port, old_peer_port) = match end {
+        End::Destination => (pkt.flow.dst_addr, pkt.flow.dst_port, pkt.flow.src_port),
+        End::Source => (pkt.flow.src_addr, pkt.flow.src_port, pkt.flow.dst_port),
     };
+    // Almost always equal: skip the checksum update then (it could also turn 0 into 0xffff).
+    let peer_changes = peer_port != old_peer_port;
     let l4_check = l4_check_ptr(ctx, pkt)?;
     // SAFETY: bounds checked by ptr_at in l4_check_ptr.
     let mut check = unsafe { *l4_check };
@@ -86,14 +91,23 @@ pub fn rewrite(
         check = csum::replace16(check, &old_addr, addr);
     }
     check = csum::replace2(check, old_port, port);
+    if peer_changes {
+        check = csum::replace2(check, old_peer_port, peer_port);
+    }
 
     // Both TCP and UDP keep the ports in their first four bytes.
     let ports: *mut [u16; 2] = ptr_at(ctx, pkt.l4_offset)?;
     // SAFETY: bounds checked by ptr_at.
     unsafe {
         match end {
-            End::Destination => (*ports)[1] = port,
-            End::Source => (*ports)[0] = port,
+            End::Destination => {
+                (*ports)[1] = port;
+                (*ports)[0] = peer_port;
+            }
+            End::Source => {
+                (*ports)[0] = port;
+                (*ports)[1] = peer_port;
+            }
         }
     }
     if has_l4_check {

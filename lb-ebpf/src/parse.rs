@@ -84,6 +84,8 @@ pub struct Packet {
     pub flow: FlowKey,
     /// Length of the IP packet (header and payload), from its header.
     pub ip_len: u16,
+    /// TCP flags (byte 13 of the header); 0 for UDP.
+    pub tcp_flags: u8,
 }
 
 /// A pointer to a `T` at `offset` bytes into the frame, or `PassTruncated` if the frame is
@@ -147,12 +149,13 @@ fn parse_ipv4(ctx: &XdpContext, l3_offset: usize) -> Result<Packet, Reason> {
     };
     let l4_offset = l3_offset + header_len;
     let l4_len = usize::from(ip_len) - header_len;
-    parse_ports(ctx, l4_offset, l4_len, &mut flow)?;
+    let tcp_flags = parse_ports(ctx, l4_offset, l4_len, &mut flow)?;
     Ok(Packet {
         l3_offset,
         l4_offset,
         flow,
         ip_len,
+        tcp_flags,
     })
 }
 
@@ -183,7 +186,7 @@ fn parse_ipv6(ctx: &XdpContext, l3_offset: usize) -> Result<Packet, Reason> {
         ..FlowKey::default()
     };
     let l4_offset = l3_offset + header_len;
-    parse_ports(ctx, l4_offset, payload_len, &mut flow)?;
+    let tcp_flags = parse_ports(ctx, l4_offset, payload_len, &mut flow)?;
     Ok(Packet {
         l3_offset,
         l4_offset,
@@ -191,18 +194,19 @@ fn parse_ipv6(ctx: &XdpContext, l3_offset: usize) -> Result<Packet, Reason> {
         // Cannot overflow: payload_len came from a u16 and 40 is added only in wider types
         // elsewhere; the FIB lookup wants the IP length, saturated.
         ip_len: (header_len + payload_len).min(usize::from(u16::MAX)) as u16,
+        tcp_flags,
     })
 }
 
 /// Reads the ports into `flow`, checking the L4 header against `l4_len`, the L4 length the IP
-/// header claims.
+/// header claims. Returns the TCP flags (0 for UDP).
 #[inline(always)]
 fn parse_ports(
     ctx: &XdpContext,
     l4_offset: usize,
     l4_len: usize,
     flow: &mut FlowKey,
-) -> Result<(), Reason> {
+) -> Result<u8, Reason> {
     match flow.protocol {
         PROTO_TCP => {
             let tcp: *const TcpHdr = ptr_at(ctx, l4_offset)?;
@@ -214,7 +218,7 @@ fn parse_ports(
             }
             flow.src_port = tcp.source;
             flow.dst_port = tcp.dest;
-            Ok(())
+            Ok(tcp.doff_flags[1])
         }
         PROTO_UDP => {
             let udp: *const UdpHdr = ptr_at(ctx, l4_offset)?;
@@ -226,7 +230,7 @@ fn parse_ports(
             }
             flow.src_port = udp.source;
             flow.dst_port = udp.dest;
-            Ok(())
+            Ok(0)
         }
         _ => Err(Reason::PassOtherProtocol),
     }

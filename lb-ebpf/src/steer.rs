@@ -1,10 +1,13 @@
 //! The L4 path: find the packet's service, keep established flows on their backend through
-//! the connection table, place new flows by Maglev, and hand the packet to DSR or NAT.
+//! the connection table (which follows TCP and times entries out), place new flows by Maglev,
+//! and hand the packet to DSR or NAT.
 
 use aya_ebpf::bindings::xdp_action;
 use aya_ebpf::programs::XdpContext;
+use lb_common::addr::PROTO_TCP;
 use lb_common::addr::host_order;
 use lb_common::backend::{BACKEND_ACTIVE, BackendValue};
+use lb_common::conntrack::{TCP_FIN, TCP_RST, after_client_packet, is_opening_syn};
 use lb_common::flow::{FlowKey, FlowValue, NatValue};
 use lb_common::hash::{FlowHashInput, flow_hash, maglev_slot};
 use lb_common::limits::{SETTING_FLAG_NAT, SETTING_FLAGS};
@@ -13,11 +16,13 @@ use lb_common::service::{
 };
 use lb_common::stats::Reason;
 
-use crate::forward::{self, NextHop, Route};
+use crate::conntrack::{self, Found};
+use crate::flood;
 use crate::maps::{BACKENDS, CONNTRACK, MAGLEV_RINGS, NAT_REVERSE, SERVICES, SETTINGS};
 use crate::nat::{self, End};
 use crate::parse::{self, EthHdr, Packet};
 use crate::stats;
+use crate::transmit::{self, NextHop, Route};
 
 /// A packet's verdict and the reason it is counted under.
 pub type Verdict = (u32, Reason);
@@ -39,28 +44,35 @@ pub fn process(ctx: &XdpContext, bytes: u64) -> Result<Verdict, Reason> {
     if service.flags & SERVICE_L7 != 0 {
         return Err(Reason::PassL7);
     }
-    let Some(placed) = place(&pkt, &service) else {
+    let now = conntrack::now_ns();
+    let nat = service.flags & SERVICE_NAT != 0;
+    let Some(mut placed) = place(&pkt, &service, !nat, now) else {
         if service.flags & SERVICE_REFUSE_WHEN_EMPTY != 0 {
             return Ok((xdp_action::XDP_DROP, Reason::DropNoBackend));
         }
         return Err(Reason::PassNoBackend);
     };
-    let nat = service.flags & SERVICE_NAT != 0;
+    // A source opening flows faster than its rate allows loses the excess. Only openings
+    // count: a TCP packet without SYN on no entry belongs to a flow already open.
+    if placed.opening && !flood::source_admits(&pkt.flow, now) {
+        return Ok((xdp_action::XDP_DROP, Reason::DropSourceRate));
+    }
     // The client's path, read before the MACs are rewritten, for the NAT reverse entry.
     let arrival = if nat && placed.new_flow {
+        placed.nat_port = conntrack::nat_port(&pkt.flow, &placed.backend, placed.hash);
         Some(arrival(ctx)?)
     } else {
         None
     };
     let verdict = if nat {
-        nat_forward(ctx, &pkt, &placed)?
+        nat_forward(ctx, &pkt, &placed, now)?
     } else {
-        dsr_forward(ctx, &pkt, &placed)?
+        dsr_forward(ctx, &pkt, &placed, now)?
     };
     // Remembered only once the packet is really forwarded: a packet passed up (no neighbour
     // yet, TTL) must leave no entry behind, or the NAT reverse entry would never be made.
     if placed.new_flow {
-        remember(&pkt, &placed, arrival.as_ref());
+        remember(&pkt, &placed, arrival.as_ref(), !nat, now);
     }
     stats::count_flow(service.id, placed.id, bytes, placed.new_flow);
     Ok(verdict)
@@ -70,30 +82,45 @@ pub fn process(ctx: &XdpContext, bytes: u64) -> Result<Verdict, Reason> {
 struct Placement {
     id: u32,
     backend: BackendValue,
-    /// Maglev placed it just now (new flow, evicted entry, or removed backend).
+    /// Maglev placed it just now (new flow, evicted, expired or reopened entry, or removed
+    /// backend).
     new_flow: bool,
+    /// NAT: the source port the backend sees (network byte order); chosen for new flows.
+    nat_port: u16,
+    /// The flow hash Maglev used (new flows only).
+    hash: u32,
+    /// Maglev placed a flow its client is opening (a UDP flow, or a TCP SYN) with no entry
+    /// in force: the per-source new-flow limit applies.
+    opening: bool,
 }
 
-/// The backend for this packet: the connection table's, if that backend still lives,
-/// otherwise Maglev's pick, remembered. `None` when the service has no backend.
+/// The backend for this packet: the connection table's, if the entry is in force and its
+/// backend still lives, otherwise Maglev's pick, remembered. `None` when the service has no
+/// backend.
 #[inline(always)]
-fn place(pkt: &Packet, service: &ServiceValue) -> Option<Placement> {
-    if let Some(entry) = CONNTRACK.get_ptr(&pkt.flow) {
-        // SAFETY: LRU values are plain data; copy it out before looking at it.
-        let entry = unsafe { *entry };
-        if let Some(backend) = live_backend(entry.backend_id) {
-            if backend.generation == entry.backend_generation {
+fn place(pkt: &Packet, service: &ServiceValue, dsr: bool, now: u64) -> Option<Placement> {
+    let mut opening = pkt.flow.protocol != PROTO_TCP || is_opening_syn(pkt.tcp_flags);
+    match conntrack::lookup(&pkt.flow, pkt.tcp_flags, dsr, now) {
+        Found::Live(entry) => {
+            if let Some(backend) = live_backend(entry.backend_id)
+                && backend.generation == entry.backend_generation
+            {
                 stats::count(Reason::FlowEstablished, 0);
                 return Some(Placement {
                     id: entry.backend_id,
                     backend,
                     new_flow: false,
+                    nat_port: entry.nat_port,
+                    hash: 0,
+                    opening: false,
                 });
             }
+            stats::count(Reason::FlowResteered, 0);
+            opening = false;
         }
-        stats::count(Reason::FlowResteered, 0);
-    } else {
-        stats::count(Reason::FlowNew, 0);
+        Found::Missing => stats::count(Reason::FlowNew, 0),
+        Found::Expired => stats::count(Reason::FlowExpired, 0),
+        Found::Reopened => stats::count(Reason::FlowReopened, 0),
     }
 
     if service.table_size == 0 {
@@ -106,13 +133,17 @@ fn place(pkt: &Packet, service: &ServiceValue) -> Option<Placement> {
         dst_port: u16::from_be(pkt.flow.dst_port),
         protocol: pkt.flow.protocol,
     };
-    let slot = maglev_slot(flow_hash(&input, service.hash_seed), service.table_size);
+    let hash = flow_hash(&input, service.hash_seed);
+    let slot = maglev_slot(hash, service.table_size);
     let id = *MAGLEV_RINGS.get(service.ring_offset.wrapping_add(slot))?;
     let backend = live_backend(id)?;
     Some(Placement {
         id,
         backend,
         new_flow: true,
+        nat_port: pkt.flow.src_port,
+        hash,
+        opening,
     })
 }
 
@@ -139,33 +170,32 @@ fn arrival(ctx: &XdpContext) -> Result<Arrival, Reason> {
 /// Records a newly placed flow in the connection table and, for NAT (`arrival` given), the
 /// reverse entry its backend's replies are translated by. `pkt` holds the packet as it arrived.
 #[inline(always)]
-fn remember(pkt: &Packet, placed: &Placement, arrival: Option<&Arrival>) {
+fn remember(pkt: &Packet, placed: &Placement, arrival: Option<&Arrival>, dsr: bool, now: u64) {
     let entry = FlowValue {
         backend_id: placed.id,
         backend_generation: placed.backend.generation,
+        last_seen_ns: now,
+        nat_port: placed.nat_port,
+        state: after_client_packet(0, pkt.tcp_flags, dsr),
+        _pad: [0; 5],
     };
-    if CONNTRACK.insert(&pkt.flow, &entry, 0).is_err() {
+    // Above the per-CPU new-flow rate (a flood), the flow goes on without an entry: Maglev
+    // places its next packets the same way, and established flows keep theirs.
+    if !flood::may_track(now) {
+        stats::count(Reason::FlowNotTracked, 0);
+    } else if CONNTRACK.insert(&pkt.flow, &entry, 0).is_err() {
         stats::count(Reason::FlowInsertFailed, 0);
     }
     let Some(arrival) = arrival else {
         return;
     };
-    let backend = &placed.backend;
-    let reply = FlowKey {
-        src_addr: backend.addr,
-        dst_addr: pkt.flow.src_addr,
-        src_port: backend.port,
-        dst_port: pkt.flow.src_port,
-        protocol: pkt.flow.protocol,
-        family: pkt.flow.family,
-        _pad: [0; 2],
-    };
+    let reply = conntrack::reply_key(&pkt.flow, &placed.backend, placed.nat_port);
     let value = NatValue {
         vip: pkt.flow.dst_addr,
         vip_port: pkt.flow.dst_port,
         client_mac: arrival.client_mac,
         local_mac: arrival.local_mac,
-        _pad: [0; 2],
+        client_port: pkt.flow.src_port,
         backend_id: placed.id,
         client_ifindex: arrival.ifindex,
     };
@@ -182,7 +212,12 @@ fn live_backend(id: u32) -> Option<BackendValue> {
 
 /// Layer-2 direct server return: only the MACs change; the backend holds the VIP.
 #[inline(always)]
-fn dsr_forward(ctx: &XdpContext, pkt: &Packet, placed: &Placement) -> Result<Verdict, Reason> {
+fn dsr_forward(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    placed: &Placement,
+    now: u64,
+) -> Result<Verdict, Reason> {
     let route = Route {
         family: pkt.flow.family,
         protocol: pkt.flow.protocol,
@@ -192,31 +227,39 @@ fn dsr_forward(ctx: &XdpContext, pkt: &Packet, placed: &Placement) -> Result<Ver
         dst_port: pkt.flow.dst_port,
         ip_len: pkt.ip_len,
     };
-    let hop = forward::backend_hop(ctx, &route, placed.id, placed.backend.generation, true)?;
-    Ok((forward::transmit(ctx, &hop)?, Reason::ForwardDsr))
+    let generation = placed.backend.generation;
+    let hop = transmit::backend_hop(ctx, &route, placed.id, generation, true, now)?;
+    Ok((transmit::transmit(ctx, &hop)?, Reason::ForwardDsr))
 }
 
 /// Destination NAT to the backend; the reverse entry lets its replies be translated back.
 #[inline(always)]
-fn nat_forward(ctx: &XdpContext, pkt: &Packet, placed: &Placement) -> Result<Verdict, Reason> {
+fn nat_forward(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    placed: &Placement,
+    now: u64,
+) -> Result<Verdict, Reason> {
     let backend = &placed.backend;
     let route = Route {
         family: pkt.flow.family,
         protocol: pkt.flow.protocol,
         src: &pkt.flow.src_addr,
         dst: &backend.addr,
-        src_port: pkt.flow.src_port,
+        src_port: placed.nat_port,
         dst_port: backend.port,
         ip_len: pkt.ip_len,
     };
-    let hop = forward::backend_hop(ctx, &route, placed.id, backend.generation, false)?;
+    let hop = transmit::backend_hop(ctx, &route, placed.id, backend.generation, false, now)?;
     nat::check_ttl(ctx, pkt)?;
-    nat::rewrite(ctx, pkt, End::Destination, &backend.addr, backend.port)?;
-    Ok((forward::transmit(ctx, &hop)?, Reason::ForwardNat))
+    let (addr, port) = (&backend.addr, backend.port);
+    nat::rewrite(ctx, pkt, End::Destination, addr, port, placed.nat_port)?;
+    Ok((transmit::transmit(ctx, &hop)?, Reason::ForwardNat))
 }
 
 /// A packet for no service: if it is a NAT backend's reply, give it the VIP back as its
-/// source and send it to the client.
+/// source (and the client its own port back) and send it to the client. A FIN or RST in it
+/// moves the client flow's connection-table state.
 #[inline(always)]
 fn nat_reply(ctx: &XdpContext, pkt: &Packet, bytes: u64) -> Result<Verdict, Reason> {
     let nat_in_use = SETTINGS
@@ -239,7 +282,20 @@ fn nat_reply(ctx: &XdpContext, pkt: &Packet, bytes: u64) -> Result<Verdict, Reas
         mtu: u16::MAX,
     };
     nat::check_ttl(ctx, pkt)?;
-    nat::rewrite(ctx, pkt, End::Source, &entry.vip, entry.vip_port)?;
+    if pkt.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        let client = FlowKey {
+            src_addr: pkt.flow.dst_addr,
+            dst_addr: entry.vip,
+            src_port: entry.client_port,
+            dst_port: entry.vip_port,
+            protocol: pkt.flow.protocol,
+            family: pkt.flow.family,
+            _pad: [0; 2],
+        };
+        conntrack::backend_sent(&client, pkt.tcp_flags, conntrack::now_ns());
+    }
+    let (vip, vip_port) = (&entry.vip, entry.vip_port);
+    nat::rewrite(ctx, pkt, End::Source, vip, vip_port, entry.client_port)?;
     stats::count_backend(entry.backend_id, bytes, 0);
-    Ok((forward::transmit(ctx, &hop)?, Reason::ForwardNatReply))
+    Ok((transmit::transmit(ctx, &hop)?, Reason::ForwardNatReply))
 }

@@ -183,7 +183,10 @@ impl Agent {
         let view = health_rx.borrow_and_update().clone();
         let desired = balancer::desired_with(&config, &view).context("building Maglev tables")?;
         let settings = match pin_dir {
-            Some(pin_dir) => config::DataplaneSettings { pin_dir },
+            Some(pin_dir) => config::DataplaneSettings {
+                pin_dir,
+                ..config.dataplane.clone()
+            },
             None => config.dataplane.clone(),
         };
         let mut dataplane = Dataplane::load(dataplane::ring_capacity(&desired), &settings)?;

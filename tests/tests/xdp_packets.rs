@@ -16,11 +16,19 @@ mod lab;
 // Tests.
 #[path = "xdp_packets/conntrack.rs"]
 mod conntrack;
+#[path = "xdp_packets/conntrack_model.rs"]
+mod conntrack_model;
+#[path = "xdp_packets/flood.rs"]
+mod flood;
 #[path = "xdp_packets/forward.rs"]
 mod forward;
 #[path = "xdp_packets/maglev.rs"]
 mod maglev;
 #[path = "xdp_packets/malformed.rs"]
 mod malformed;
+#[path = "xdp_packets/nat_ports.rs"]
+mod nat_ports;
 #[path = "xdp_packets/services.rs"]
 mod services;
+#[path = "xdp_packets/tcp_states.rs"]
+mod tcp_states;

@@ -19,7 +19,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 
 pub use announce::Announce;
-pub use dataplane::{DEFAULT_PIN_DIR, DataplaneSettings, schema_dir};
+pub use dataplane::{
+    ConntrackTimeouts, DEFAULT_PIN_DIR, DataplaneSettings, FloodLimits, schema_dir,
+};
 pub use discovery::{Discovery, DnsDiscovery, DnsRecord};
 pub use filter::*;
 pub use l7::*;

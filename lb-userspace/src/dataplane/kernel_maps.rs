@@ -37,6 +37,14 @@ impl KernelMaps {
 }
 
 impl KernelMaps {
+    /// Writes one settings slot (the connection-table timeouts; the flags go through
+    /// [`MapWriter::set_settings_flags`]).
+    pub fn set_setting(&mut self, slot: u32, value: u32) -> Result<(), DataplaneError> {
+        self.settings
+            .set(slot, value, 0)
+            .map_err(DataplaneError::map)
+    }
+
     /// Reads what pinned maps hold, for [`super::sync::MapSync::adopt`].
     pub fn snapshot(&self) -> Result<Snapshot, DataplaneError> {
         let mut snapshot = Snapshot::default();

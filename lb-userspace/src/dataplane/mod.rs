@@ -1,6 +1,7 @@
 //! The kernel side of the agent: the only code that touches BPF. It loads the embedded XDP
 //! object, attaches it to interfaces and reads its maps.
 
+mod conntrack;
 mod error;
 pub mod inspect;
 mod kernel_maps;
@@ -50,6 +51,9 @@ pub struct Dataplane {
     sync: MapSync,
     /// Set when the maps were found pinned and not yet reconciled with a desired state.
     adopting: bool,
+    /// A data path of the previous schema being carried over: its links move to this
+    /// program as interfaces are attached, its folder goes once all are.
+    previous: Option<lifecycle::migrate::Previous>,
     neighbours: Neighbours,
     stats: Arc<StatsReader>,
 }
@@ -75,18 +79,35 @@ impl Dataplane {
     pub fn load(ring_capacity: u32, settings: &DataplaneSettings) -> Result<Self, DataplaneError> {
         let object = object()?;
         let pins = Pins::open(&settings.schema_dir())?;
-        lifecycle::check_other_schemas(&settings.pin_dir)?;
-        let adopting = pins.has_maps();
+        let previous = lifecycle::migrate::Previous::find(&settings.pin_dir);
+        lifecycle::check_other_schemas(&settings.pin_dir, previous.as_ref().map(|p| p.dir()))?;
+        let mut adopting = pins.has_maps();
         let ring_capacity = match pins.ring_capacity() {
             Some(pinned) if adopting => pinned,
-            _ => ring_capacity,
+            _ => match previous.as_ref().and_then(|p| p.ring_capacity()) {
+                Some(old) => old.max(ring_capacity),
+                None => ring_capacity,
+            },
         };
         let paths: Vec<(&str, std::path::PathBuf)> = lb_common::maps::PINNED
             .iter()
             .map(|name| (*name, pins.map(name)))
             .collect();
+        let table = conntrack::size_for_this_machine(settings.conntrack_entries);
+        if let Some(pinned) = pins.max_entries(lb_common::maps::CONNTRACK)
+            && adopting
+            && pinned != table.max_entries
+        {
+            warn!(
+                pinned,
+                wanted = table.max_entries,
+                "the running data path's connection table keeps its size; [dataplane]                  conntrack_entries takes effect after `sluice detach` (which drops established                  flows) and a start"
+            );
+        }
         let mut loader = EbpfLoader::new();
         loader.map_max_entries(lb_common::maps::MAGLEV_RINGS, ring_capacity);
+        loader.map_max_entries(lb_common::maps::CONNTRACK, table.max_entries);
+        loader.map_max_entries(lb_common::maps::NAT_REVERSE, table.max_entries);
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
@@ -100,7 +121,39 @@ impl Dataplane {
             "loaded the XDP program {}",
             lb_common::XDP_PROGRAM_NAME
         );
-        let maps = KernelMaps::take(&mut ebpf)?;
+        let mut maps = KernelMaps::take(&mut ebpf)?;
+        // Before any attach: the program must never run with timeouts nobody set.
+        let timeouts = conntrack::timeout_settings(&settings.timeouts);
+        for (slot, value) in timeouts
+            .into_iter()
+            .chain(conntrack::flood_settings(&settings.flood))
+        {
+            maps.set_setting(slot, value)?;
+        }
+        info!(
+            entries = table.max_entries,
+            per_cpu = table.per_cpu,
+            possible_cpus = table.cpus,
+            timeouts = ?settings.timeouts,
+            limits = ?settings.flood,
+            "connection table"
+        );
+        if let Some(previous) = &previous {
+            if !adopting {
+                previous.copy_tables(&mut maps)?;
+            }
+            let carried = previous.copy_flows(&mut ebpf, false)?;
+            warn!(
+                from = %previous.dir().display(),
+                interfaces = previous.interfaces().join(","),
+                connections = carried.flows,
+                nat = carried.nat,
+                "a data path of map schema v{} runs; this agent uses v{}: carrying it over                  (services, backends and Maglev tables copied, connection and NAT entries                  converted), then swapping this program in on each interface with one atomic                  link update",
+                lifecycle::migrate::PREVIOUS_SCHEMA,
+                lb_common::schema::SCHEMA_VERSION
+            );
+            adopting = true;
+        }
         let stats = StatsReader::take(&mut ebpf)?;
         let sync = MapSync::new(
             ring_capacity,
@@ -114,6 +167,7 @@ impl Dataplane {
             maps,
             sync,
             adopting,
+            previous,
             neighbours: Neighbours::default(),
             stats,
         })
@@ -193,8 +247,9 @@ impl Dataplane {
     ) -> Result<Option<AttachedMode>, DataplaneError> {
         let name = interface.name.as_str();
         let path = self.pins.link(name);
+        let carried = self.carry_link(name, &path)?;
         let program = xdp_program(&mut self.ebpf)?;
-        if let Some(adopted) = PinnedAttachment::adopt(program, name, path.clone())? {
+        if let Some(adopted) = PinnedAttachment::adopt(program, name, path.clone(), carried)? {
             self.attached.push(adopted);
             return Ok(None);
         }
@@ -247,9 +302,52 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Moves the previous schema's pinned link on `interface` into this schema's folder, so
+    /// attaching adopts it (the old program keeps forwarding until the atomic swap). Whether
+    /// there was one.
+    fn carry_link(&self, interface: &str, path: &std::path::Path) -> Result<bool, DataplaneError> {
+        let Some(previous) = &self.previous else {
+            return Ok(false);
+        };
+        let old = previous.link(interface);
+        if !old.exists() {
+            return Ok(false);
+        }
+        std::fs::rename(&old, path).map_err(|e| {
+            lifecycle::pin_error_for("moving the previous schema's XDP link to", path)(e.into())
+        })?;
+        Ok(true)
+    }
+
+    /// Once every configured interface runs this program: copies the connection and NAT
+    /// entries the old program made since the first copy, and removes the previous schema's
+    /// folder (detaching its program from interfaces this agent does not attach to).
+    fn finish_carrying_over(&mut self) {
+        let Some(previous) = self.previous.take() else {
+            return;
+        };
+        match previous.copy_flows(&mut self.ebpf, true) {
+            Ok(carried) => info!(
+                connections = carried.flows,
+                nat = carried.nat,
+                "copied the entries the previous schema's program made during the handover"
+            ),
+            Err(error) => warn!(%error, "copying the last entries of the previous schema failed"),
+        }
+        let dir = previous.dir().display().to_string();
+        match previous.remove() {
+            Ok(()) => info!(
+                path = dir,
+                "removed the previous schema's pins: carried over"
+            ),
+            Err(error) => warn!(path = dir, %error, "removing the previous schema's pins failed"),
+        }
+    }
+
     /// Detaches pinned links of interfaces this agent does not attach to (a previous agent's
     /// config had them). Call after attaching every configured interface.
     pub fn detach_unclaimed(&mut self) {
+        self.finish_carrying_over();
         for interface in self.pins.linked_interfaces() {
             if self.attached.iter().any(|a| a.interface == interface) {
                 continue;

@@ -182,6 +182,8 @@ pub struct Setup {
     active: usize,
     /// The `[pool.health_check]` table of every pool.
     health_check: String,
+    /// A `[dataplane]` table for the config, if any (see `Setup::start_afresh`).
+    pub dataplane: String,
     agent: Option<SluiceAgent>,
     _servers: Vec<NsTask<()>>,
     backends: Vec<Netns>,
@@ -267,6 +269,7 @@ impl Setup {
             mode,
             active,
             health_check: health_check.to_string(),
+            dataplane: String::new(),
             agent: None,
             _servers: servers,
             backends,
@@ -347,11 +350,12 @@ impl Setup {
             )
         };
         format!(
-            "[[interface]]\nname = \"eth0\"\nxdp_mode = \"native\"\n{}{}{}{}",
+            "[[interface]]\nname = \"eth0\"\nxdp_mode = \"native\"\n{}{}{}{}{}",
             pool("tcp", self.plan.tcp_backend_port(self.mode)),
             pool("udp", self.plan.udp_backend_port(self.mode)),
             service("tcp", TCP_PORT, "tcp"),
             service("udp", UDP_PORT, "udp"),
+            self.dataplane,
         )
     }
 

@@ -29,8 +29,21 @@ impl Setup {
     /// of `flows` moves on), starts a new agent on the same pins (with `env` set) and waits
     /// until it runs and every flow moved on again.
     pub fn restart(&mut self, how: Stop, flows: &Flows, env: &[(&str, &OsStr)]) {
+        self.restart_after(how, flows, env, |_| {});
+    }
+
+    /// [`Setup::restart`], running `between` on the pin directory while no agent runs.
+    pub fn restart_after(
+        &mut self,
+        how: Stop,
+        flows: &Flows,
+        env: &[(&str, &OsStr)],
+        between: impl FnOnce(&std::path::Path),
+    ) {
         let pins = self.stop_agent(how);
         flows.wait_for_progress("with no agent running");
+        between(pins.path());
+        flows.wait_for_progress("with no agent running, after the pins changed");
         self.start_agent(pins, env);
         flows.wait_for_progress("after the restart");
     }
@@ -259,4 +272,39 @@ fn udp_flow(socket: UdpSocket, stop: &AtomicBool, tally: &Tally) -> Result<FlowR
         backend: backend.unwrap_or_default(),
         exchanges: tally.exchanges.load(Ordering::Relaxed),
     })
+}
+
+impl Setup {
+    /// Takes the running data path down (`sluice detach`) and starts an agent on a fresh one
+    /// with the current config (say, after setting `dataplane`: a table size only applies to
+    /// new maps).
+    pub fn start_afresh(&mut self) {
+        let pins = self.stop_agent(Stop::Term);
+        let pin_dir = pins.path().display().to_string();
+        let (ok, out) = sluice_tests::sluice_cli(&self.lb, &["detach", "--pin-dir", &pin_dir]);
+        assert!(ok, "sluice detach: {out}");
+        self.start_agent(pins, &[]);
+    }
+
+    /// Packets the running data path counted under `reason`, from its pinned counters.
+    pub fn xdp_count(&self, reason: lb_common::stats::Reason) -> u64 {
+        use aya::maps::{Map, MapData, PerCpuArray};
+        let agent = self
+            .agent
+            .as_ref()
+            .unwrap_or_else(|| panic!("agent not started"));
+        let path = agent
+            .pins()
+            .path()
+            .join(format!("v{}", lb_common::schema::SCHEMA_VERSION))
+            .join(lb_common::maps::GLOBAL_STATS);
+        let data = MapData::from_pin(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let stats: PerCpuArray<MapData, lb_common::stats::Counter> =
+            PerCpuArray::try_from(Map::PerCpuArray(data))
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let per_cpu = stats
+            .get(&(reason as u32), 0)
+            .unwrap_or_else(|e| panic!("GLOBAL_STATS[{reason:?}]: {e}"));
+        per_cpu.iter().map(|c| c.packets).sum()
+    }
 }

@@ -6,8 +6,12 @@ use std::net::{IpAddr, SocketAddr};
 
 use etherparse::{IpHeaders, Ipv4Header, Ipv6Header, PacketBuilder, VlanId};
 use lb_common::addr::{PROTO_TCP, PROTO_UDP};
+use lb_common::conntrack::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 use crate::lab::{CLIENT_MAC, ETH0_MAC};
+
+/// The TCP PSH flag (the conntrack rules ignore it).
+pub const TCP_PSH: u8 = 0x08;
 
 /// Offset of the IP header in an untagged frame.
 pub const L3: usize = 14;
@@ -37,6 +41,8 @@ pub struct Frame {
     pub dst: SocketAddr,
     pub l4: L4,
     pub ttl: u8,
+    /// TCP flags (`lb_common::conntrack::TCP_*`, PSH 0x08); ignored for UDP.
+    pub tcp_flags: u8,
     /// IPv4 header options (a multiple of 4 bytes); ignored for IPv6.
     pub ipv4_options: Vec<u8>,
     pub payload: Vec<u8>,
@@ -53,6 +59,7 @@ impl Frame {
             dst,
             l4,
             ttl: 64,
+            tcp_flags: TCP_ACK | TCP_PSH,
             ipv4_options: Vec::new(),
             payload: b"sluice: every byte of this payload must survive".to_vec(),
         }
@@ -93,15 +100,47 @@ impl Frame {
         let mut out = Vec::new();
         let (sport, dport) = (self.src.port(), self.dst.port());
         let written = match self.l4 {
-            L4::Tcp => ip
-                .tcp(sport, dport, 0x1234_5678, 64240)
-                .ack(0x0abc_def0)
-                .psh()
-                .write(&mut out, &self.payload),
+            L4::Tcp => {
+                let flag = |bit: u8| self.tcp_flags & bit != 0;
+                let mut tcp = ip.tcp(sport, dport, 0x1234_5678, 64240);
+                if flag(TCP_ACK) {
+                    tcp = tcp.ack(0x0abc_def0);
+                }
+                if flag(TCP_PSH) {
+                    tcp = tcp.psh();
+                }
+                if flag(TCP_SYN) {
+                    tcp = tcp.syn();
+                }
+                if flag(TCP_FIN) {
+                    tcp = tcp.fin();
+                }
+                if flag(TCP_RST) {
+                    tcp = tcp.rst();
+                }
+                tcp.write(&mut out, &self.payload)
+            }
             L4::Udp => ip.udp(sport, dport).write(&mut out, &self.payload),
         };
         written.unwrap_or_else(|e| panic!("building {self:?}: {e}"));
         out
+    }
+}
+
+impl Frame {
+    /// The connection-table key of this frame (its 5-tuple in its direction).
+    pub fn flow_key(&self) -> lb_common::flow::FlowKey {
+        let (src_addr, family) = lb_common::addr::to_wire(self.src.ip());
+        let (dst_addr, _) = lb_common::addr::to_wire(self.dst.ip());
+        lb_common::flow::FlowKey {
+            src_addr,
+            dst_addr,
+            src_port: self.src.port().to_be(),
+            dst_port: self.dst.port().to_be(),
+            protocol: self.l4.protocol(),
+            family,
+            _pad: [0; 2],
+        }
     }
 }
 

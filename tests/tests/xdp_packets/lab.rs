@@ -6,10 +6,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
 use aya::Pod;
-use aya::maps::{Array, HashMap, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
 use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use lb_common::backend::{BACKEND_ACTIVE, BackendValue};
+use lb_common::flood::{SourceKey, TokenBucket};
+use lb_common::flow::{FlowKey, FlowValue};
 use lb_common::limits::{SETTING_FLAG_NAT, SETTING_FLAGS};
 use lb_common::service::{ServiceKey, ServiceValue};
 use lb_common::stats::{Counter, Reason};
@@ -348,6 +350,71 @@ impl Dataplane {
         self.array(maps::SETTINGS)
             .set(SETTING_FLAGS, flags, 0)
             .unwrap_or_else(|e| panic!("SETTINGS: {e}"));
+    }
+
+    /// Writes one settings slot (`lb_common::limits::SETTING_*`).
+    pub fn set_setting(&mut self, slot: u32, value: u32) {
+        self.array(maps::SETTINGS)
+            .set(slot, value, 0)
+            .unwrap_or_else(|e| panic!("SETTINGS[{slot}]: {e}"));
+    }
+
+    fn conntrack(&mut self) -> HashMap<&mut MapData, FlowKey, FlowValue> {
+        let map = self.ebpf.map_mut(maps::CONNTRACK);
+        let map = map.unwrap_or_else(|| panic!("no map CONNTRACK"));
+        HashMap::try_from(map).unwrap_or_else(|e| panic!("CONNTRACK: {e}"))
+    }
+
+    /// The connection-table entry of `key`, if any.
+    pub fn flow_entry(&mut self, key: &FlowKey) -> Option<FlowValue> {
+        match self.conntrack().get(key, 0) {
+            Ok(value) => Some(value),
+            Err(MapError::KeyNotFound) => None,
+            Err(e) => panic!("CONNTRACK[{key:?}]: {e}"),
+        }
+    }
+
+    /// Deletes the connection-table entry of `key`, if any.
+    pub fn forget_flow(&mut self, key: &FlowKey) {
+        if self.flow_entry(key).is_some() {
+            self.conntrack()
+                .remove(key)
+                .unwrap_or_else(|e| panic!("deleting CONNTRACK[{key:?}]: {e}"));
+        }
+    }
+
+    /// Moves the entry of `key` `seconds` into the past (its last-seen time earlier): the
+    /// test's clock for timeouts.
+    pub fn age_flow(&mut self, key: &FlowKey, seconds: f64) {
+        let mut entry = self
+            .flow_entry(key)
+            .unwrap_or_else(|| panic!("no CONNTRACK entry to age for {key:?}"));
+        let by = (seconds * 1e9) as u64;
+        entry.last_seen_ns = entry.last_seen_ns.saturating_sub(by);
+        self.conntrack()
+            .insert(key, entry, 0)
+            .unwrap_or_else(|e| panic!("CONNTRACK[{key:?}]: {e}"));
+    }
+
+    /// Moves the new-flow bucket of source `addr` `seconds` into the past, so it refills.
+    pub fn age_source(&mut self, addr: IpAddr, seconds: u64) {
+        let (addr, family) = lb_common::addr::to_wire(addr);
+        let key = SourceKey {
+            addr,
+            family,
+            _pad: [0; 3],
+        };
+        let map = self.ebpf.map_mut("SOURCE_BUCKETS");
+        let map = map.unwrap_or_else(|| panic!("no map SOURCE_BUCKETS"));
+        let mut buckets: HashMap<&mut MapData, SourceKey, TokenBucket> =
+            HashMap::try_from(map).unwrap_or_else(|e| panic!("SOURCE_BUCKETS: {e}"));
+        let mut bucket = buckets
+            .get(&key, 0)
+            .unwrap_or_else(|e| panic!("SOURCE_BUCKETS[{key:?}]: {e}"));
+        bucket.last_ns = bucket.last_ns.saturating_sub(seconds * 1_000_000_000);
+        buckets
+            .insert(key, bucket, 0)
+            .unwrap_or_else(|e| panic!("SOURCE_BUCKETS[{key:?}]: {e}"));
     }
 
     /// Sets SETTING_FLAG_NAT, so packets for no service are looked up as NAT replies.

@@ -10,15 +10,16 @@ use super::{Pins, pin_error};
 use crate::dataplane::DataplaneError;
 
 /// Refuses a pin directory where a data path of another schema version runs: this agent
-/// cannot adopt its tables, and attaching beside it would fail or take flows away.
-pub fn check_other_schemas(pin_dir: &Path) -> Result<(), DataplaneError> {
+/// cannot adopt its tables, and attaching beside it would fail or take flows away. `carried`
+/// is a folder this agent carries over (`super::migrate`), not refused.
+pub fn check_other_schemas(pin_dir: &Path, carried: Option<&Path>) -> Result<(), DataplaneError> {
     let ours = crate::config::schema_dir(pin_dir);
     let Ok(entries) = std::fs::read_dir(pin_dir) else {
         return Ok(());
     };
     for entry in entries.filter_map(Result::ok) {
         let folder = entry.path();
-        if folder == ours || !folder.is_dir() {
+        if folder == ours || Some(folder.as_path()) == carried || !folder.is_dir() {
             continue;
         }
         let interfaces = Pins {
@@ -94,41 +95,51 @@ pub fn remove_all(pin_dir: &Path) -> Result<Removed, DataplaneError> {
         if !folder.is_dir() {
             continue;
         }
-        let pins = Pins {
-            dir: folder.clone(),
-        };
-        let (mut released, mut programs) = (Vec::new(), Vec::new());
-        for interface in pins.linked_interfaces() {
-            let path = pins.link(&interface);
-            if let Some(info) = PinnedLink::from_pin(&path)
-                .ok()
-                .and_then(|link| FdLink::from(link).info().ok())
-            {
-                released.push(info.id());
-                programs.push(info.program_id());
-            }
-            std::fs::remove_file(&path)
-                .map_err(|e| pin_error("removing the pinned XDP link", &path)(e.into()))?;
-            info!(interface, "detached the XDP program");
-            removed.links.push(interface);
-        }
-        wait_released(&released);
-        // Nothing else holds the programs: once they are unloaded, no interface runs them.
-        wait_unloaded(&programs);
-        let files =
-            std::fs::read_dir(&folder).map_err(|e| pin_error("reading", &folder)(e.into()))?;
-        for file in files.filter_map(Result::ok) {
-            let path = file.path();
-            std::fs::remove_file(&path)
-                .map_err(|e| pin_error("removing the pinned map", &path)(e.into()))?;
-            removed.maps += 1;
-        }
-        std::fs::remove_dir(&folder)
-            .map_err(|e| pin_error("removing the pin folder", &folder)(e.into()))?;
-        removed.folders += 1;
+        let one = remove_folder(&folder)?;
+        removed.links.extend(one.links);
+        removed.maps += one.maps;
+        removed.folders += one.folders;
     }
     if let Err(error) = std::fs::remove_dir(pin_dir) {
         warn!(path = %pin_dir.display(), %error, "left the pin directory in place");
     }
+    Ok(removed)
+}
+
+/// Removes one schema folder: its pinned links (detaching their program), its pinned maps,
+/// and the folder.
+pub fn remove_folder(folder: &Path) -> Result<Removed, DataplaneError> {
+    let mut removed = Removed::default();
+    let pins = Pins {
+        dir: folder.to_path_buf(),
+    };
+    let (mut released, mut programs) = (Vec::new(), Vec::new());
+    for interface in pins.linked_interfaces() {
+        let path = pins.link(&interface);
+        if let Some(info) = PinnedLink::from_pin(&path)
+            .ok()
+            .and_then(|link| FdLink::from(link).info().ok())
+        {
+            released.push(info.id());
+            programs.push(info.program_id());
+        }
+        std::fs::remove_file(&path)
+            .map_err(|e| pin_error("removing the pinned XDP link", &path)(e.into()))?;
+        info!(interface, "detached the XDP program");
+        removed.links.push(interface);
+    }
+    wait_released(&released);
+    // Nothing else holds the programs: once they are unloaded, no interface runs them.
+    wait_unloaded(&programs);
+    let files = std::fs::read_dir(folder).map_err(|e| pin_error("reading", folder)(e.into()))?;
+    for file in files.filter_map(Result::ok) {
+        let path = file.path();
+        std::fs::remove_file(&path)
+            .map_err(|e| pin_error("removing the pinned map", &path)(e.into()))?;
+        removed.maps += 1;
+    }
+    std::fs::remove_dir(folder)
+        .map_err(|e| pin_error("removing the pin folder", folder)(e.into()))?;
+    removed.folders += 1;
     Ok(removed)
 }

@@ -44,11 +44,14 @@ impl PinnedAttachment {
     }
 
     /// Adopts the link pinned at `path` and points it at `program` with one atomic update,
-    /// unless it already runs the same code. `Ok(None)`: nothing is pinned there.
+    /// unless it already runs the same code (and `always_swap` is off: a program carried over
+    /// from another schema's maps must be swapped even when its code is the same).
+    /// `Ok(None)`: nothing is pinned there.
     pub fn adopt(
         program: &mut Xdp,
         interface: &str,
         path: PathBuf,
+        always_swap: bool,
     ) -> Result<Option<Self>, DataplaneError> {
         if !path.exists() {
             return Ok(None);
@@ -61,7 +64,7 @@ impl PinnedAttachment {
             .ok()
             .and_then(|info| program_tag(info.program_id()));
         let ours = program.info().ok().map(|info| info.tag());
-        if running.is_some() && running == ours {
+        if running.is_some() && running == ours && !always_swap {
             info!(
                 interface,
                 "kept the running XDP program: it is the same as this agent's"

@@ -1,9 +1,11 @@
 //! What outlives the agent: the maps and each interface's XDP link, pinned under
 //! `[dataplane] pin_dir/v<schema>`. A starting agent adopts what it finds there, swapping in
-//! its own program by an atomic link update; `detach` removes all of it.
+//! its own program by an atomic link update; `detach` removes all of it. A data path of the
+//! previous schema is carried over (`migrate`).
 
 mod detach;
 mod link;
+pub mod migrate;
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -14,8 +16,16 @@ use tracing::info;
 
 use super::DataplaneError;
 
-pub use detach::{Removed, check_other_schemas, detach, remove_all};
+pub use detach::{Removed, check_other_schemas, detach, remove_all, remove_folder};
 pub use link::PinnedAttachment;
+
+/// [`pin_error`] for callers outside the lifecycle module.
+pub(crate) fn pin_error_for(
+    what: &'static str,
+    path: &Path,
+) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> DataplaneError {
+    pin_error(what, path)
+}
 
 /// `statfs` magic of a bpffs mount.
 const BPF_FS_MAGIC: libc::__fsword_t = 0xcafe_4a11;
@@ -79,7 +89,12 @@ impl Pins {
 
     /// Slots of the pinned ring map, if there is one.
     pub fn ring_capacity(&self) -> Option<u32> {
-        MapInfo::from_pin(self.map(lb_common::maps::MAGLEV_RINGS))
+        self.max_entries(lb_common::maps::MAGLEV_RINGS)
+    }
+
+    /// `max_entries` of pinned map `name`, if it is there.
+    pub fn max_entries(&self, name: &str) -> Option<u32> {
+        MapInfo::from_pin(self.map(name))
             .ok()
             .map(|info| info.max_entries())
     }

@@ -4,9 +4,10 @@
 use aya_ebpf::bindings::{
     BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams, xdp_action,
 };
-use aya_ebpf::helpers::generated::{bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect};
+use aya_ebpf::helpers::generated::{bpf_fib_lookup, bpf_redirect};
 use aya_ebpf::programs::XdpContext;
 use lb_common::addr::{FAMILY_V4, WireAddr};
+use lb_common::hop::CachedHop;
 use lb_common::limits::NEXT_HOP_TTL_NS;
 use lb_common::stats::Reason;
 
@@ -28,22 +29,9 @@ pub struct NextHop {
     pub mtu: u16,
 }
 
-/// A backend's next hop, cached per CPU so established flows skip the FIB lookup (its largest
-/// cost). Trusted for `NEXT_HOP_TTL_NS`, and only for the backend generation it was made for.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct CachedHop {
-    pub expires_ns: u64,
-    pub generation: u32,
-    pub ifindex: u32,
-    pub mtu: u16,
-    pub smac: [u8; 6],
-    pub dmac: [u8; 6],
-    pub _pad: [u8; 2],
-}
-
 /// The next hop toward backend `id` for `route`: from the per-CPU cache while fresh,
 /// otherwise from the FIB. With `on_link`, a backend behind a gateway is refused (DSR).
+/// `now` is `bpf_ktime_get_coarse_ns`, read once per packet by the caller.
 #[inline(always)]
 pub fn backend_hop(
     ctx: &XdpContext,
@@ -51,9 +39,8 @@ pub fn backend_hop(
     id: u32,
     generation: u32,
     on_link: bool,
+    now: u64,
 ) -> Result<NextHop, Reason> {
-    // SAFETY: plain helper call without arguments.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let slot = NEXT_HOPS.get_ptr_mut(id);
     if let Some(cached) = slot {
         // SAFETY: a per-CPU slot: nothing else writes it while this program runs here.

@@ -1,0 +1,89 @@
+//! A SYN flood that overflows the connection table many times over does not cost established
+//! flows their entries: with a small table (1024 entries) and a per-CPU new-flow rate, the
+//! flood's flows go untracked, so when the Maglev table changes in the middle of the flood (a
+//! backend added), every established TCP connection stays on its backend: those idle during
+//! the flood (the kernel's LRU keeps busy entries on its active list anyway, idle ones are
+//! what a flood evicts) and long-lived ones carrying data all the while. Without the rate, the
+//! flood evicts the idle connections' entries and the new table places them again, moving
+//! about a quarter of them (their backend answers the next byte with a reset).
+
+mod l4_e2e_support;
+
+use std::time::Duration;
+
+use l4_e2e_support::restart::Flows;
+use l4_e2e_support::{Mode, Setup, TCP_PORT, V4};
+use lb_common::stats::Reason;
+use sluice_tests::{eventually, privileged, required_tool};
+
+/// 100,000 SYNs, one every 50 us: about five seconds of flood.
+const FLOOD_SYNS: &str = "100000";
+
+#[test]
+fn established_flows_survive_a_syn_flood_that_overflows_the_table() {
+    if !privileged() || !required_tool("hping3", "hping3") {
+        return;
+    }
+    let mut setup = Setup::new(&V4, Mode::Dsr);
+    setup.dataplane = "[dataplane]\nconntrack_entries = 1024\nnew_flows_per_cpu = 20\n".into();
+    setup.start_afresh();
+    let flows = Flows::start(&setup, 4, 2);
+    flows.wait_for_progress("before the flood");
+    let mut idle: Vec<_> = (0..16)
+        .map(|_| setup.client.in_ns(|| setup.tcp_connect()))
+        .collect();
+    let (new_before, untracked_before) = (
+        setup.xdp_count(Reason::FlowNew),
+        setup.xdp_count(Reason::FlowNotTracked),
+    );
+
+    // SYNs from the client, a new source port each (hping3 counts its source port up).
+    let vip = V4.vip.to_string();
+    let port = TCP_PORT.to_string();
+    let mut hping = setup.client.command("hping3");
+    hping.args(["-q", "-S", "-p", &port, "-i", "u50", "-c", FLOOD_SYNS, &vip]);
+    hping.stdout(std::process::Stdio::null());
+    hping.stderr(std::process::Stdio::null());
+    let mut flood = setup.client.spawn(hping);
+    // Well into the flood (the table overflowed twice), the Maglev table changes.
+    eventually(Duration::from_secs(30), || {
+        let new = setup.xdp_count(Reason::FlowNew) - new_before;
+        if new > 2048 {
+            Ok(())
+        } else {
+            Err(format!("{new} new flows so far"))
+        }
+    });
+    setup.add_backend_and_reload();
+    flood.wait_timeout(Duration::from_secs(60));
+    let untracked = setup.xdp_count(Reason::FlowNotTracked) - untracked_before;
+    assert!(
+        untracked > 10 * 1024,
+        "the flood went above the rate and was steered untracked: {untracked} flows"
+    );
+    flows.wait_for_progress("after the flood");
+    let mut broken: Vec<String> = idle
+        .iter_mut()
+        .filter_map(|conn| match conn.ask() {
+            Ok(name) if name == conn.served_by => None,
+            Ok(name) => Some(format!(
+                "idle {} moved from {} to {name}",
+                conn.local, conn.served_by
+            )),
+            Err(e) => Some(format!(
+                "idle {} to {} broke: {e}",
+                conn.local, conn.served_by
+            )),
+        })
+        .collect();
+    let reports = flows.finish();
+    broken.extend(reports.iter().filter_map(|r| r.as_ref().err()).cloned());
+    let total = reports.len() + idle.len();
+    eprintln!(
+        "SYN flood of {FLOOD_SYNS} ({untracked} untracked), Maglev table changed meanwhile: \
+         {} of {total} connections kept",
+        total - broken.len(),
+    );
+    assert!(broken.is_empty(), "connections broke or moved: {broken:#?}");
+    setup.stop();
+}
