@@ -49,7 +49,10 @@ mod tests {
     #[test]
     fn the_resolver_is_quiet_unless_named() {
         let quiet = EnvFilter::try_new(with_quiet_dependencies("debug")).expect("directive");
-        assert_eq!(quiet.max_level_hint(), Some(tracing::level_filters::LevelFilter::DEBUG));
+        assert_eq!(
+            quiet.max_level_hint(),
+            Some(tracing::level_filters::LevelFilter::DEBUG)
+        );
         assert!(quiet.to_string().contains("hickory_resolver=warn"));
         let named = with_quiet_dependencies("info,hickory_resolver=trace");
         assert_eq!(named, "info,hickory_resolver=trace");
