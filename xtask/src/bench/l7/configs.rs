@@ -92,7 +92,6 @@ vip = \"{HOST}\"
 port = {port}
 protocol = \"tcp\"
 [service.l7]
-access_log = false
 {tls}[service.l7.limits]
 max_connections = 100000
 [[service.l7.virtual_host]]
@@ -137,7 +136,7 @@ daemon off;
 pid {dir}/nginx.pid;
 events {{ worker_connections 8192; }}
 http {{
-  access_log off;
+  access_log {dir}/nginx-access.log;
   upstream backend {{
     server {HOST}:{BACKEND_PORT};
     keepalive 128;
@@ -173,11 +172,14 @@ pub fn haproxy(cert: &Certificate) -> String {
     format!(
         "global
   nbthread 1
+  log stdout format raw local0
   maxconn 8000
   ssl-default-bind-options ssl-min-ver TLSv1.2
 
 defaults
   mode http
+  log global
+  option httplog
   timeout connect 5s
   timeout client 60s
   timeout server 60s

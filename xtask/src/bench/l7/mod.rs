@@ -121,7 +121,9 @@ const METHOD: &str = "one namespace, loopback; the proxy pinned to proxy_cpu (Sl
     runtime sizes itself from the affinity: one worker; nginx: worker_processes 1; HAProxy: \
     nbthread 1), load generator and backend (nginx, one worker, fixed 23-byte body) pinned to \
     load_cpu; every proxy forwards to one keep-alive pool of that backend and sets \
-    X-Forwarded-For/-Proto/-Host; no access logs; each run starts the proxy afresh, warms it \
+    X-Forwarded-For/-Proto/-Host; access logs on, as each ships (Sluice: its default line \
+    to stderr; nginx: the combined format to a file; HAProxy: httplog to stdout), written to \
+    files; each run starts the proxy afresh, warms it \
     up with the same load, then measures; rounds interleave the contenders (order rotated each \
     round); medians over rounds. h2c: p50/p99 from h2load's per-request log. TLS: RSA-2048 \
     self-signed (the server's signature is the costly step of a full handshake; with ECDSA the \
