@@ -23,8 +23,9 @@ pub struct LogGuard {
     _writer: WorkerGuard,
 }
 
-/// Lines queued for the writer thread before a logging thread waits for room.
-const QUEUED_LINES: usize = 128 * 1024;
+/// Lines queued for the writer thread before a logging thread waits for room: at a few
+/// hundred bytes a line, at most a few MiB held when stderr is slower than the requests.
+const QUEUED_LINES: usize = 8 * 1024;
 
 /// Installs the global subscriber. `level` is an `EnvFilter` directive (e.g. `info`,
 /// `sluice=debug`); `RUST_LOG`, when set, wins. Keep the guard until the process ends.
