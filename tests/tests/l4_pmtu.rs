@@ -13,9 +13,13 @@
 //! client's segments, translated to go to the backend, make `core` send the same to the
 //! client about a packet to the backend; sluice must translate it back to quote the client's
 //! packet to the VIP. Without either, the transfer in that direction stalls.
+//!
+//! No host holds the VIP, so an answer to a ping of it can only come from the program: the
+//! agent's VIP set and `[dataplane] vip_echo` (default "reply") reached it.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::FromRawFd;
 use std::time::Duration;
 
 use sluice_tests::{
@@ -337,4 +341,56 @@ fn nat_ipv6_path_mtu_discovery_moves_a_megabyte_each_way() {
         return;
     }
     pmtu_through_nat(&V6);
+}
+
+/// One echo request to `dest` through an ICMP datagram ("ping") socket, and its reply.
+fn ping(dest: IpAddr) -> Result<(), String> {
+    let (domain, protocol, request, reply) = match dest {
+        IpAddr::V4(_) => (libc::AF_INET, libc::IPPROTO_ICMP, 8, 0),
+        IpAddr::V6(_) => (libc::AF_INET6, libc::IPPROTO_ICMPV6, 128, 129),
+    };
+    // SAFETY: a plain socket(2) call; its descriptor is owned by the UdpSocket at once.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, protocol) };
+    if fd < 0 {
+        return Err(format!("ICMP socket: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` is a fresh, open socket nothing else owns.
+    let socket = unsafe { UdpSocket::from_raw_fd(fd) };
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| format!("timeout: {e}"))?;
+    // Type, code, checksum and identifier (the kernel fills them in), sequence 1, payload.
+    let mut message = vec![request, 0, 0, 0, 0, 0, 0, 1];
+    message.extend_from_slice(b"sluice echo");
+    socket
+        .send_to(&message, SocketAddr::new(dest, 0))
+        .map_err(|e| format!("sending an echo request to {dest}: {e}"))?;
+    let mut buf = [0u8; 128];
+    let (len, from) = socket
+        .recv_from(&mut buf)
+        .map_err(|e| format!("no echo reply from {dest}: {e}"))?;
+    let answer = &buf[..len];
+    if from.ip() != dest || answer.first() != Some(&reply) || answer.get(8..) != Some(&message[8..])
+    {
+        return Err(format!("unexpected answer from {from}: {answer:?}"));
+    }
+    Ok(())
+}
+
+#[test]
+fn echo_to_the_vip_is_answered_by_the_program() {
+    if !privileged() {
+        return;
+    }
+    for plan in [&V4, &V6] {
+        let topo = Topology::new(plan);
+        // ICMP datagram sockets for root, as ping uses them.
+        sysctl(&topo.client, "net.ipv4.ping_group_range", "0 0");
+        let vip: IpAddr = plan
+            .vip
+            .parse()
+            .unwrap_or_else(|e| panic!("{}: {e}", plan.vip));
+        topo.client
+            .in_ns(|| eventually(Duration::from_secs(10), || ping(vip)));
+    }
 }
