@@ -15,6 +15,7 @@ pub mod flood;
 pub mod flow;
 pub mod hash;
 pub mod hop;
+pub mod icmp;
 pub mod limits;
 #[cfg(feature = "user")]
 pub mod maglev;
@@ -42,6 +43,13 @@ pub mod maps {
     pub const SERVICE_STATS: &str = "SERVICE_STATS";
     /// Per-CPU array of [`crate::stats::FlowCounter`], indexed by backend id.
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
+    /// Hash set of [`crate::icmp::VipKey`] (value `u32`, unused): the addresses services use.
+    /// Not pinned: the agent writes it into every program it loads.
+    pub const VIPS: &str = "VIPS";
+    /// Per-CPU array of [`crate::stats::Counter`], indexed by [`crate::icmp::IcmpReason`].
+    /// Not pinned, so the pinned layout (and its schema version) stays as it was: ICMP
+    /// counts start from zero with each program.
+    pub const ICMP_STATS: &str = "ICMP_STATS";
 
     /// The maps pinned under the schema folder, which outlive the agent. The next-hop cache
     /// is left out: a new program starts it empty and refills it from the FIB.

@@ -36,6 +36,10 @@ pub const SETTING_NEW_FLOWS_PER_CPU: u32 = 4;
 pub const SETTING_SOURCE_RATE: u32 = 5;
 /// Settings slot: how many new flows a source may open at once before its rate applies.
 pub const SETTING_SOURCE_BURST: u32 = 6;
+/// Settings slot: what echo requests to a VIP get (`crate::icmp::VIP_ECHO_*`).
+pub const SETTING_VIP_ECHO: u32 = 7;
+/// Most distinct VIP addresses the VIP set holds (every service has one).
+pub const MAX_VIPS: u32 = MAX_SERVICES;
 /// Source addresses whose new-flow bucket the program keeps (an LRU: the least recently seen
 /// source starts afresh with a full bucket).
 pub const SOURCE_BUCKETS: u32 = 65_536;

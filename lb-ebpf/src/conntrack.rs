@@ -66,6 +66,14 @@ pub fn lookup(flow: &FlowKey, tcp_flags: u8, dsr: bool, now: u64) -> Found {
     Found::Live(*entry)
 }
 
+/// The entry of `flow`, read without moving its state or refreshing it (for ICMP errors,
+/// which say nothing about the flow's life).
+#[inline(always)]
+pub fn peek(flow: &FlowKey) -> Option<FlowValue> {
+    // SAFETY: LRU values are plain data; copied out at once.
+    unsafe { CONNTRACK.get(flow) }.copied()
+}
+
 /// A NAT backend's reply carried TCP flags: records its FIN or RST in the client flow's
 /// entry (keyed by the client's 5-tuple, which the reverse entry restores).
 #[inline(always)]

@@ -8,6 +8,7 @@ use lb_common::backend::BackendValue;
 use lb_common::flood::{NewFlowWindow, SourceKey, TokenBucket};
 use lb_common::flow::{FlowKey, FlowValue, NatValue};
 use lb_common::hop::CachedHop;
+use lb_common::icmp::{IcmpReason, VipKey};
 use lb_common::limits;
 use lb_common::service::{ServiceKey, ServiceValue};
 use lb_common::stats::{Counter, FlowCounter, Reason};
@@ -59,6 +60,15 @@ pub static SETTINGS: Array<u32> = Array::with_max_entries(limits::SETTINGS_COUNT
 /// What happened to packets, per [`Reason`].
 #[map(name = "GLOBAL_STATS")]
 pub static GLOBAL_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
+
+/// What happened to ICMP packets the ICMP path handled, per [`IcmpReason`]. Not pinned.
+#[map(name = "ICMP_STATS")]
+pub static ICMP_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(IcmpReason::COUNT, 0);
+
+/// Every address a service listens on (the value is unused): echo requests to these get
+/// `SETTING_VIP_ECHO`. Not pinned: the agent writes it into each program it loads.
+#[map(name = "VIPS")]
+pub static VIPS: HashMap<VipKey, u32> = HashMap::with_max_entries(limits::MAX_VIPS, 0);
 
 /// Per service id.
 #[map(name = "SERVICE_STATS")]

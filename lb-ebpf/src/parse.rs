@@ -1,5 +1,6 @@
 //! Header layouts and the parser: Ethernet (one 802.1Q tag), IPv4 (with options), IPv6 (fixed
-//! header only), TCP and UDP. Every access goes through [`ptr_at`], the one bounds check.
+//! header only), TCP and UDP; `icmp` reads ICMP itself. Every access goes through [`ptr_at`],
+//! the one bounds check.
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::addr::{FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP};
@@ -103,6 +104,35 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Reason> {
 /// Parses the frame down to TCP/UDP ports. Errors are the reason to pass the frame untouched.
 #[inline(always)]
 pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
+    let (l3_offset, proto) = l3(ctx)?;
+    match proto {
+        ETH_P_IP => parse_ipv4(ctx, l3_offset),
+        _ => parse_ipv6(ctx, l3_offset),
+    }
+}
+
+/// Whether the frame is IP carrying neither TCP nor UDP, from a look at its protocol field
+/// alone (`parse` still checks the headers). Anything else, including frames too short to
+/// tell, is the TCP/UDP path's.
+#[inline(always)]
+pub fn other_protocol(ctx: &XdpContext) -> bool {
+    let Ok((l3_offset, ether_type)) = l3(ctx) else {
+        return false;
+    };
+    // IPv4's protocol is byte 9 of its header, IPv6's next header byte 6.
+    let at = if ether_type == ETH_P_IP { 9 } else { 6 };
+    let Ok(protocol) = ptr_at::<u8>(ctx, l3_offset + at) else {
+        return false;
+    };
+    // SAFETY: bounds checked by ptr_at.
+    let protocol = unsafe { *protocol };
+    protocol != PROTO_TCP && protocol != PROTO_UDP
+}
+
+/// The offset of the IP header (after Ethernet and an optional VLAN tag) and its
+/// EtherType, `ETH_P_IP` or `ETH_P_IPV6`.
+#[inline(always)]
+pub fn l3(ctx: &XdpContext) -> Result<(usize, u16), Reason> {
     let eth: *const EthHdr = ptr_at(ctx, 0)?;
     // SAFETY: ptr_at checked the header lies inside the frame.
     let mut proto = u16::from_be(unsafe { (*eth).proto });
@@ -114,8 +144,7 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Reason> {
         l3_offset += core::mem::size_of::<VlanHdr>();
     }
     match proto {
-        ETH_P_IP => parse_ipv4(ctx, l3_offset),
-        ETH_P_IPV6 => parse_ipv6(ctx, l3_offset),
+        ETH_P_IP | ETH_P_IPV6 => Ok((l3_offset, proto)),
         _ => Err(Reason::PassNotIp),
     }
 }

@@ -1,13 +1,26 @@
 //! Per-CPU counters the agent sums for its metrics.
 
+use lb_common::icmp::IcmpReason;
 use lb_common::stats::Reason;
 
-use crate::maps::{BACKEND_STATS, GLOBAL_STATS, SERVICE_STATS};
+use crate::maps::{BACKEND_STATS, GLOBAL_STATS, ICMP_STATS, SERVICE_STATS};
 
 /// Adds one packet of `bytes` bytes to a global counter on this CPU.
 #[inline(always)]
 pub fn count(reason: Reason, bytes: u64) {
     if let Some(c) = GLOBAL_STATS.get_ptr_mut(reason as u32) {
+        // SAFETY: a per-CPU slot: no other program run writes it concurrently.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes;
+        }
+    }
+}
+
+/// Adds one ICMP packet of `bytes` bytes to an ICMP counter on this CPU.
+#[inline(always)]
+pub fn count_icmp(reason: IcmpReason, bytes: u64) {
+    if let Some(c) = ICMP_STATS.get_ptr_mut(reason as u32) {
         // SAFETY: a per-CPU slot: no other program run writes it concurrently.
         unsafe {
             (*c).packets += 1;

@@ -2,7 +2,7 @@
 //! the connection table (which follows TCP and times entries out), place new flows by Maglev,
 //! and hand the packet to DSR or NAT.
 
-use aya_ebpf::bindings::xdp_action;
+use aya_ebpf::bindings::{xdp_action, xdp_md};
 use aya_ebpf::programs::XdpContext;
 use lb_common::addr::PROTO_TCP;
 use lb_common::addr::host_order;
@@ -27,10 +27,28 @@ use crate::transmit::{self, NextHop, Route};
 /// A packet's verdict and the reason it is counted under.
 pub type Verdict = (u32, Reason);
 
-/// Decides what to do with one frame. `Err(reason)` means pass it up untouched.
+/// The TCP/UDP path (and frames that are not IP or cut short): decides what to do with the
+/// frame, counts it and returns its verdict. A BPF function of its own (see `main`).
+#[inline(never)]
+pub fn handle(ctx: *mut xdp_md, bytes: u64) -> u32 {
+    let ctx = XdpContext::new(ctx);
+    let verdict = parse::parse(&ctx).and_then(|pkt| steer(&ctx, &pkt, bytes));
+    match verdict {
+        Ok((action, reason)) => {
+            stats::count(reason, bytes);
+            action
+        }
+        Err(reason) => {
+            stats::count(reason, bytes);
+            xdp_action::XDP_PASS
+        }
+    }
+}
+
+/// A TCP or UDP packet: for a service, to its flow's backend; otherwise perhaps a NAT reply.
+/// `Err(reason)` means pass it up untouched.
 #[inline(always)]
-pub fn process(ctx: &XdpContext, bytes: u64) -> Result<Verdict, Reason> {
-    let pkt = parse::parse(ctx)?;
+fn steer(ctx: &XdpContext, pkt: &Packet, bytes: u64) -> Result<Verdict, Reason> {
     let key = ServiceKey {
         addr: pkt.flow.dst_addr,
         port: pkt.flow.dst_port,
@@ -39,14 +57,14 @@ pub fn process(ctx: &XdpContext, bytes: u64) -> Result<Verdict, Reason> {
     };
     // SAFETY: the value is copied out at once; the map entry may be replaced later.
     let Some(service) = (unsafe { SERVICES.get(&key) }).copied() else {
-        return nat_reply(ctx, &pkt, bytes);
+        return nat_reply(ctx, pkt, bytes);
     };
     if service.flags & SERVICE_L7 != 0 {
         return Err(Reason::PassL7);
     }
     let now = conntrack::now_ns();
     let nat = service.flags & SERVICE_NAT != 0;
-    let Some(mut placed) = place(&pkt, &service, !nat, now) else {
+    let Some(mut placed) = place(pkt, &service, !nat, now) else {
         if service.flags & SERVICE_REFUSE_WHEN_EMPTY != 0 {
             return Ok((xdp_action::XDP_DROP, Reason::DropNoBackend));
         }
@@ -65,14 +83,14 @@ pub fn process(ctx: &XdpContext, bytes: u64) -> Result<Verdict, Reason> {
         None
     };
     let verdict = if nat {
-        nat_forward(ctx, &pkt, &placed, now)?
+        nat_forward(ctx, pkt, &placed, now)?
     } else {
-        dsr_forward(ctx, &pkt, &placed, now)?
+        dsr_forward(ctx, pkt, &placed, now)?
     };
     // Remembered only once the packet is really forwarded: a packet passed up (no neighbour
     // yet, TTL) must leave no entry behind, or the NAT reverse entry would never be made.
     if placed.new_flow {
-        remember(&pkt, &placed, arrival.as_ref(), !nat, now);
+        remember(pkt, &placed, arrival.as_ref(), !nat, now);
     }
     stats::count_flow(service.id, placed.id, bytes, placed.new_flow);
     Ok(verdict)
@@ -123,20 +141,7 @@ fn place(pkt: &Packet, service: &ServiceValue, dsr: bool, now: u64) -> Option<Pl
         Found::Reopened => stats::count(Reason::FlowReopened, 0),
     }
 
-    if service.table_size == 0 {
-        return None;
-    }
-    let input = FlowHashInput {
-        src_addr: host_order(&pkt.flow.src_addr),
-        dst_addr: host_order(&pkt.flow.dst_addr),
-        src_port: u16::from_be(pkt.flow.src_port),
-        dst_port: u16::from_be(pkt.flow.dst_port),
-        protocol: pkt.flow.protocol,
-    };
-    let hash = flow_hash(&input, service.hash_seed);
-    let slot = maglev_slot(hash, service.table_size);
-    let id = *MAGLEV_RINGS.get(service.ring_offset.wrapping_add(slot))?;
-    let backend = live_backend(id)?;
+    let (id, backend, hash) = maglev(&pkt.flow, service)?;
     Some(Placement {
         id,
         backend,
@@ -145,6 +150,49 @@ fn place(pkt: &Packet, service: &ServiceValue, dsr: bool, now: u64) -> Option<Pl
         hash,
         opening,
     })
+}
+
+/// Maglev's pick for `flow`: the backend id, the backend, and the flow hash. `None` when
+/// the service has no backend.
+#[inline(always)]
+fn maglev(flow: &FlowKey, service: &ServiceValue) -> Option<(u32, BackendValue, u32)> {
+    if service.table_size == 0 {
+        return None;
+    }
+    let input = FlowHashInput {
+        src_addr: host_order(&flow.src_addr),
+        dst_addr: host_order(&flow.dst_addr),
+        src_port: u16::from_be(flow.src_port),
+        dst_port: u16::from_be(flow.dst_port),
+        protocol: flow.protocol,
+    };
+    let hash = flow_hash(&input, service.hash_seed);
+    let slot = maglev_slot(hash, service.table_size);
+    let id = *MAGLEV_RINGS.get(service.ring_offset.wrapping_add(slot))?;
+    Some((id, live_backend(id)?, hash))
+}
+
+/// The backend an ICMP error about `flow` (client to VIP) goes to, leaving the flow's entry
+/// as it is: the connection table's, else (DSR only) Maglev's pick, where the flow's next
+/// packet would go. With the source port the backend sees. `None`: a NAT flow with no entry,
+/// or no backend.
+#[inline(always)]
+pub fn flow_backend(
+    flow: &FlowKey,
+    service: &ServiceValue,
+    dsr: bool,
+) -> Option<(u32, BackendValue, u16)> {
+    if let Some(entry) = conntrack::peek(flow)
+        && let Some(backend) = live_backend(entry.backend_id)
+        && backend.generation == entry.backend_generation
+    {
+        return Some((entry.backend_id, backend, entry.nat_port));
+    }
+    if !dsr {
+        return None;
+    }
+    let (id, backend, _) = maglev(flow, service)?;
+    Some((id, backend, flow.src_port))
 }
 
 /// How a client's packet arrived: its MACs and interface.

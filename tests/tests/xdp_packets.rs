@@ -3,7 +3,7 @@
 //! Each test creates its own namespace (a veth pair with addresses, forwarding on and
 //! permanent neighbours, so `bpf_fib_lookup` answers are fixed), loads its own copy of the
 //! program there, fills the maps with `lb-common` types, and checks the verdict, every output
-//! byte and the `GLOBAL_STATS` reason each frame was counted under.
+//! byte and the `GLOBAL_STATS` (or `ICMP_STATS`) reason each frame was counted under.
 
 // Helpers: the bench (namespace, program, maps), frames, and table-driven checks.
 #[path = "xdp_packets/cases.rs"]
@@ -22,6 +22,8 @@ mod conntrack_model;
 mod flood;
 #[path = "xdp_packets/forward.rs"]
 mod forward;
+#[path = "xdp_packets/icmp.rs"]
+mod icmp;
 #[path = "xdp_packets/maglev.rs"]
 mod maglev;
 #[path = "xdp_packets/malformed.rs"]

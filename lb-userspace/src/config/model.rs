@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 pub use announce::Announce;
 pub use dataplane::{
-    ConntrackTimeouts, DEFAULT_PIN_DIR, DataplaneSettings, FloodLimits, schema_dir,
+    ConntrackTimeouts, DEFAULT_PIN_DIR, DataplaneSettings, FloodLimits, VipEcho, schema_dir,
 };
 pub use discovery::{Discovery, DnsDiscovery, DnsRecord};
 pub use filter::*;

@@ -10,12 +10,14 @@ mod neighbours;
 mod preflight;
 pub mod stats;
 pub mod sync;
+mod vips;
 
 use std::ffi::CString;
 use std::sync::Arc;
 
 use aya::programs::{Xdp, XdpMode, xdp::XdpLinkId};
 use aya::{Ebpf, EbpfLoader};
+use lb_common::limits::SETTING_VIP_ECHO;
 use tracing::{debug, info, warn};
 
 pub use error::DataplaneError;
@@ -28,6 +30,7 @@ use kernel_maps::KernelMaps;
 use lifecycle::{PinnedAttachment, Pins};
 pub use neighbours::{Neighbours, next_hop_of};
 use sync::{MapSync, SyncReport};
+use vips::VipSet;
 
 /// The XDP object, embedded by build.rs from `cargo xtask build-ebpf`'s output.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
@@ -49,6 +52,7 @@ pub struct Dataplane {
     attached: Vec<PinnedAttachment>,
     maps: KernelMaps,
     sync: MapSync,
+    vips: VipSet,
     /// Set when the maps were found pinned and not yet reconciled with a desired state.
     adopting: bool,
     /// A data path of the previous schema being carried over: its links move to this
@@ -130,6 +134,7 @@ impl Dataplane {
         {
             maps.set_setting(slot, value)?;
         }
+        maps.set_setting(SETTING_VIP_ECHO, settings.vip_echo.setting())?;
         info!(
             entries = table.max_entries,
             per_cpu = table.per_cpu,
@@ -155,6 +160,7 @@ impl Dataplane {
             adopting = true;
         }
         let stats = StatsReader::take(&mut ebpf)?;
+        let vips = VipSet::take(&mut ebpf)?;
         let sync = MapSync::new(
             ring_capacity,
             lb_common::limits::MAX_SERVICES,
@@ -166,6 +172,7 @@ impl Dataplane {
             attached: Vec::new(),
             maps,
             sync,
+            vips,
             adopting,
             previous,
             neighbours: Neighbours::default(),
@@ -202,6 +209,7 @@ impl Dataplane {
                 .flat_map(|l4| l4.backends.iter().map(|b| b.address.ip())),
         );
         let report = self.sync.apply(desired, &mut self.maps)?;
+        self.vips.apply(desired)?;
         self.stats.set_labels(self.labels(desired));
         info!(?report, "kernel maps updated");
         Ok(report)

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use aya::Ebpf;
 use aya::maps::{MapData, PerCpuArray};
+use lb_common::icmp::IcmpReason;
 use lb_common::maps;
 use lb_common::stats::{Counter, FlowCounter, Reason};
 
@@ -30,6 +31,7 @@ pub struct Labelled<L> {
 
 struct Maps {
     global: PerCpuArray<MapData, Counter>,
+    icmp: PerCpuArray<MapData, Counter>,
     services: PerCpuArray<MapData, FlowCounter>,
     backends: PerCpuArray<MapData, FlowCounter>,
 }
@@ -46,6 +48,7 @@ impl StatsReader {
             |name: &'static str| ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name));
         let global =
             PerCpuArray::try_from(take(maps::GLOBAL_STATS)?).map_err(DataplaneError::map)?;
+        let icmp = PerCpuArray::try_from(take(maps::ICMP_STATS)?).map_err(DataplaneError::map)?;
         let services =
             PerCpuArray::try_from(take(maps::SERVICE_STATS)?).map_err(DataplaneError::map)?;
         let backends =
@@ -53,6 +56,7 @@ impl StatsReader {
         Ok(Arc::new(Self {
             maps: Mutex::new(Maps {
                 global,
+                icmp,
                 services,
                 backends,
             }),
@@ -72,6 +76,23 @@ impl StatsReader {
             .map(|reason| {
                 let per_cpu = maps
                     .global
+                    .get(&(*reason as u32), 0)
+                    .map_err(DataplaneError::map)?;
+                let mut total = Counter::default();
+                per_cpu.iter().for_each(|c| total.add(c));
+                Ok((*reason, total))
+            })
+            .collect()
+    }
+
+    /// Every ICMP reason with its counts (since this program was loaded: not pinned).
+    pub fn icmp_reasons(&self) -> Result<Vec<(IcmpReason, Counter)>, DataplaneError> {
+        let maps = self.lock();
+        IcmpReason::ALL
+            .iter()
+            .map(|reason| {
+                let per_cpu = maps
+                    .icmp
                     .get(&(*reason as u32), 0)
                     .map_err(DataplaneError::map)?;
                 let mut total = Counter::default();

@@ -48,6 +48,16 @@ impl Collector for XdpCollector {
             }
             Err(err) => warn!(error = %err, "reading the XDP counters"),
         }
+        // ICMP packets the ICMP path handled count under their own reasons (`icmp_*`).
+        match self.stats.icmp_reasons() {
+            Ok(reasons) => {
+                for (reason, counter) in reasons {
+                    packets.count(&[("reason", reason.name())], counter.packets);
+                    bytes.count(&[("reason", reason.name())], counter.bytes);
+                }
+            }
+            Err(err) => warn!(error = %err, "reading the XDP ICMP counters"),
+        }
         families.extend([packets.finish(), bytes.finish()].into_iter().flatten());
 
         let mut service_packets = Family::counter(

@@ -12,6 +12,7 @@ use aya::{Ebpf, EbpfLoader};
 use lb_common::backend::{BACKEND_ACTIVE, BackendValue};
 use lb_common::flood::{SourceKey, TokenBucket};
 use lb_common::flow::{FlowKey, FlowValue};
+use lb_common::icmp::{IcmpReason, VipKey};
 use lb_common::limits::{SETTING_FLAG_NAT, SETTING_FLAGS};
 use lb_common::service::{ServiceKey, ServiceValue};
 use lb_common::stats::{Counter, Reason};
@@ -193,6 +194,8 @@ pub struct Outcome {
     pub frame: Vec<u8>,
     /// Every reason counted for this frame but `Seen` (checked to be counted once), in slot order.
     pub reasons: Vec<Reason>,
+    /// Every `ICMP_STATS` reason counted for this frame (each once), in slot order.
+    pub icmp: Vec<IcmpReason>,
 }
 
 /// The loaded program and its maps.
@@ -265,8 +268,19 @@ impl Dataplane {
     /// Runs one frame and reports which counters it moved.
     pub fn run_counted(&self, frame: &[u8]) -> Outcome {
         let before = self.packet_counts();
+        let icmp_before = self.icmp_counts();
         let (action, frame) = self.run(frame);
         let after = self.packet_counts();
+        let icmp_moved: Vec<(IcmpReason, u64)> = IcmpReason::ALL
+            .iter()
+            .zip(icmp_before.iter().zip(&self.icmp_counts()))
+            .filter(|(_, (b, a))| a != b)
+            .map(|(reason, (b, a))| (*reason, a - b))
+            .collect();
+        assert!(
+            icmp_moved.iter().all(|(_, n)| *n == 1),
+            "an ICMP frame counts at most once in ICMP_STATS; moved: {icmp_moved:?}"
+        );
         let moved: Vec<(Reason, u64)> = Reason::ALL
             .iter()
             .zip(before.iter().zip(&after))
@@ -286,7 +300,43 @@ impl Dataplane {
             action,
             frame,
             reasons,
+            icmp: icmp_moved.into_iter().map(|(r, _)| r).collect(),
         }
+    }
+
+    /// ICMP_STATS packet counts, summed over CPUs, in `IcmpReason` slot order.
+    pub fn icmp_counts(&self) -> Vec<u64> {
+        let map = self
+            .ebpf
+            .map(maps::ICMP_STATS)
+            .unwrap_or_else(|| panic!("no ICMP_STATS"));
+        let array =
+            PerCpuArray::<_, Counter>::try_from(map).unwrap_or_else(|e| panic!("ICMP_STATS: {e}"));
+        IcmpReason::ALL
+            .iter()
+            .map(|reason| {
+                let per_cpu = array
+                    .get(&(*reason as u32), 0)
+                    .unwrap_or_else(|e| panic!("ICMP_STATS[{reason:?}]: {e}"));
+                per_cpu.iter().map(|c| c.packets).sum()
+            })
+            .collect()
+    }
+
+    /// Adds `addr` to the VIP set echo requests are checked against.
+    pub fn set_vip(&mut self, addr: IpAddr) {
+        let (addr, family) = lb_common::addr::to_wire(addr);
+        let key = VipKey {
+            addr,
+            family,
+            _pad: [0; 3],
+        };
+        let map = self.ebpf.map_mut(maps::VIPS);
+        let map = map.unwrap_or_else(|| panic!("no map VIPS"));
+        HashMap::<_, VipKey, u32>::try_from(map)
+            .unwrap_or_else(|e| panic!("VIPS: {e}"))
+            .insert(key, 1, 0)
+            .unwrap_or_else(|e| panic!("VIPS[{key:?}]: {e}"));
     }
 
     /// GLOBAL_STATS packet counts, summed over CPUs, in `Reason` slot order.

@@ -24,4 +24,6 @@ pub struct Dataplane {
     pub source_new_flow_rate: Option<Spanned<i64>>,
     /// New flows a source may open at once; default the rate.
     pub source_new_flow_burst: Option<Spanned<i64>>,
+    /// What echo requests to a VIP get: "reply", "pass" or "drop"; default "reply".
+    pub vip_echo: Option<Spanned<String>>,
 }

@@ -40,6 +40,42 @@ impl Default for FloodLimits {
     }
 }
 
+/// What echo requests (ping) to a VIP get.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum VipEcho {
+    /// The XDP program answers them itself, whether or not the host holds the VIP.
+    #[default]
+    Reply,
+    /// Passed to the host's stack, which answers if it holds the VIP.
+    Pass,
+    /// Dropped.
+    Drop,
+}
+
+impl VipEcho {
+    /// The names `vip_echo` takes, in the order of the variants.
+    pub const NAMES: [&'static str; 3] = ["reply", "pass", "drop"];
+
+    /// The setting from its name in the config.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "reply" => Some(Self::Reply),
+            "pass" => Some(Self::Pass),
+            "drop" => Some(Self::Drop),
+            _ => None,
+        }
+    }
+
+    /// The value of the program's `SETTING_VIP_ECHO` slot.
+    pub fn setting(self) -> u32 {
+        match self {
+            Self::Reply => lb_common::icmp::VIP_ECHO_REPLY,
+            Self::Pass => lb_common::icmp::VIP_ECHO_PASS,
+            Self::Drop => lb_common::icmp::VIP_ECHO_DROP,
+        }
+    }
+}
+
 /// Settings of the L4 data path: its pins, which outlive one agent process, and its
 /// connection table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +89,8 @@ pub struct DataplaneSettings {
     pub timeouts: ConntrackTimeouts,
     /// New-flow limits the XDP program enforces.
     pub flood: FloodLimits,
+    /// What echo requests to a VIP get.
+    pub vip_echo: VipEcho,
 }
 
 /// Idle timeouts of connection-table entries, enforced on the data path.
@@ -80,6 +118,7 @@ impl Default for DataplaneSettings {
             conntrack_entries: DEFAULT_CONNTRACK_ENTRIES,
             timeouts: ConntrackTimeouts::default(),
             flood: FloodLimits::default(),
+            vip_echo: VipEcho::default(),
         }
     }
 }

@@ -7,7 +7,7 @@ use toml::Spanned;
 
 use super::super::diagnostic::Reporter;
 use super::super::file;
-use super::super::model::{ConntrackTimeouts, DataplaneSettings, FloodLimits};
+use super::super::model::{ConntrackTimeouts, DataplaneSettings, FloodLimits, VipEcho};
 use super::check;
 
 /// Fewest and most connection-table entries: below, a few CPUs' share is nothing; above, the
@@ -53,7 +53,9 @@ pub(crate) fn dataplane(
         r,
     );
     let flood = flood_limits(raw, r);
+    let vip_echo = vip_echo(raw.vip_echo.as_ref(), r);
     settings.conntrack_entries = entries?;
+    settings.vip_echo = vip_echo?;
     settings.flood = flood?;
     settings.timeouts = ConntrackTimeouts {
         tcp_idle: tcp_idle?,
@@ -76,6 +78,26 @@ pub(crate) fn dataplane(
         settings.pin_dir = path;
     }
     Some(settings)
+}
+
+/// `vip_echo`: one of [`VipEcho::NAMES`].
+fn vip_echo(value: Option<&Spanned<String>>, r: &mut Reporter) -> Option<VipEcho> {
+    let Some(value) = value else {
+        return Some(VipEcho::default());
+    };
+    let echo = VipEcho::from_name(value.get_ref());
+    if echo.is_none() {
+        r.error_in(
+            &value.span(),
+            "dataplane",
+            format!(
+                "vip_echo {:?} is not one of \"{}\"",
+                value.get_ref(),
+                VipEcho::NAMES.join("\", \"")
+            ),
+        );
+    }
+    echo
 }
 
 /// Highest new-flow rates and bursts: beyond what one machine could see.
@@ -209,6 +231,29 @@ mod tests {
         assert!(
             settings("conntrack_timeout = \"1s\"\n").is_err(),
             "unknown keys are errors"
+        );
+    }
+
+    #[test]
+    fn vip_echo_defaults_to_reply_and_rejects_other_words() {
+        use crate::config::model::VipEcho;
+        let defaults = settings("").unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(defaults.vip_echo, VipEcho::Reply);
+        for (name, echo) in [
+            ("reply", VipEcho::Reply),
+            ("pass", VipEcho::Pass),
+            ("drop", VipEcho::Drop),
+        ] {
+            let set =
+                settings(&format!("vip_echo = \"{name}\"\n")).unwrap_or_else(|e| panic!("{e:?}"));
+            assert_eq!(set.vip_echo, echo);
+        }
+        assert_eq!(
+            settings("vip_echo = \"answer\"\n"),
+            Err(vec![
+                "2:12: dataplane: vip_echo \"answer\" is not one of \"reply\", \"pass\", \"drop\""
+                    .into()
+            ])
         );
     }
 
