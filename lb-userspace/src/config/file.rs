@@ -90,6 +90,8 @@ pub struct Pool {
     pub circuit_breakers: CircuitBreakers,
     /// Default: none (the pool lists its backends).
     pub discovery: Option<Spanned<Discovery>>,
+    /// Duration; default off (`0s` is off too). l7 only.
+    pub slow_start: Option<Spanned<String>>,
 }
 
 /// `[pool.circuit_breakers]`.

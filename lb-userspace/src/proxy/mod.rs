@@ -294,6 +294,7 @@ impl Proxy {
                             &self.stats,
                             self.outcomes.clone(),
                             &self.connections,
+                            self.pools.get(&pool.name).map(|p| &**p),
                         ))
                     });
                 pools.insert(pool.name.clone(), running);
