@@ -306,7 +306,8 @@ forward = { pool = "p" }
     assert_eq!(l7.limits.max_request_body_bytes, Some(10 * 1024 * 1024));
     assert_eq!(l7.limits.max_connections, 10_000);
     let route = &l7.virtual_hosts[0].routes[0];
-    assert_eq!(route.timeout, Duration::from_secs(15));
+    assert_eq!(route.timeout, Some(Duration::from_secs(15)));
+    assert_eq!(route.stream_idle_timeout, None);
     assert_eq!(route.retry, None);
     assert_eq!(
         route.action,

@@ -29,8 +29,10 @@ pub enum ErrorKind {
     UpstreamProtocol,
     /// One try took longer than the retry policy's `per_try_timeout`.
     PerTryTimeout,
-    /// The route's whole-request `timeout` passed.
+    /// The route's whole-request `timeout` (or the client's `grpc-timeout`) passed.
     RouteTimeout,
+    /// The backend sent nothing for the route's `stream_idle_timeout`.
+    StreamIdleTimeout,
     /// The pool has no backend to send to.
     NoHealthyBackend,
     /// A circuit breaker of the pool is open: the request is refused without queueing.
@@ -100,7 +102,9 @@ impl ProxyError {
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamReset | ErrorKind::UpstreamProtocol => {
                 StatusCode::BAD_GATEWAY
             }
-            ErrorKind::PerTryTimeout | ErrorKind::RouteTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::PerTryTimeout | ErrorKind::RouteTimeout | ErrorKind::StreamIdleTimeout => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             ErrorKind::NoHealthyBackend | ErrorKind::Overloaded(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -120,6 +124,7 @@ impl ProxyError {
                 | ErrorKind::UpstreamProtocol
                 | ErrorKind::PerTryTimeout
                 | ErrorKind::RouteTimeout
+                | ErrorKind::StreamIdleTimeout
         )
     }
 
@@ -191,9 +196,10 @@ fn classify_chain(err: &(dyn StdError + 'static)) -> ErrorKind {
     ErrorKind::UpstreamReset
 }
 
-impl fmt::Display for ProxyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = match self.kind {
+impl ProxyError {
+    /// What failed, in a few words without the cause (safe to show a client).
+    pub fn summary(&self) -> &'static str {
+        match self.kind {
             ErrorKind::ClientRequest => "malformed request",
             ErrorKind::BodyTooLarge => "request body too large",
             ErrorKind::ClientGone => "client went away",
@@ -201,12 +207,18 @@ impl fmt::Display for ProxyError {
             ErrorKind::UpstreamReset => "backend closed the connection",
             ErrorKind::UpstreamProtocol => "backend answered with invalid HTTP",
             ErrorKind::PerTryTimeout => "backend did not answer within per_try_timeout",
-            ErrorKind::RouteTimeout => "route timeout passed",
+            ErrorKind::RouteTimeout => "deadline passed (route timeout or grpc-timeout)",
+            ErrorKind::StreamIdleTimeout => "backend sent nothing within stream_idle_timeout",
             ErrorKind::NoHealthyBackend => "no healthy backend",
             ErrorKind::Overloaded(_) => "circuit breaker open",
             ErrorKind::Internal => "internal error",
-        };
-        f.write_str(what)?;
+        }
+    }
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.summary())?;
         if let Some(source) = &self.source {
             write!(f, ": {source}")?;
             let mut cause = source.source();

@@ -27,6 +27,7 @@ use super::forward::{
     ForwardedFor, is_upgrade_request, join_cookies, set_forwarded, strip_hop_by_hop,
     upgrade_allowed, upstream_path, upstream_uri,
 };
+use super::grpc;
 use super::handle::ConnCtx;
 use super::retry;
 use super::route::{Route, WeightedPools};
@@ -155,6 +156,7 @@ pub async fn forward(
             .insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
     }
     parts.version = pool.version();
+    let grpc = grpc::is_grpc(&parts.headers);
     let original = parts
         .uri
         .path_and_query()
@@ -202,7 +204,11 @@ pub async fn forward(
 
         let started = Instant::now();
         let per_try = replayable.and_then(|p| p.per_try_timeout);
-        let result = send(&pool, &backend, upstream, per_try, deadline.as_mut()).await;
+        let waits = Waits {
+            per_try,
+            idle: route.stream_idle_timeout,
+        };
+        let result = send(&pool, &backend, upstream, waits, deadline.as_mut()).await;
         let retry_wanted = match &result {
             Ok(exchange) => {
                 let status = exchange.response.status().as_u16();
@@ -249,10 +255,12 @@ pub async fn forward(
             deadline,
             client_upgrade,
             ctx,
-            (
-                state.limits.tunnel_idle_timeout,
-                (!h1).then_some(state.limits.send_timeout),
-            ),
+            Streaming {
+                tunnel_idle: state.limits.tunnel_idle_timeout,
+                h2_send_timeout: (!h1).then_some(state.limits.send_timeout),
+                stream_idle: route.stream_idle_timeout,
+                grpc,
+            },
             record,
         );
     }
@@ -275,21 +283,42 @@ fn pick_avoiding(
     Some(pick)
 }
 
-/// One try: the response head within the per-try timeout and the route deadline.
+/// The waits a try is bounded by besides the route deadline.
+#[derive(Debug, Clone, Copy)]
+struct Waits {
+    /// The retry policy's `per_try_timeout`.
+    per_try: Option<Duration>,
+    /// The route's `stream_idle_timeout`, which bounds the wait for the response head too.
+    idle: Option<Duration>,
+}
+
+/// How the response body streams: timers and the shape of its failures.
+struct Streaming {
+    tunnel_idle: Duration,
+    h2_send_timeout: Option<Duration>,
+    stream_idle: Option<Duration>,
+    /// The request is gRPC: a failure mid-body ends it with gRPC trailers.
+    grpc: bool,
+}
+
+/// One try: the response head within the per-try timeout, the stream idle timeout and the
+/// route deadline.
 async fn send(
     pool: &UpstreamPool,
     backend: &UpstreamBackend,
     request: Request<RequestBody>,
-    per_try: Option<Duration>,
+    waits: Waits,
     deadline: Pin<&mut Sleep>,
 ) -> Result<Exchange, ProxyError> {
     let exchange = backend.send(request, pool.pending_limit());
-    let try_timeout = async {
-        match per_try {
+    let sleep_or_never = |limit: Option<Duration>| async move {
+        match limit {
             Some(limit) => tokio::time::sleep(limit).await,
             None => std::future::pending().await,
         }
     };
+    let try_timeout = sleep_or_never(waits.per_try);
+    let idle_timeout = sleep_or_never(waits.idle);
     tokio::select! {
         result = exchange => result.map_err(|err| {
             let err = ProxyError::from_upstream(err);
@@ -300,6 +329,7 @@ async fn send(
         }),
         () = deadline => Err(ProxyError::new(ErrorKind::RouteTimeout)),
         () = try_timeout => Err(ProxyError::new(ErrorKind::PerTryTimeout)),
+        () = idle_timeout => Err(ProxyError::new(ErrorKind::StreamIdleTimeout)),
     }
 }
 
@@ -360,9 +390,15 @@ fn finish_response(
     deadline: Pin<Box<Sleep>>,
     client_upgrade: Option<OnUpgrade>,
     ctx: &ConnCtx,
-    (tunnel_idle, h2_send_timeout): (Duration, Option<Duration>),
+    streaming: Streaming,
     record: &mut RequestRecord,
 ) -> Result<Response<ResponseBody>, ProxyError> {
+    let Streaming {
+        tunnel_idle,
+        h2_send_timeout,
+        stream_idle,
+        grpc,
+    } = streaming;
     let Exchange {
         mut response,
         checkin,
@@ -406,6 +442,12 @@ fn finish_response(
             let mut body = ResponseBody::upstream(body, Some(deadline), checkin);
             if let Some(timeout) = h2_send_timeout {
                 body.watch_sends(timeout);
+            }
+            if let Some(timeout) = stream_idle {
+                body.idle_timeout(timeout);
+            }
+            if grpc {
+                body.speak_grpc();
             }
             Ok(Response::from_parts(parts, body))
         }

@@ -18,6 +18,7 @@ mod error;
 mod exchange;
 mod filter;
 mod forward;
+mod grpc;
 mod handle;
 pub mod inspect;
 mod latency;
