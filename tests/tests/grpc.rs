@@ -281,3 +281,63 @@ fn sluice_speaks_grpc_when_things_go_wrong() {
     );
     lab.stop();
 }
+
+#[test]
+fn a_grpc_health_probe_takes_a_not_serving_backend_out() {
+    if !privileged() {
+        return;
+    }
+    let mut lab = Lab::new();
+    let (one, two) = (
+        GrpcBackend::start(&lab.ns, local(9001)),
+        GrpcBackend::start(&lab.ns, local(9002)),
+    );
+    let listen = local(8080);
+    let mut config = "[[pool]]\nname = \"grpc\"\nupstream_protocol = \"http2\"\npanic_threshold = 0\n\
+        [pool.health_check]\nkind = \"grpc\"\nservice = \"test.Echo\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 1\njitter = 0\n"
+        .to_owned();
+    for addr in [one.addr, two.addr] {
+        config += &format!(
+            "[[pool.backend]]\naddress = \"{}\"\nport = {}\n",
+            addr.ip(),
+            addr.port()
+        );
+    }
+    config += &service("web", listen, "grpc", "", "");
+    lab.start(&config);
+    let healthy =
+        |lab: &Lab, backend: &GrpcBackend| lab.backend_healthy("grpc", &backend.addr.to_string());
+    let wait_for = |lab: &Lab, backend: &GrpcBackend, want: bool| {
+        let start = Instant::now();
+        while healthy(lab, backend) != Some(want) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{} never became healthy={want}; log:\n{}",
+                backend.addr,
+                lab.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for(&lab, &one, true);
+    wait_for(&lab, &two, true);
+
+    // NOT_SERVING: unhealthy within a few probes, and no more calls reach it.
+    two.set_serving(false);
+    wait_for(&lab, &two, false);
+    let before = two.calls();
+    for _ in 0..20 {
+        let outcome = lab.run(call(listen, UNARY, Call::default()));
+        assert_eq!(outcome.code, Code::Ok, "{outcome:?}");
+    }
+    assert_eq!(two.calls(), before, "a NOT_SERVING backend still got calls");
+    assert!(
+        healthy(&lab, &one) == Some(true),
+        "the serving backend went down too"
+    );
+
+    // SERVING again: back in.
+    two.set_serving(true);
+    wait_for(&lab, &two, true);
+    lab.stop();
+}

@@ -164,6 +164,8 @@ pub struct HealthCheck {
     pub expected_status: Option<Spanned<Vec<Spanned<StatusSpec>>>>,
     /// http only; default none.
     pub body_contains: Option<Spanned<String>>,
+    /// grpc only; default `""` (the server as a whole).
+    pub service: Option<Spanned<String>>,
 }
 
 /// Value of `pool.health_check.kind`.
@@ -174,6 +176,8 @@ pub enum HealthCheckKind {
     Tcp,
     /// HTTP request.
     Http,
+    /// `grpc.health.v1.Health/Check` over HTTP/2.
+    Grpc,
     /// No probing.
     None,
 }

@@ -251,6 +251,11 @@ pub enum HealthCheckKind {
     Tcp,
     /// An HTTP request.
     Http(HttpCheck),
+    /// A `grpc.health.v1.Health/Check` call (HTTP/2 with prior knowledge) answered SERVING.
+    Grpc {
+        /// The service asked about; empty for the server as a whole.
+        service: String,
+    },
     /// No probing: backends are always healthy.
     None,
 }
