@@ -33,6 +33,10 @@ pub enum ErrorKind {
     RouteTimeout,
     /// The backend sent nothing for the route's `stream_idle_timeout`.
     StreamIdleTimeout,
+    /// The client's own deadline (`grpc-timeout`, shorter than the route's) passed before
+    /// the response head: not counted against the backend, which may have been given too
+    /// little time.
+    ClientDeadline,
     /// The pool has no backend to send to.
     NoHealthyBackend,
     /// A circuit breaker of the pool is open: the request is refused without queueing.
@@ -102,9 +106,10 @@ impl ProxyError {
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamReset | ErrorKind::UpstreamProtocol => {
                 StatusCode::BAD_GATEWAY
             }
-            ErrorKind::PerTryTimeout | ErrorKind::RouteTimeout | ErrorKind::StreamIdleTimeout => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+            ErrorKind::PerTryTimeout
+            | ErrorKind::RouteTimeout
+            | ErrorKind::StreamIdleTimeout
+            | ErrorKind::ClientDeadline => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::NoHealthyBackend | ErrorKind::Overloaded(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -207,7 +212,8 @@ impl ProxyError {
             ErrorKind::UpstreamReset => "backend closed the connection",
             ErrorKind::UpstreamProtocol => "backend answered with invalid HTTP",
             ErrorKind::PerTryTimeout => "backend did not answer within per_try_timeout",
-            ErrorKind::RouteTimeout => "deadline passed (route timeout or grpc-timeout)",
+            ErrorKind::RouteTimeout => "route timeout passed",
+            ErrorKind::ClientDeadline => "the client's deadline (grpc-timeout) passed",
             ErrorKind::StreamIdleTimeout => "backend sent nothing within stream_idle_timeout",
             ErrorKind::NoHealthyBackend => "no healthy backend",
             ErrorKind::Overloaded(_) => "circuit breaker open",
@@ -267,6 +273,8 @@ mod tests {
             (ErrorKind::UpstreamReset, 502),
             (ErrorKind::PerTryTimeout, 504),
             (ErrorKind::RouteTimeout, 504),
+            (ErrorKind::StreamIdleTimeout, 504),
+            (ErrorKind::ClientDeadline, 504),
             (ErrorKind::NoHealthyBackend, 503),
             (ErrorKind::Overloaded(Overload::MaxRequests), 503),
             (ErrorKind::Internal, 500),
@@ -294,6 +302,7 @@ mod tests {
             ErrorKind::UpstreamProtocol,
             ErrorKind::PerTryTimeout,
             ErrorKind::RouteTimeout,
+            ErrorKind::StreamIdleTimeout,
         ] {
             assert!(ProxyError::new(kind).is_backend_fault(), "{kind:?}");
         }
@@ -304,6 +313,7 @@ mod tests {
             ErrorKind::NoHealthyBackend,
             ErrorKind::Overloaded(Overload::MaxPendingRequests),
             ErrorKind::Internal,
+            ErrorKind::ClientDeadline,
         ] {
             assert!(!ProxyError::new(kind).is_backend_fault(), "{kind:?}");
         }

@@ -47,6 +47,16 @@ pub struct Outbound {
     upgrade: bool,
     chunked: bool,
     h1: bool,
+    /// The deadline is the client's (`grpc-timeout`), not the route's.
+    client_deadline: bool,
+}
+
+impl Outbound {
+    /// Says the request's deadline is the client's own (`grpc-timeout` shorter than the
+    /// route's timeout): its passing is then nobody's fault, not the backend's.
+    pub fn set_client_deadline(&mut self, client: bool) {
+        self.client_deadline = client;
+    }
 }
 
 /// Picks the pool for a forward route and makes `parts` a request for it: hop-by-hop
@@ -105,6 +115,7 @@ pub fn prepare(
         upgrade,
         chunked,
         h1,
+        client_deadline: false,
     })
 }
 
@@ -131,6 +142,7 @@ pub async fn forward(
         upgrade,
         chunked,
         h1,
+        client_deadline,
     } = outbound;
     let limit = state.limits.max_request_body_bytes;
     if let (Some(limit), Some(declared)) = (limit, body.size_hint().exact())
@@ -207,6 +219,11 @@ pub async fn forward(
         let waits = Waits {
             per_try,
             idle: route.stream_idle_timeout,
+            deadline: if client_deadline {
+                ErrorKind::ClientDeadline
+            } else {
+                ErrorKind::RouteTimeout
+            },
         };
         let result = send(&pool, &backend, upstream, waits, deadline.as_mut()).await;
         let retry_wanted = match &result {
@@ -290,6 +307,8 @@ struct Waits {
     per_try: Option<Duration>,
     /// The route's `stream_idle_timeout`, which bounds the wait for the response head too.
     idle: Option<Duration>,
+    /// What the deadline's passing is: the route's timeout or the client's.
+    deadline: ErrorKind,
 }
 
 /// How the response body streams: timers and the shape of its failures.
@@ -327,7 +346,7 @@ async fn send(
             }
             err
         }),
-        () = deadline => Err(ProxyError::new(ErrorKind::RouteTimeout)),
+        () = deadline => Err(ProxyError::new(waits.deadline)),
         () = try_timeout => Err(ProxyError::new(ErrorKind::PerTryTimeout)),
         () = idle_timeout => Err(ProxyError::new(ErrorKind::StreamIdleTimeout)),
     }

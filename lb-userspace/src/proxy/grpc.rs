@@ -46,9 +46,10 @@ impl Code {
     pub fn of_error(kind: ErrorKind) -> Self {
         match kind {
             ErrorKind::ClientGone => Self::Cancelled,
-            ErrorKind::PerTryTimeout | ErrorKind::RouteTimeout | ErrorKind::StreamIdleTimeout => {
-                Self::DeadlineExceeded
-            }
+            ErrorKind::PerTryTimeout
+            | ErrorKind::RouteTimeout
+            | ErrorKind::StreamIdleTimeout
+            | ErrorKind::ClientDeadline => Self::DeadlineExceeded,
             ErrorKind::BodyTooLarge => Self::ResourceExhausted,
             ErrorKind::UpstreamConnect
             | ErrorKind::UpstreamReset

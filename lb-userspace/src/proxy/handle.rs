@@ -123,20 +123,23 @@ async fn respond(
     record.route = Some((route.name.clone(), route.stats.clone()));
     // The route's deadline covers its filters and the exchange; a gRPC client's own
     // deadline (grpc-timeout) shortens it, and so does the route's timeout when it is off.
-    let timeout = match (
-        route.timeout,
-        to.grpc.then(|| grpc::timeout(request.headers())).flatten(),
-    ) {
-        (Some(route), Some(client)) => Some(route.min(client)),
-        (route, client) => route.or(client),
+    let client_timeout = to.grpc.then(|| grpc::timeout(request.headers())).flatten();
+    let client_deadline = client_timeout.is_some_and(|c| route.timeout.is_none_or(|r| c < r));
+    let timeout = if client_deadline {
+        client_timeout
+    } else {
+        route.timeout
     };
     // Off: a sleep that never ends in practice (tokio caps it at its far future).
     let mut deadline = Box::pin(tokio::time::sleep(timeout.unwrap_or(Duration::MAX)));
     let (mut parts, body) = request.into_parts();
     let outbound = match &route.action {
-        Action::Forward(pools) => Some(exchange::prepare(
-            ctx, state, route, pools, &mut parts, &host, record,
-        )?),
+        Action::Forward(pools) => {
+            let mut outbound =
+                exchange::prepare(ctx, state, route, pools, &mut parts, &host, record)?;
+            outbound.set_client_deadline(client_deadline);
+            Some(outbound)
+        }
         Action::Redirect(_) | Action::Direct { .. } => None,
     };
     let mut filtered = FilterRequest {
