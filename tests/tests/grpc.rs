@@ -168,6 +168,7 @@ fn sluice_speaks_grpc_when_things_go_wrong() {
     let backend = GrpcBackend::start(&lab.ns, local(9001));
     let dead = local(9009);
     let (bounded, unbounded, limited, down) = (local(8080), local(8081), local(8082), local(8083));
+    let (narrow, unrouted) = (local(8084), local(8085));
     let config = [
         pool("grpc", &[backend.addr]),
         pool("dead", &[dead]),
@@ -187,6 +188,15 @@ fn sluice_speaks_grpc_when_things_go_wrong() {
             "[[service.l7.filter]]\nname = \"one\"\nrate_limit = { rate = 1, per = \"1m\", burst = 1, key = \"global\" }\n",
         ),
         service("down", down, "dead", "", ""),
+        // One call at a time: a second one meets the circuit breaker.
+        pool("narrow", &[backend.addr]).replace(
+            "[pool.health_check]",
+            "[pool.circuit_breakers]\nmax_requests = 1\n[pool.health_check]",
+        ),
+        service("narrow", narrow, "narrow", "", ""),
+        // Routes for another service only: the test's methods have no route.
+        service("unrouted", unrouted, "grpc", "", "")
+            .replace("path_prefix = \"/\"", "path_prefix = \"/other.Service/\""),
     ]
     .concat();
     lab.start(&config);
@@ -267,6 +277,26 @@ fn sluice_speaks_grpc_when_things_go_wrong() {
     let second = lab.run(call(limited, UNARY, Call::default()));
     assert_eq!(first.code, Code::Ok, "{first:?}");
     assert_eq!(second.code, Code::ResourceExhausted, "{second:?}");
+
+    // A circuit breaker open: UNAVAILABLE, while the call holding the pool's one slot ends OK.
+    let (held, refused) = lab.run(async move {
+        let slow = Call {
+            delay_ms: 1000,
+            ..Call::default()
+        };
+        let held = tokio::spawn(call(narrow, UNARY, slow));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let refused = call(narrow, UNARY, Call::default()).await;
+        (held.await.map(|o| o.code).ok(), refused)
+    });
+    assert_eq!(held, Some(Code::Ok));
+    assert_eq!(refused.code, Code::Unavailable, "{refused:?}");
+    assert!(refused.message.contains("circuit breaker"), "{refused:?}");
+
+    // No route for the method: UNIMPLEMENTED, with Sluice's own message.
+    let unrouted = lab.run(call(unrouted, UNARY, Call::default()));
+    assert_eq!(unrouted.code, Code::Unimplemented, "{unrouted:?}");
+    assert!(unrouted.message.contains("no route"), "{unrouted:?}");
 
     // The backend dies mid-stream: the client gets the message sent, then UNAVAILABLE,
     // which its retry policy understands.
