@@ -436,3 +436,7 @@ fn authority(address: SocketAddr) -> Authority {
     Authority::try_from(address.to_string().as_str())
         .unwrap_or_else(|_| Authority::from_static("invalid.backend"))
 }
+
+#[cfg(test)]
+#[path = "upstream_tests.rs"]
+mod tests;
