@@ -25,6 +25,7 @@ mod artifacts;
 mod bird;
 mod browser;
 pub mod dns;
+pub mod grpc_backend;
 mod kernel;
 mod link;
 mod maglev_share;

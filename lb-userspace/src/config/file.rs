@@ -90,6 +90,8 @@ pub struct Pool {
     pub circuit_breakers: CircuitBreakers,
     /// Default: none (the pool lists its backends).
     pub discovery: Option<Spanned<Discovery>>,
+    /// Duration; default off (`0s` is off too). l7 only.
+    pub slow_start: Option<Spanned<String>>,
 }
 
 /// `[pool.circuit_breakers]`.
@@ -162,6 +164,8 @@ pub struct HealthCheck {
     pub expected_status: Option<Spanned<Vec<Spanned<StatusSpec>>>>,
     /// http only; default none.
     pub body_contains: Option<Spanned<String>>,
+    /// grpc only; default `""` (the server as a whole).
+    pub service: Option<Spanned<String>>,
 }
 
 /// Value of `pool.health_check.kind`.
@@ -172,6 +176,8 @@ pub enum HealthCheckKind {
     Tcp,
     /// HTTP request.
     Http,
+    /// `grpc.health.v1.Health/Check` over HTTP/2.
+    Grpc,
     /// No probing.
     None,
 }

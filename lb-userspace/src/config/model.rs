@@ -167,7 +167,13 @@ pub struct Pool {
     pub backends: Vec<Backend>,
     /// Where the backends come from when not listed in the file.
     pub discovery: Option<Discovery>,
+    /// A backend that joins or is readmitted ramps from [`SLOW_START_FLOOR`] of its weight
+    /// to all of it over this window (l7, not maglev); `None` is off.
+    pub slow_start: Option<Duration>,
 }
+
+/// The share of its weight a backend starts a slow-start window with.
+pub const SLOW_START_FLOOR: f64 = 0.1;
 
 /// How an l7 service picks a backend from a pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,6 +251,11 @@ pub enum HealthCheckKind {
     Tcp,
     /// An HTTP request.
     Http(HttpCheck),
+    /// A `grpc.health.v1.Health/Check` call (HTTP/2 with prior knowledge) answered SERVING.
+    Grpc {
+        /// The service asked about; empty for the server as a whole.
+        service: String,
+    },
     /// No probing: backends are always healthy.
     None,
 }

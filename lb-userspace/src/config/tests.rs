@@ -306,7 +306,8 @@ forward = { pool = "p" }
     assert_eq!(l7.limits.max_request_body_bytes, Some(10 * 1024 * 1024));
     assert_eq!(l7.limits.max_connections, 10_000);
     let route = &l7.virtual_hosts[0].routes[0];
-    assert_eq!(route.timeout, Duration::from_secs(15));
+    assert_eq!(route.timeout, Some(Duration::from_secs(15)));
+    assert_eq!(route.stream_idle_timeout, None);
     assert_eq!(route.retry, None);
     assert_eq!(
         route.action,
@@ -398,4 +399,31 @@ response_headers_add = { "X-Served-By" = "sluice" }
     );
     // `rules::l7_route`'s pool is used by no route here.
     assert_eq!(loaded.warnings.len(), 1);
+}
+
+#[test]
+fn the_shipped_grpc_example_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/grpc.toml");
+    let loaded = match load(&path) {
+        Ok(loaded) => loaded,
+        Err(errors) => panic!("config/grpc.toml does not validate:\n{errors}"),
+    };
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let pool = &loaded.config.pools[0];
+    assert_eq!(pool.slow_start, Some(Duration::from_secs(30)));
+    assert_eq!(
+        pool.health_check.kind,
+        HealthCheckKind::Grpc {
+            service: "shop.Orders".into()
+        }
+    );
+    let ServiceKind::L7(l7) = &loaded.config.services[0].kind else {
+        panic!("the gRPC service is l7");
+    };
+    let routes = &l7.virtual_hosts[0].routes;
+    assert_eq!(
+        (routes[0].timeout, routes[0].stream_idle_timeout),
+        (None, Some(Duration::from_secs(300)))
+    );
+    assert_eq!(routes[1].timeout, Some(Duration::from_secs(10)));
 }

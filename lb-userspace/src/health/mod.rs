@@ -25,6 +25,7 @@
 //! one probe, `checker` the tasks.
 
 mod checker;
+mod grpc_probe;
 mod outlier;
 mod probe;
 mod registry;

@@ -1,5 +1,5 @@
-//! One active probe of one backend: a TCP connect or an HTTP/1.1 exchange, always under a
-//! timeout and reading a bounded number of bytes, whatever the backend answers.
+//! One active probe of one backend: a TCP connect, an HTTP/1.1 exchange or a gRPC health
+//! call (`grpc_probe`), always under a timeout and reading a bounded number of bytes, whatever the backend answers.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,6 +15,7 @@ use memchr::memmem;
 use thiserror::Error;
 use tokio::net::TcpStream;
 
+use super::grpc_probe::GrpcProbe;
 use crate::config::{HealthCheck, HealthCheckKind, HttpCheck, StatusRange};
 
 /// Most response-head bytes read (hyper's minimum is 8 KiB).
@@ -43,6 +44,8 @@ pub enum ProbeError {
     Body { needle: String, limit: usize },
     #[error("the probe request cannot be built: {reason}")]
     Request { reason: String },
+    #[error("gRPC health check failed: {0}")]
+    Grpc(String),
 }
 
 /// A ready-to-run probe of one backend.
@@ -57,6 +60,7 @@ pub struct Prober {
 enum Kind {
     Tcp,
     Http(HttpProbe),
+    Grpc(GrpcProbe),
     /// No probing: every probe passes.
     None,
 }
@@ -78,6 +82,7 @@ impl Prober {
             HealthCheckKind::Tcp => Kind::Tcp,
             HealthCheckKind::None => Kind::None,
             HealthCheckKind::Http(http) => Kind::Http(HttpProbe::new(http, address)?),
+            HealthCheckKind::Grpc { service } => Kind::Grpc(GrpcProbe::new(service, address)),
         };
         Ok(Self {
             address,
@@ -94,6 +99,7 @@ impl Prober {
             match &self.kind {
                 Kind::Tcp => connect(self.address).await.map(drop),
                 Kind::Http(http) => http.run(self.address).await,
+                Kind::Grpc(grpc) => grpc.run(self.address).await,
                 Kind::None => Ok(()),
             }
         };
@@ -103,7 +109,7 @@ impl Prober {
     }
 }
 
-async fn connect(address: SocketAddr) -> Result<TcpStream, ProbeError> {
+pub(super) async fn connect(address: SocketAddr) -> Result<TcpStream, ProbeError> {
     TcpStream::connect(address)
         .await
         .map_err(|source| ProbeError::Connect { source })
@@ -172,7 +178,7 @@ impl HttpProbe {
 
 /// Runs `exchange` while polling `connection`, which moves its bytes, in the same task (no
 /// spawned task can outlive the probe).
-async fn drive(
+pub(super) async fn drive(
     exchange: impl Future<Output = Result<(), ProbeError>>,
     connection: impl Future<Output = Result<(), hyper::Error>>,
 ) -> Result<(), ProbeError> {

@@ -54,6 +54,7 @@ pub fn pool(name: &str, backends: &[SocketAddr], check: HealthCheck) -> Pool {
             })
             .collect(),
         discovery: None,
+        slow_start: None,
     }
 }
 

@@ -24,6 +24,9 @@ const MAGLEV_TABLE_SIZE: u32 = lb_common::maglev::DEFAULT_TABLE_SIZE;
 pub struct Selector {
     len: usize,
     kind: Kind,
+    /// Each backend's weight as its policy sees it (1 for the unweighted ones), scaled by
+    /// slow start while a backend ramps.
+    base_weights: Vec<f64>,
 }
 
 #[derive(Debug)]
@@ -74,9 +77,17 @@ impl Selector {
                 }
             }
         };
+        let base_weights = backends
+            .iter()
+            .map(|(_, w)| match policy {
+                Policy::RoundRobin | Policy::Random => 1.0,
+                _ => f64::from((*w).max(1)),
+            })
+            .collect();
         Self {
             len: backends.len(),
             kind,
+            base_weights,
         }
     }
 
@@ -97,6 +108,9 @@ impl Selector {
         }
         if n == 1 {
             return Some(0);
+        }
+        if load.ramping() && !matches!(self.kind, Kind::Maglev { .. }) {
+            return Some(self.pick_ramping(&load));
         }
         let index = match &self.kind {
             Kind::RoundRobin(next) => next.fetch_add(1, Relaxed) % n,
@@ -135,6 +149,68 @@ impl Selector {
     }
 }
 
+impl Selector {
+    /// A pick while some backend is in its slow-start window: weights are scaled by each
+    /// backend's ramp. The least_* policies draw their two choices and cost them by the
+    /// scaled weights; the others draw one backend at random by them, which gives each the
+    /// share its scaled weight asks for (a rotation cannot follow weights that change on
+    /// every request). The ramp lasts one window, so this slower path is brief.
+    fn pick_ramping(&self, load: &impl BackendLoad) -> usize {
+        let weights: Vec<f64> = self
+            .base_weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| w * load.weight_factor(i).clamp(f64::MIN_POSITIVE, 1.0))
+            .collect();
+        match &self.kind {
+            Kind::LeastRequest(_) => {
+                let (a, b) = two_by_weight(&weights);
+                let cost = |i: usize| load.in_flight(i) as f64 / weights[i];
+                if cost(b) < cost(a) { b } else { a }
+            }
+            Kind::LeastResponseTime(_) => {
+                let (a, b) = two_by_weight(&weights);
+                let (la, lb) = (load.latency(a), load.latency(b));
+                let latency = |own: Option<f64>, other: Option<f64>| own.or(other).unwrap_or(1.0);
+                let cost =
+                    |i: usize, latency: f64| latency * (load.in_flight(i) + 1) as f64 / weights[i];
+                if cost(b, latency(lb, la)) < cost(a, latency(la, lb)) {
+                    b
+                } else {
+                    a
+                }
+            }
+            _ => one_by_weight(&weights, None),
+        }
+    }
+}
+
+/// A backend drawn with probability proportional to `weights[i]`, leaving out `except`.
+fn one_by_weight(weights: &[f64], except: Option<usize>) -> usize {
+    let weight = |i: usize| if Some(i) == except { 0.0 } else { weights[i] };
+    let total: f64 = (0..weights.len()).map(weight).sum();
+    let mut r = fastrand::f64() * total;
+    let mut last = 0;
+    for i in 0..weights.len() {
+        if Some(i) == except {
+            continue;
+        }
+        last = i;
+        r -= weight(i);
+        if r < 0.0 {
+            return i;
+        }
+    }
+    // Rounding left `r` at the very top: the last candidate owns it.
+    last
+}
+
+/// Two distinct backends drawn by weight (at least two backends).
+fn two_by_weight(weights: &[f64]) -> (usize, usize) {
+    let a = one_by_weight(weights, None);
+    (a, one_by_weight(weights, Some(a)))
+}
+
 /// What the least_* policies know of each backend.
 pub trait BackendLoad {
     /// Requests in flight to backend `i` now.
@@ -143,6 +219,14 @@ pub trait BackendLoad {
     /// first answer.
     fn latency(&self, _i: usize) -> Option<f64> {
         None
+    }
+    /// Whether some backend is in its slow-start window now.
+    fn ramping(&self) -> bool {
+        false
+    }
+    /// The share of its weight backend `i` has now (1 outside slow start).
+    fn weight_factor(&self, _i: usize) -> f64 {
+        1.0
     }
 }
 

@@ -213,3 +213,63 @@ fn least_response_time_honours_weights_and_starts_new_backends_fairly() {
     let counts = shares(&s, 1000, &Load(&[0, 3], &fresh));
     assert_eq!(counts, [1000, 0]);
 }
+
+/// Backend 1 at `factor` of its weight, in a slow-start window.
+struct Ramping(f64);
+
+impl BackendLoad for Ramping {
+    fn in_flight(&self, _i: usize) -> usize {
+        0
+    }
+    fn ramping(&self) -> bool {
+        true
+    }
+    fn weight_factor(&self, i: usize) -> f64 {
+        if i == 1 { self.0 } else { 1.0 }
+    }
+}
+
+#[test]
+fn a_ramping_backend_gets_its_scaled_share_under_every_weighted_policy() {
+    for policy in [
+        Policy::RoundRobin,
+        Policy::Weighted,
+        Policy::Random,
+        Policy::LeastRequest,
+        Policy::LeastResponseTime,
+    ] {
+        let s = Selector::build(&policy, &backends(&[1, 1]));
+        let share = |factor: f64| {
+            let picks = 20_000;
+            let hits = (0..picks)
+                .filter(|_| s.pick(None, Ramping(factor)) == Some(1))
+                .count();
+            hits as f64 / picks as f64
+        };
+        let (early, late) = (share(0.1), share(1.0));
+        // Weight 0.1 against 1 is a share of 1/11 for the random draws; least_request
+        // with equal loads keeps the first drawn, so the same. least_response_time divides
+        // its cost by the scaled weight, so an idle rival always wins over the ramping one.
+        let floor = if policy == Policy::LeastResponseTime {
+            0.0
+        } else {
+            0.06
+        };
+        assert!((floor..0.13).contains(&early), "{policy:?}: {early}");
+        assert!((0.45..0.55).contains(&late), "{policy:?}: {late}");
+    }
+}
+
+#[test]
+fn maglev_ignores_slow_start() {
+    let s = Selector::build(
+        &Policy::Maglev {
+            hash_on: Some(HashOn::ClientAddress),
+        },
+        &backends(&[1, 1]),
+    );
+    let first = s.pick(Some(7), |_| 0);
+    for _ in 0..10 {
+        assert_eq!(s.pick(Some(7), Ramping(0.1)), first);
+    }
+}

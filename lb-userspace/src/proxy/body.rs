@@ -19,6 +19,7 @@ use tracing::debug;
 use super::access_log::RequestRecord;
 use super::connections::Checkin;
 use super::error::{BoxError, RequestBodyError};
+use super::grpc::{self, Code};
 use super::upstream::{BackendGuard, PoolSlot};
 
 /// The body of a request sent upstream.
@@ -171,6 +172,12 @@ pub struct ResponseBody {
     /// HTTP/2 only: how long the client may leave the body unread; see [`StallWatch`].
     send_timeout: Option<Duration>,
     watch: Option<Arc<StallWatch>>,
+    /// The response answers a gRPC request: a failure after the head ends the stream with
+    /// gRPC trailers rather than an HTTP/2 reset (which clients read as INTERNAL).
+    grpc: bool,
+    /// The longest gap allowed between the backend's frames (`stream_idle_timeout`), and
+    /// the timer of the current gap.
+    idle: Option<(Duration, Pin<Box<Sleep>>)>,
 }
 
 /// An HTTP/2 client can stop reading one response by granting it no flow-control window
@@ -239,6 +246,8 @@ impl ResponseBody {
             checkin: None,
             send_timeout: None,
             watch: None,
+            grpc: false,
+            idle: None,
         }
     }
 
@@ -263,7 +272,38 @@ impl ResponseBody {
             checkin,
             send_timeout: None,
             watch: None,
+            grpc: false,
+            idle: None,
         }
+    }
+
+    /// Ends a failed stream with gRPC trailers (see the `grpc` field).
+    pub fn speak_grpc(&mut self) {
+        self.grpc = true;
+    }
+
+    /// Cuts the body when the backend sends nothing for `timeout`.
+    pub fn idle_timeout(&mut self, timeout: Duration) {
+        self.idle = Some((timeout, Box::pin(tokio::time::sleep(timeout))));
+    }
+
+    /// The frame that ends a body cut short by `failure`: an error (the client's stream is
+    /// reset) or, for gRPC, trailers with the failure's status.
+    fn cut(&mut self, failure: Cut) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.finish();
+        if !self.grpc {
+            return Poll::Ready(Some(Err(failure.message().into())));
+        }
+        // Nothing more is read from the backend; the connection closes with the body.
+        self.inner = ResponseKind::Full(None);
+        let code = match failure {
+            Cut::Deadline | Cut::Idle => Code::DeadlineExceeded,
+            Cut::Backend => Code::Unavailable,
+        };
+        Poll::Ready(Some(Ok(Frame::trailers(grpc::status_headers(
+            code,
+            failure.message(),
+        )))))
     }
 
     /// Watches the body for a client that stops reading it (HTTP/2; see [`StallWatch`]).
@@ -326,7 +366,16 @@ impl Body for ResponseBody {
         let polled = match &mut this.inner {
             ResponseKind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ResponseKind::Upstream(body) => match Pin::new(body).poll_frame(cx) {
-                Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(BoxError::from))),
+                Poll::Ready(Some(Err(err))) => {
+                    debug!(error = %err, "the backend's response broke off");
+                    return this.cut(Cut::Backend);
+                }
+                Poll::Ready(frame) => {
+                    if let Some((timeout, timer)) = &mut this.idle {
+                        timer.as_mut().reset(tokio::time::Instant::now() + *timeout);
+                    }
+                    Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+                }
                 Poll::Pending => {
                     if let Some(watch) = &this.watch {
                         watch.waiting_on_backend.store(true, Relaxed);
@@ -334,10 +383,12 @@ impl Body for ResponseBody {
                     if let Some(deadline) = &mut this.deadline
                         && deadline.as_mut().poll(cx).is_ready()
                     {
-                        this.finish();
-                        return Poll::Ready(Some(Err(
-                            "route timeout passed while the response was streaming".into(),
-                        )));
+                        return this.cut(Cut::Deadline);
+                    }
+                    if let Some((_, timer)) = &mut this.idle
+                        && timer.as_mut().poll(cx).is_ready()
+                    {
+                        return this.cut(Cut::Idle);
                     }
                     Poll::Pending
                 }
@@ -383,6 +434,27 @@ impl Body for ResponseBody {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
             ResponseKind::Upstream(body) => body.size_hint(),
+        }
+    }
+}
+
+/// Why a response body was cut short.
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    /// The route's deadline (its timeout, or the client's `grpc-timeout`) passed.
+    Deadline,
+    /// The backend sent nothing for `stream_idle_timeout`.
+    Idle,
+    /// The backend's stream or connection failed.
+    Backend,
+}
+
+impl Cut {
+    fn message(self) -> &'static str {
+        match self {
+            Self::Deadline => "deadline passed while the response was streaming",
+            Self::Idle => "stream_idle_timeout passed with nothing from the backend",
+            Self::Backend => "the backend's response broke off",
         }
     }
 }

@@ -29,8 +29,14 @@ pub enum ErrorKind {
     UpstreamProtocol,
     /// One try took longer than the retry policy's `per_try_timeout`.
     PerTryTimeout,
-    /// The route's whole-request `timeout` passed.
+    /// The route's whole-request `timeout` (or the client's `grpc-timeout`) passed.
     RouteTimeout,
+    /// The backend sent nothing for the route's `stream_idle_timeout`.
+    StreamIdleTimeout,
+    /// The client's own deadline (`grpc-timeout`, shorter than the route's) passed before
+    /// the response head: not counted against the backend, which may have been given too
+    /// little time.
+    ClientDeadline,
     /// The pool has no backend to send to.
     NoHealthyBackend,
     /// A circuit breaker of the pool is open: the request is refused without queueing.
@@ -100,7 +106,10 @@ impl ProxyError {
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamReset | ErrorKind::UpstreamProtocol => {
                 StatusCode::BAD_GATEWAY
             }
-            ErrorKind::PerTryTimeout | ErrorKind::RouteTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::PerTryTimeout
+            | ErrorKind::RouteTimeout
+            | ErrorKind::StreamIdleTimeout
+            | ErrorKind::ClientDeadline => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::NoHealthyBackend | ErrorKind::Overloaded(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -120,6 +129,7 @@ impl ProxyError {
                 | ErrorKind::UpstreamProtocol
                 | ErrorKind::PerTryTimeout
                 | ErrorKind::RouteTimeout
+                | ErrorKind::StreamIdleTimeout
         )
     }
 
@@ -191,9 +201,10 @@ fn classify_chain(err: &(dyn StdError + 'static)) -> ErrorKind {
     ErrorKind::UpstreamReset
 }
 
-impl fmt::Display for ProxyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = match self.kind {
+impl ProxyError {
+    /// What failed, in a few words without the cause (safe to show a client).
+    pub fn summary(&self) -> &'static str {
+        match self.kind {
             ErrorKind::ClientRequest => "malformed request",
             ErrorKind::BodyTooLarge => "request body too large",
             ErrorKind::ClientGone => "client went away",
@@ -202,11 +213,18 @@ impl fmt::Display for ProxyError {
             ErrorKind::UpstreamProtocol => "backend answered with invalid HTTP",
             ErrorKind::PerTryTimeout => "backend did not answer within per_try_timeout",
             ErrorKind::RouteTimeout => "route timeout passed",
+            ErrorKind::ClientDeadline => "the client's deadline (grpc-timeout) passed",
+            ErrorKind::StreamIdleTimeout => "backend sent nothing within stream_idle_timeout",
             ErrorKind::NoHealthyBackend => "no healthy backend",
             ErrorKind::Overloaded(_) => "circuit breaker open",
             ErrorKind::Internal => "internal error",
-        };
-        f.write_str(what)?;
+        }
+    }
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.summary())?;
         if let Some(source) = &self.source {
             write!(f, ": {source}")?;
             let mut cause = source.source();
@@ -255,6 +273,8 @@ mod tests {
             (ErrorKind::UpstreamReset, 502),
             (ErrorKind::PerTryTimeout, 504),
             (ErrorKind::RouteTimeout, 504),
+            (ErrorKind::StreamIdleTimeout, 504),
+            (ErrorKind::ClientDeadline, 504),
             (ErrorKind::NoHealthyBackend, 503),
             (ErrorKind::Overloaded(Overload::MaxRequests), 503),
             (ErrorKind::Internal, 500),
@@ -282,6 +302,7 @@ mod tests {
             ErrorKind::UpstreamProtocol,
             ErrorKind::PerTryTimeout,
             ErrorKind::RouteTimeout,
+            ErrorKind::StreamIdleTimeout,
         ] {
             assert!(ProxyError::new(kind).is_backend_fault(), "{kind:?}");
         }
@@ -292,6 +313,7 @@ mod tests {
             ErrorKind::NoHealthyBackend,
             ErrorKind::Overloaded(Overload::MaxPendingRequests),
             ErrorKind::Internal,
+            ErrorKind::ClientDeadline,
         ] {
             assert!(!ProxyError::new(kind).is_backend_fault(), "{kind:?}");
         }

@@ -27,6 +27,7 @@ use super::forward::{
     ForwardedFor, is_upgrade_request, join_cookies, set_forwarded, strip_hop_by_hop,
     upgrade_allowed, upstream_path, upstream_uri,
 };
+use super::grpc;
 use super::handle::ConnCtx;
 use super::retry;
 use super::route::{Route, WeightedPools};
@@ -46,6 +47,16 @@ pub struct Outbound {
     upgrade: bool,
     chunked: bool,
     h1: bool,
+    /// The deadline is the client's (`grpc-timeout`), not the route's.
+    client_deadline: bool,
+}
+
+impl Outbound {
+    /// Says the request's deadline is the client's own (`grpc-timeout` shorter than the
+    /// route's timeout): its passing is then nobody's fault, not the backend's.
+    pub fn set_client_deadline(&mut self, client: bool) {
+        self.client_deadline = client;
+    }
 }
 
 /// Picks the pool for a forward route and makes `parts` a request for it: hop-by-hop
@@ -104,6 +115,7 @@ pub fn prepare(
         upgrade,
         chunked,
         h1,
+        client_deadline: false,
     })
 }
 
@@ -130,6 +142,7 @@ pub async fn forward(
         upgrade,
         chunked,
         h1,
+        client_deadline,
     } = outbound;
     let limit = state.limits.max_request_body_bytes;
     if let (Some(limit), Some(declared)) = (limit, body.size_hint().exact())
@@ -155,6 +168,7 @@ pub async fn forward(
             .insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
     }
     parts.version = pool.version();
+    let grpc = grpc::is_grpc(&parts.headers);
     let original = parts
         .uri
         .path_and_query()
@@ -202,7 +216,16 @@ pub async fn forward(
 
         let started = Instant::now();
         let per_try = replayable.and_then(|p| p.per_try_timeout);
-        let result = send(&pool, &backend, upstream, per_try, deadline.as_mut()).await;
+        let waits = Waits {
+            per_try,
+            idle: route.stream_idle_timeout,
+            deadline: if client_deadline {
+                ErrorKind::ClientDeadline
+            } else {
+                ErrorKind::RouteTimeout
+            },
+        };
+        let result = send(&pool, &backend, upstream, waits, deadline.as_mut()).await;
         let retry_wanted = match &result {
             Ok(exchange) => {
                 let status = exchange.response.status().as_u16();
@@ -249,10 +272,12 @@ pub async fn forward(
             deadline,
             client_upgrade,
             ctx,
-            (
-                state.limits.tunnel_idle_timeout,
-                (!h1).then_some(state.limits.send_timeout),
-            ),
+            Streaming {
+                tunnel_idle: state.limits.tunnel_idle_timeout,
+                h2_send_timeout: (!h1).then_some(state.limits.send_timeout),
+                stream_idle: route.stream_idle_timeout,
+                grpc,
+            },
             record,
         );
     }
@@ -275,21 +300,44 @@ fn pick_avoiding(
     Some(pick)
 }
 
-/// One try: the response head within the per-try timeout and the route deadline.
+/// The waits a try is bounded by besides the route deadline.
+#[derive(Debug, Clone, Copy)]
+struct Waits {
+    /// The retry policy's `per_try_timeout`.
+    per_try: Option<Duration>,
+    /// The route's `stream_idle_timeout`, which bounds the wait for the response head too.
+    idle: Option<Duration>,
+    /// What the deadline's passing is: the route's timeout or the client's.
+    deadline: ErrorKind,
+}
+
+/// How the response body streams: timers and the shape of its failures.
+struct Streaming {
+    tunnel_idle: Duration,
+    h2_send_timeout: Option<Duration>,
+    stream_idle: Option<Duration>,
+    /// The request is gRPC: a failure mid-body ends it with gRPC trailers.
+    grpc: bool,
+}
+
+/// One try: the response head within the per-try timeout, the stream idle timeout and the
+/// route deadline.
 async fn send(
     pool: &UpstreamPool,
     backend: &UpstreamBackend,
     request: Request<RequestBody>,
-    per_try: Option<Duration>,
+    waits: Waits,
     deadline: Pin<&mut Sleep>,
 ) -> Result<Exchange, ProxyError> {
     let exchange = backend.send(request, pool.pending_limit());
-    let try_timeout = async {
-        match per_try {
+    let sleep_or_never = |limit: Option<Duration>| async move {
+        match limit {
             Some(limit) => tokio::time::sleep(limit).await,
             None => std::future::pending().await,
         }
     };
+    let try_timeout = sleep_or_never(waits.per_try);
+    let idle_timeout = sleep_or_never(waits.idle);
     tokio::select! {
         result = exchange => result.map_err(|err| {
             let err = ProxyError::from_upstream(err);
@@ -298,8 +346,9 @@ async fn send(
             }
             err
         }),
-        () = deadline => Err(ProxyError::new(ErrorKind::RouteTimeout)),
+        () = deadline => Err(ProxyError::new(waits.deadline)),
         () = try_timeout => Err(ProxyError::new(ErrorKind::PerTryTimeout)),
+        () = idle_timeout => Err(ProxyError::new(ErrorKind::StreamIdleTimeout)),
     }
 }
 
@@ -360,9 +409,15 @@ fn finish_response(
     deadline: Pin<Box<Sleep>>,
     client_upgrade: Option<OnUpgrade>,
     ctx: &ConnCtx,
-    (tunnel_idle, h2_send_timeout): (Duration, Option<Duration>),
+    streaming: Streaming,
     record: &mut RequestRecord,
 ) -> Result<Response<ResponseBody>, ProxyError> {
+    let Streaming {
+        tunnel_idle,
+        h2_send_timeout,
+        stream_idle,
+        grpc,
+    } = streaming;
     let Exchange {
         mut response,
         checkin,
@@ -406,6 +461,12 @@ fn finish_response(
             let mut body = ResponseBody::upstream(body, Some(deadline), checkin);
             if let Some(timeout) = h2_send_timeout {
                 body.watch_sends(timeout);
+            }
+            if let Some(timeout) = stream_idle {
+                body.idle_timeout(timeout);
+            }
+            if grpc {
+                body.speak_grpc();
             }
             Ok(Response::from_parts(parts, body))
         }

@@ -6,11 +6,11 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::header::TRANSFER_ENCODING;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Version, request};
+use http::{HeaderValue, Method, Request, Response, StatusCode, request};
 use hyper::body::Incoming;
 
 use super::access_log::RequestRecord;
@@ -20,7 +20,8 @@ use super::error::{ErrorKind, ProxyError};
 use super::exchange;
 use super::filter::{FilterRequest, Learned};
 use super::forward::redirect_location;
-use super::local_reply::{LocalReply, local_reply, redirect};
+use super::grpc;
+use super::local_reply::{LocalReply, ReplyTo, local_reply, redirect};
 use super::request_head;
 use super::route::{Action, RequestView, Route, split_host_port};
 use super::state::ListenerState;
@@ -66,10 +67,10 @@ pub async fn handle(
         learned: Learned::default(),
         _conn: guard,
     };
-    let h1 = request.version() < Version::HTTP_2;
+    let to = ReplyTo::of(&request);
     let mut response = match respond(&ctx, &state, request, &mut record).await {
         Ok(response) => response,
-        Err(err) => local_reply(LocalReply::Error(&err), h1),
+        Err(err) => local_reply(LocalReply::Error(&err), to),
     };
     record.status = response.status().as_u16();
     if record.upstream.is_none() {
@@ -85,7 +86,8 @@ async fn respond(
     request: Request<Incoming>,
     record: &mut RequestRecord,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let h1 = request.version() < Version::HTTP_2;
+    let to = ReplyTo::of(&request);
+    let h1 = to.h1;
     // hyper resolves Content-Length + Transfer-Encoding to chunked and drops the length;
     // such a request is a smuggling attempt or a broken client: refuse it, never forward it.
     if h1
@@ -109,23 +111,35 @@ async fn respond(
     if request.method() == Method::CONNECT {
         return Ok(local_reply(
             LocalReply::Status(StatusCode::METHOD_NOT_ALLOWED),
-            h1,
+            to,
         ));
     }
     if let Some(port) = state.redirect_to_https {
         return Ok(redirect_to_https(host_str, port, &request));
     }
     let Some(route) = find_route(state, host_str, &request) else {
-        return Ok(local_reply(LocalReply::Status(StatusCode::NOT_FOUND), h1));
+        return Ok(local_reply(LocalReply::Status(StatusCode::NOT_FOUND), to));
     };
     record.route = Some((route.name.clone(), route.stats.clone()));
-    // The route's deadline covers its filters and the exchange.
-    let mut deadline = Box::pin(tokio::time::sleep(route.timeout));
+    // The route's deadline covers its filters and the exchange; a gRPC client's own
+    // deadline (grpc-timeout) shortens it, and so does the route's timeout when it is off.
+    let client_timeout = to.grpc.then(|| grpc::timeout(request.headers())).flatten();
+    let client_deadline = client_timeout.is_some_and(|c| route.timeout.is_none_or(|r| c < r));
+    let timeout = if client_deadline {
+        client_timeout
+    } else {
+        route.timeout
+    };
+    // Off: a sleep that never ends in practice (tokio caps it at its far future).
+    let mut deadline = Box::pin(tokio::time::sleep(timeout.unwrap_or(Duration::MAX)));
     let (mut parts, body) = request.into_parts();
     let outbound = match &route.action {
-        Action::Forward(pools) => Some(exchange::prepare(
-            ctx, state, route, pools, &mut parts, &host, record,
-        )?),
+        Action::Forward(pools) => {
+            let mut outbound =
+                exchange::prepare(ctx, state, route, pools, &mut parts, &host, record)?;
+            outbound.set_client_deadline(client_deadline);
+            Some(outbound)
+        }
         Action::Redirect(_) | Action::Direct { .. } => None,
     };
     let mut filtered = FilterRequest {
@@ -138,7 +152,7 @@ async fn respond(
         .on_request(&mut filtered, deadline.as_mut())
         .await;
     let mut response = match (denied, outbound) {
-        (Some(deny), _) => local_reply(LocalReply::Denied(deny), h1),
+        (Some(deny), _) => local_reply(LocalReply::Denied(deny), to),
         (None, Some(outbound)) => {
             let forwarded = exchange::forward(
                 ctx, state, route, outbound, parts, body, &host, deadline, record,
@@ -146,7 +160,7 @@ async fn respond(
             .await;
             match forwarded {
                 Ok(response) => response,
-                Err(err) => local_reply(LocalReply::Error(&err), h1),
+                Err(err) => local_reply(LocalReply::Error(&err), to),
             }
         }
         (None, None) => own_answer(route, ctx.https, host_str, &parts),
@@ -201,7 +215,10 @@ fn own_answer(
                 ErrorKind::Internal,
                 "forward route answered locally",
             )),
-            false,
+            ReplyTo {
+                h1: false,
+                grpc: false,
+            },
         ),
     }
 }

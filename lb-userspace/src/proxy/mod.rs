@@ -18,6 +18,7 @@ mod error;
 mod exchange;
 mod filter;
 mod forward;
+mod grpc;
 mod handle;
 pub mod inspect;
 mod latency;
@@ -294,6 +295,7 @@ impl Proxy {
                             &self.stats,
                             self.outcomes.clone(),
                             &self.connections,
+                            self.pools.get(&pool.name).map(|p| &**p),
                         ))
                     });
                 pools.insert(pool.name.clone(), running);

@@ -113,8 +113,10 @@ pub struct Route {
     pub prefix_rewrite: Option<(Box<str>, Box<str>)>,
     /// The filters the route runs, its own header edits last.
     pub chain: Chain,
-    /// Whole-request timeout, retries included.
-    pub timeout: Duration,
+    /// Whole-request timeout, retries included; `None` is off.
+    pub timeout: Option<Duration>,
+    /// Longest wait for the backend's response head or next body frame; `None` is off.
+    pub stream_idle_timeout: Option<Duration>,
     /// Retries, if any.
     pub retry: Option<RetryPolicy>,
     /// Upgrade protocols (lower case) tunnelled on this route.
@@ -356,6 +358,7 @@ fn compile_route(
         prefix_rewrite,
         chain,
         timeout: route.timeout,
+        stream_idle_timeout: route.stream_idle_timeout,
         retry: route.retry.clone(),
         upgrades: route.upgrades.clone(),
         stats,

@@ -4,8 +4,10 @@
 //! ([`super::connections`]).
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::uri::Authority;
@@ -19,7 +21,7 @@ use super::connections::{
 use super::error::{ErrorKind, Overload, ProxyError};
 use super::retry::{InFlight, RetryBudget, RetryDenied};
 use super::stats::{BackendStats, PoolStats, StatsRegistry};
-use crate::config::{Pool, UpstreamProtocol};
+use crate::config::{Pool, SLOW_START_FLOOR, UpstreamProtocol};
 use crate::health::HealthHandle;
 
 /// One backend of a pool.
@@ -43,6 +45,9 @@ pub struct UpstreamBackend {
     pub stats: Arc<BackendStats>,
     /// Kept-alive connections to it, shared with other pools that reach it the same way.
     connections: Arc<BackendConnections>,
+    /// When its slow-start window began (it joined or was readmitted); `None` when it never
+    /// ramped. Written on the control path only, read when a backend set is built.
+    ramp_start: Mutex<Option<Instant>>,
 }
 
 impl UpstreamBackend {
@@ -59,6 +64,20 @@ impl UpstreamBackend {
         pending: PendingLimit<'_>,
     ) -> Result<Exchange, UpstreamError> {
         self.connections.send(request, pending).await
+    }
+
+    fn ramp_start(&self) -> Option<Instant> {
+        *self
+            .ramp_start
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn start_ramp(&self, at: Option<Instant>) {
+        *self
+            .ramp_start
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = at;
     }
 
     /// Counts a request to this backend until the guard drops (least_request reads it).
@@ -105,6 +124,46 @@ impl Drop for PoolSlot {
 pub struct BackendSet {
     backends: Vec<Arc<UpstreamBackend>>,
     selector: Selector,
+    slow_start: SlowStart,
+}
+
+/// The slow-start windows of a set's backends.
+#[derive(Debug, Default)]
+struct SlowStart {
+    /// Each backend's window start, for those whose window may still be open.
+    starts: Vec<Option<Instant>>,
+    window: Duration,
+    /// When the last window closes; `None` when none is open.
+    until: Option<Instant>,
+}
+
+impl SlowStart {
+    fn new(window: Option<Duration>, backends: &[Arc<UpstreamBackend>]) -> Self {
+        let Some(window) = window else {
+            return Self::default();
+        };
+        let starts: Vec<Option<Instant>> = backends.iter().map(|b| b.ramp_start()).collect();
+        let until = starts.iter().flatten().max().map(|start| *start + window);
+        Self {
+            starts,
+            window,
+            until,
+        }
+    }
+
+    fn ramping(&self, now: Instant) -> bool {
+        self.until.is_some_and(|until| now < until)
+    }
+
+    /// Backend `i`'s share of its weight at `now`: linear from [`SLOW_START_FLOOR`] to 1.
+    fn factor(&self, i: usize, now: Instant) -> f64 {
+        let Some(Some(start)) = self.starts.get(i) else {
+            return 1.0;
+        };
+        let elapsed = now.saturating_duration_since(*start).as_secs_f64();
+        let progress = (elapsed / self.window.as_secs_f64()).min(1.0);
+        SLOW_START_FLOOR + (1.0 - SLOW_START_FLOOR) * progress
+    }
 }
 
 impl BackendSet {
@@ -113,6 +172,7 @@ impl BackendSet {
             backends.iter().map(|b| (b.address, b.weight)).collect();
         Self {
             selector: Selector::build(&pool.policy, &weighted),
+            slow_start: SlowStart::new(pool.slow_start, &backends),
             backends,
         }
     }
@@ -127,23 +187,29 @@ impl BackendSet {
             .selector
             .hash_on()
             .and_then(|on| request_hash(on, headers, client));
-        let index = self
-            .selector
-            .pick(hash, Loads(&self.backends, std::time::Instant::now()))?;
+        let index = self.selector.pick(hash, Loads(self, Instant::now()))?;
         self.backends.get(index)
     }
 }
 
-/// The backends' loads as the selector reads them.
-struct Loads<'a>(&'a [Arc<UpstreamBackend>], std::time::Instant);
+/// The backends' loads (and slow-start ramps) as the selector reads them.
+struct Loads<'a>(&'a BackendSet, Instant);
 
 impl super::balance::BackendLoad for Loads<'_> {
     fn in_flight(&self, i: usize) -> usize {
-        self.0.get(i).map_or(0, |b| b.in_flight())
+        self.0.backends.get(i).map_or(0, |b| b.in_flight())
     }
 
     fn latency(&self, i: usize) -> Option<f64> {
-        self.0.get(i).and_then(|b| b.latency.cost(self.1))
+        self.0.backends.get(i).and_then(|b| b.latency.cost(self.1))
+    }
+
+    fn ramping(&self) -> bool {
+        self.0.slow_start.ramping(self.1)
+    }
+
+    fn weight_factor(&self, i: usize) -> f64 {
+        self.0.slow_start.factor(i, self.1)
     }
 }
 
@@ -180,12 +246,25 @@ impl UpstreamPool {
     /// Backends take their connections from `connections`, so a pool rebuilt by a reload
     /// keeps the kept-alive connections of every backend that stays, and a removed
     /// backend's idle connections close when the last pool using it goes.
+    ///
+    /// `previous` is the running pool of the same name this one replaces: its backends keep
+    /// their slow-start windows, and backends it lacked (added by the file or by discovery)
+    /// start one now. A pool with no predecessor starts with every backend at full weight.
     pub fn new(
         pool: &Pool,
         stats: &StatsRegistry,
         outcomes: Option<HealthHandle>,
         connections: &ConnectionRegistry,
+        previous: Option<&UpstreamPool>,
     ) -> Self {
+        let now = Instant::now();
+        let ramp_start = |address: SocketAddr| {
+            let previous = previous?;
+            match previous.backends().iter().find(|b| b.address == address) {
+                Some(kept) => kept.ramp_start(),
+                None => Some(now),
+            }
+        };
         let settings = ConnectSettings {
             protocol: pool.upstream_protocol,
             connect_timeout: pool.connect_timeout,
@@ -205,6 +284,7 @@ impl UpstreamPool {
                     failed_in_row: AtomicU32::new(0),
                     stats: stats.backend(&pool.name, &b.name),
                     connections: connections.get(b.address, settings),
+                    ramp_start: Mutex::new(ramp_start(b.address)),
                 })
             })
             .collect();
@@ -278,7 +358,20 @@ impl UpstreamPool {
 
     /// Replaces the set of backends that take requests with those at `usable` addresses
     /// (others are ignored). Readers switch atomically; requests in flight are unaffected.
+    ///
+    /// A backend that was not usable before and is now (readmitted after being unhealthy,
+    /// ejected or drained) starts its slow-start window.
     pub fn set_usable(&self, usable: &[SocketAddr]) {
+        if self.config.slow_start.is_some() {
+            let before = self.usable.load();
+            let now = Instant::now();
+            for backend in self.all.backends() {
+                let was = before.backends.iter().any(|b| b.address == backend.address);
+                if !was && usable.contains(&backend.address) {
+                    backend.start_ramp(Some(now));
+                }
+            }
+        }
         let backends = self
             .all
             .backends()
@@ -343,3 +436,7 @@ fn authority(address: SocketAddr) -> Authority {
     Authority::try_from(address.to_string().as_str())
         .unwrap_or_else(|_| Authority::from_static("invalid.backend"))
 }
+
+#[cfg(test)]
+#[path = "upstream_tests.rs"]
+mod tests;

@@ -128,8 +128,10 @@ pub struct Route {
     /// Header names.
     #[serde(default)]
     pub response_headers_remove: Vec<Spanned<String>>,
-    /// Duration; default `15s`.
+    /// Duration; default `15s`; `0s` turns it off.
     pub timeout: Option<Spanned<String>>,
+    /// Duration; default off.
+    pub stream_idle_timeout: Option<Spanned<String>>,
     /// Default: no retries.
     pub retry: Option<Spanned<Retry>>,
     /// Upgrade protocols tunnelled; default `["websocket"]`.

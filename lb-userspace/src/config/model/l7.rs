@@ -155,8 +155,10 @@ pub struct Route {
     pub response_headers_add: Vec<(String, String)>,
     /// Headers removed from the response (lower-cased).
     pub response_headers_remove: Vec<String>,
-    /// Whole-request timeout, retries included.
-    pub timeout: Duration,
+    /// Whole-request timeout, retries included; `None` is off (long streams).
+    pub timeout: Option<Duration>,
+    /// Longest wait for the backend's response head or its next body frame; `None` is off.
+    pub stream_idle_timeout: Option<Duration>,
     /// Retries; `None` means no retries.
     pub retry: Option<RetryPolicy>,
     /// Upgrade protocols (lower case, e.g. `websocket`) this route tunnels.

@@ -104,6 +104,20 @@ pub(crate) fn duration(
     }
 }
 
+/// Like [`duration`], but `0s` (or absence) means off: `Some(None)`.
+pub(crate) fn duration_or_off(
+    value: Option<&Spanned<String>>,
+    what: &str,
+    ctx: &str,
+    r: &mut Reporter,
+) -> Option<Option<Duration>> {
+    match value {
+        None => Some(None),
+        Some(v) if humantime::parse_duration(v.get_ref()).is_ok_and(|d| d.is_zero()) => Some(None),
+        Some(v) => duration(Some(v), Duration::ZERO, what, ctx, r).map(Some),
+    }
+}
+
 /// An IP address.
 pub(crate) fn ip(
     value: &Spanned<String>,

@@ -69,13 +69,21 @@ pub(super) fn health_check(
         ctx,
         r,
     );
+    if kind_name != file::HealthCheckKind::Grpc {
+        check::not_here(
+            hc.service.as_ref(),
+            "health_check.service only applies to kind \"grpc\"",
+            ctx,
+            r,
+        );
+    }
     let kind = match kind_name {
         file::HealthCheckKind::Http => http_check(hc, ctx, r).map(HealthCheckKind::Http),
         other => {
-            let kind = if other == file::HealthCheckKind::Tcp {
-                "tcp"
-            } else {
-                "none"
+            let kind = match other {
+                file::HealthCheckKind::Tcp => "tcp",
+                file::HealthCheckKind::Grpc => "grpc",
+                _ => "none",
             };
             let only_http = format!("only applies to kind \"http\", not \"{kind}\"");
             check::not_here(
@@ -108,11 +116,12 @@ pub(super) fn health_check(
                 ctx,
                 r,
             );
-            Some(if other == file::HealthCheckKind::Tcp {
-                HealthCheckKind::Tcp
-            } else {
-                HealthCheckKind::None
-            })
+            match other {
+                file::HealthCheckKind::Tcp => Some(HealthCheckKind::Tcp),
+                file::HealthCheckKind::Grpc => grpc_service(hc.service.as_ref(), ctx, r)
+                    .map(|service| HealthCheckKind::Grpc { service }),
+                _ => Some(HealthCheckKind::None),
+            }
         }
     };
     Some(HealthCheck {
@@ -123,6 +132,23 @@ pub(super) fn health_check(
         fall: fall?,
         jitter_percent: jitter?,
     })
+}
+
+/// A gRPC service name: printable ASCII (it travels in a protobuf string, and shows in logs).
+fn grpc_service(raw: Option<&Spanned<String>>, ctx: &str, r: &mut Reporter) -> Option<String> {
+    let Some(raw) = raw else {
+        return Some(String::new());
+    };
+    let name = raw.get_ref();
+    if name.len() > 255 || !name.bytes().all(|b| b.is_ascii_graphic()) {
+        r.error_in(
+            &raw.span(),
+            ctx,
+            "health_check.service must be a gRPC service name like \"pkg.Service\" (printable ASCII, no spaces, at most 255 bytes)",
+        );
+        return None;
+    }
+    Some(name.clone())
 }
 
 fn http_check(hc: &file::HealthCheck, ctx: &str, r: &mut Reporter) -> Option<HttpCheck> {

@@ -63,6 +63,19 @@ fn pool(item: &PoolItem, base_dir: &Path, r: &mut Reporter) -> Option<Pool> {
         None => Some(None),
     };
     let circuit_breakers = circuit_breakers(&raw.circuit_breakers, &ctx, r);
+    let slow_start = check::duration_or_off(raw.slow_start.as_ref(), "slow_start", &ctx, r);
+    if let (Some(Some(_)), Some(Policy::Maglev { .. }), Some(span)) = (
+        slow_start,
+        &policy,
+        raw.slow_start.as_ref().map(Spanned::span),
+    ) {
+        r.error_in(
+            &span,
+            &ctx,
+            "slow_start cannot ramp a maglev pool: consistent hashing gives each backend its \
+             share of keys at once (use another policy, or remove slow_start)",
+        );
+    }
     let discovery = discovery::discovery(raw.discovery.as_ref(), item, base_dir, &ctx, r);
     let backends = match raw.discovery {
         Some(_) => Some(Vec::new()),
@@ -80,6 +93,7 @@ fn pool(item: &PoolItem, base_dir: &Path, r: &mut Reporter) -> Option<Pool> {
         circuit_breakers: circuit_breakers?,
         backends: backends?,
         discovery: discovery?,
+        slow_start: slow_start?,
     })
 }
 

@@ -50,7 +50,23 @@ pub(super) fn route(
     let request_remove = headers_remove(&route.request_headers_remove, ctx, r);
     let response_add = headers_add(&route.response_headers_add, ctx, r);
     let response_remove = headers_remove(&route.response_headers_remove, ctx, r);
-    let timeout = check::duration(route.timeout.as_ref(), DEFAULT_TIMEOUT, "timeout", ctx, r);
+    let timeout = match &route.timeout {
+        None => Some(Some(DEFAULT_TIMEOUT)),
+        Some(t) => check::duration_or_off(Some(t), "timeout", ctx, r),
+    };
+    let stream_idle_timeout = match &route.stream_idle_timeout {
+        None => Some(None),
+        Some(t) => {
+            if !forwards {
+                r.error_in(
+                    &t.span(),
+                    ctx,
+                    "stream_idle_timeout only applies to forward routes",
+                );
+            }
+            check::duration(Some(t), Duration::ZERO, "stream_idle_timeout", ctx, r).map(Some)
+        }
+    };
     let retry = match &route.retry {
         None => Some(None),
         Some(retry) => {
@@ -73,6 +89,7 @@ pub(super) fn route(
         response_headers_add: response_add?,
         response_headers_remove: response_remove?,
         timeout: timeout?,
+        stream_idle_timeout: stream_idle_timeout?,
         retry: retry?,
         // Resolved against the service's filters by `l7::virtual_host`.
         filters: None,
@@ -264,7 +281,7 @@ fn headers_remove(raw: &[Spanned<String>], ctx: &str, r: &mut Reporter) -> Optio
 
 fn retry_policy(
     raw: &file::Retry,
-    timeout: Duration,
+    timeout: Option<Duration>,
     ctx: &str,
     r: &mut Reporter,
 ) -> Option<RetryPolicy> {
@@ -279,8 +296,10 @@ fn retry_policy(
     let per_try = match &raw.per_try_timeout {
         None => Some(None),
         Some(value) => {
-            let d = check::duration(Some(value), timeout, "retry.per_try_timeout", ctx, r);
-            if d.is_some_and(|d| d > timeout) {
+            let d = check::duration(Some(value), Duration::ZERO, "retry.per_try_timeout", ctx, r);
+            if let (Some(d), Some(timeout)) = (d, timeout)
+                && d > timeout
+            {
                 r.error_in(
                     &value.span(),
                     ctx,

@@ -205,7 +205,27 @@ pub(super) fn check_pool_usage(pools: &[PoolItem], usages: &[Usage], r: &mut Rep
         }
         let policy = raw.policy.as_ref().map(|p| *p.get_ref());
         let mut hash_on_reported = false;
+        let slow_start = raw
+            .slow_start
+            .as_ref()
+            .filter(|s| humantime::parse_duration(s.get_ref()).is_ok_and(|d| !d.is_zero()));
+        let mut slow_start_reported = false;
         for usage in used {
+            if let (Some(span), UsedBy::L4 { .. }) = (slow_start.map(Spanned::span), &usage.how)
+                && !slow_start_reported
+            {
+                slow_start_reported = true;
+                r.error_in(
+                    &span,
+                    &ctx,
+                    format!(
+                        "slow_start is l7 only: {} uses this pool at l4, whose Maglev table \
+                         in the kernel cannot ramp a backend's share (remove slow_start, or use \
+                         a separate pool for the l4 service)",
+                        usage.service
+                    ),
+                );
+            }
             match &usage.how {
                 UsedBy::L4 {
                     mode: ForwardingMode::Dsr,
