@@ -10,6 +10,7 @@
 //! and deserializes each item on its own, so that one bad item does not hide errors in another.
 
 mod announce;
+mod auth;
 mod dataplane;
 mod discovery;
 mod filter;
@@ -19,6 +20,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use announce::Announce;
+pub use auth::*;
 pub use dataplane::Dataplane;
 pub use discovery::{Discovery, Dns};
 pub use filter::{Filter, Headers, RateLimit, RequestId};

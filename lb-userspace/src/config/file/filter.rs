@@ -22,6 +22,8 @@ pub struct Filter {
     pub request_id: Option<Spanned<RequestId>>,
     /// One filter type.
     pub rate_limit: Option<Spanned<RateLimit>>,
+    /// One filter type.
+    pub api_key: Option<Spanned<super::ApiKey>>,
 }
 
 /// `headers`: the same edits a route's `*_headers_*` fields make.

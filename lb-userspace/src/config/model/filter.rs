@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::ApiKeySpec;
+
 /// One `[[service.l7.filter]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FilterSpec {
@@ -25,6 +27,8 @@ pub enum FilterKind {
     RequestId(RequestIdSpec),
     /// Token buckets.
     RateLimit(RateLimitSpec),
+    /// API keys from a file; the key's name becomes the principal.
+    ApiKey(ApiKeySpec),
 }
 
 impl FilterKind {
@@ -34,6 +38,17 @@ impl FilterKind {
             Self::Headers(_) => "headers",
             Self::RequestId(_) => "request_id",
             Self::RateLimit(_) => "rate_limit",
+            Self::ApiKey(_) => "api_key",
+        }
+    }
+
+    /// Every reason a denial of this filter type gives (its metric labels).
+    pub fn deny_reasons(&self) -> &'static [&'static str] {
+        match self {
+            Self::Headers(_) => &[],
+            Self::RequestId(_) => &["client_id"],
+            Self::RateLimit(_) => &["over_limit"],
+            Self::ApiKey(_) => &["missing_key", "unknown_key"],
         }
     }
 }

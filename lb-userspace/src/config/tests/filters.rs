@@ -32,7 +32,7 @@ fn assert_errors(text: &str, expected: &[&str]) {
 fn a_filter_needs_exactly_one_type() {
     assert_errors(
         &with_filters("[[service.l7.filter]]\nname = \"a\"\n", ""),
-        &["10:1: exactly one of `headers`, `request_id` or `rate_limit`, found 0"],
+        &["10:1: exactly one of `headers`, `request_id`, `rate_limit` or `api_key`, found 0"],
     );
     assert_errors(
         &with_filters(

@@ -2,11 +2,12 @@
 //! type per entry, every setting in range; a route names only filters its service defines.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use toml::Spanned;
 
-use super::check;
+use super::{auth, check};
 use crate::config::diagnostic::Reporter;
 use crate::config::file;
 use crate::config::model::{
@@ -14,7 +15,7 @@ use crate::config::model::{
     RequestIdSpec, SharedLimitSpec,
 };
 
-const FILTER_TYPES: &str = "`headers`, `request_id` or `rate_limit`";
+const FILTER_TYPES: &str = "`headers`, `request_id`, `rate_limit` or `api_key`";
 const DEFAULT_MAX_KEYS: u32 = 100_000;
 const RATE: std::ops::RangeInclusive<i64> = 1..=1_000_000_000;
 
@@ -22,6 +23,7 @@ const RATE: std::ops::RangeInclusive<i64> = 1..=1_000_000_000;
 pub(super) fn filters(
     raw: &[Spanned<file::Filter>],
     service_ctx: &str,
+    base_dir: &Path,
     r: &mut Reporter,
 ) -> Option<Vec<FilterSpec>> {
     check::unique_names(
@@ -32,7 +34,7 @@ pub(super) fn filters(
     );
     let checked: Vec<_> = raw
         .iter()
-        .map(|f| filter(f, &filter_context(service_ctx, f), r))
+        .map(|f| filter(f, &filter_context(service_ctx, f), base_dir, r))
         .collect();
     checked.into_iter().collect()
 }
@@ -41,12 +43,18 @@ fn filter_context(service_ctx: &str, f: &Spanned<file::Filter>) -> String {
     format!("{service_ctx}, filter {:?}", f.get_ref().name.get_ref())
 }
 
-fn filter(raw: &Spanned<file::Filter>, ctx: &str, r: &mut Reporter) -> Option<FilterSpec> {
+fn filter(
+    raw: &Spanned<file::Filter>,
+    ctx: &str,
+    base_dir: &Path,
+    r: &mut Reporter,
+) -> Option<FilterSpec> {
     let f = raw.get_ref();
     let name = check::name(&f.name, "filter name", ctx, r);
     let given = usize::from(f.headers.is_some())
         + usize::from(f.request_id.is_some())
-        + usize::from(f.rate_limit.is_some());
+        + usize::from(f.rate_limit.is_some())
+        + usize::from(f.api_key.is_some());
     if given != 1 {
         r.error_in(
             &raw.span(),
@@ -61,6 +69,8 @@ fn filter(raw: &Spanned<file::Filter>, ctx: &str, r: &mut Reporter) -> Option<Fi
         request_id(id.get_ref(), ctx, r).map(FilterKind::RequestId)
     } else if let Some(limit) = &f.rate_limit {
         rate_limit(limit, ctx, r).map(FilterKind::RateLimit)
+    } else if let Some(keys) = &f.api_key {
+        auth::api_key(keys, base_dir, ctx, r).map(FilterKind::ApiKey)
     } else {
         None
     };

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::api_key::ApiKeyFilter;
 use super::headers::HeaderFilter;
 use super::rate_limit::RateLimitFilter;
 use super::request_id::RequestIdFilter;
@@ -74,6 +75,12 @@ impl FilterStates {
         let mut entries = Vec::with_capacity(specs.len());
         for spec in specs {
             let key = (service.clone(), spec.name.clone());
+            let filter_stats = stats.filter(
+                &service,
+                &spec.name,
+                spec.kind.type_name(),
+                spec.kind.deny_reasons(),
+            );
             let filter = match self.running.get(&key) {
                 Some((kind, filter)) if *kind == spec.kind => filter.clone(),
                 _ => build(&spec.name, &spec.kind).map_err(|source| FilterBuildError::In {
@@ -86,12 +93,7 @@ impl FilterStates {
             entries.push(ChainEntry {
                 name: spec.name.as_str().into(),
                 filter: filter.clone(),
-                stats: Some(stats.filter(
-                    &service,
-                    &spec.name,
-                    spec.kind.type_name(),
-                    filter.deny_reasons(),
-                )),
+                stats: Some(filter_stats),
             });
         }
         Ok(BuiltFilters {
@@ -110,6 +112,7 @@ fn build(name: &str, kind: &FilterKind) -> Result<Arc<dyn Filter>, FilterBuildEr
         FilterKind::Headers(edits) => Arc::new(HeaderFilter::new(edits)?),
         FilterKind::RequestId(spec) => Arc::new(RequestIdFilter::new(spec)?),
         FilterKind::RateLimit(spec) => Arc::new(RateLimitFilter::new(name, spec)?),
+        FilterKind::ApiKey(spec) => Arc::new(ApiKeyFilter::new(spec)?),
     })
 }
 

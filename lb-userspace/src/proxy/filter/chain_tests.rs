@@ -64,7 +64,9 @@ fn run(chain: &Chain, headers: &[(&str, &str)]) -> (Option<Deny>, usize, HeaderM
         .expect("runtime");
     let (ran, deny) = runtime.block_on(async {
         let deadline = std::pin::pin!(tokio::time::sleep(Duration::from_secs(5)));
+        let mut uri = http::Uri::from_static("/");
         let mut filtered = FilterRequest {
+            uri: &mut uri,
             headers: &mut request,
             client: SocketAddr::from(([192, 0, 2, 1], 4000)),
             learned: &mut learned,
@@ -232,7 +234,9 @@ fn a_filter_still_waiting_at_the_route_deadline_answers_504() {
     let mut learned = Learned::default();
     let (ran, deny) = runtime.block_on(async {
         let deadline = std::pin::pin!(tokio::time::sleep(Duration::from_millis(20)));
+        let mut uri = http::Uri::from_static("/");
         let mut filtered = FilterRequest {
+            uri: &mut uri,
             headers: &mut headers,
             client: SocketAddr::from(([192, 0, 2, 1], 4000)),
             learned: &mut learned,

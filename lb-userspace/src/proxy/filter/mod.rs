@@ -7,6 +7,7 @@
 //! route), and each compiled route holds its own [`Chain`]: nothing is looked up by name
 //! per request.
 
+mod api_key;
 mod build;
 mod headers;
 mod rate_limit;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 
 use tokio::time::Sleep;
 
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 
 pub use build::{BuiltFilters, FilterBuildError, FilterStates};
 
@@ -35,11 +36,6 @@ pub trait Filter: Send + Sync + 'static {
     /// Edits the response head; runs only when this filter's request phase ran and let the
     /// request go on.
     fn on_response(&self, _headers: &mut HeaderMap, _learned: &Learned) {}
-
-    /// Every reason [`Deny::reason`] this filter gives, for its metrics.
-    fn deny_reasons(&self) -> &'static [&'static str] {
-        &[]
-    }
 }
 
 /// What a request phase decided.
@@ -68,6 +64,9 @@ pub struct Deny {
 /// The request as filters see it: routed, normalised and (for forward routes) with its
 /// forwarding headers set.
 pub struct FilterRequest<'a> {
+    /// The target, its path normalised; filters may edit it (a credential removed from the
+    /// query).
+    pub uri: &'a mut Uri,
     /// The headers, to read and to edit.
     pub headers: &'a mut HeaderMap,
     /// The client's address.
@@ -89,6 +88,9 @@ pub struct Learned {
     pub rate_limit: Option<(u32, u32)>,
     /// Each filter's decision, in chain order: `(filter, "allow" or the deny reason)`.
     pub decisions: Vec<(Arc<str>, &'static str)>,
+    /// A filter removed a credential from the query: the access log shows the target as
+    /// forwarded, not as the client sent it.
+    pub query_redacted: bool,
 }
 
 /// One filter in a route's chain.

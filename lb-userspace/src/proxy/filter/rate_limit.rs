@@ -130,10 +130,6 @@ impl Filter for RateLimitFilter {
             headers.insert(RATELIMIT_RESET.clone(), HeaderValue::from(refill));
         }
     }
-
-    fn deny_reasons(&self) -> &'static [&'static str] {
-        &["over_limit"]
-    }
 }
 
 /// The 429 for a request that may be retried after `wait`, under a limit of `limit`.

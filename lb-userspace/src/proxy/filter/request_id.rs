@@ -81,10 +81,6 @@ impl Filter for RequestIdFilter {
             headers.insert(self.header.clone(), id.clone());
         }
     }
-
-    fn deny_reasons(&self) -> &'static [&'static str] {
-        &["client_id"]
-    }
 }
 
 /// A client id worth keeping: short, visible ASCII, no separators a log could be fooled by.
