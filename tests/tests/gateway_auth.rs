@@ -179,3 +179,543 @@ fn api_keys_identify_partners_and_never_reach_the_backend() {
     );
     lab.stop();
 }
+
+/// Signing keys made for one test run, and their public halves as a JWKS.
+mod keys {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use ring::rand::SystemRandom;
+    use ring::signature::{
+        ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair,
+        Ed25519KeyPair, KeyPair,
+    };
+    use serde_json::{Value, json};
+
+    /// A private key and its JWK.
+    pub struct Signer {
+        pub kid: String,
+        pub key: EncodingKey,
+        pub jwk: Value,
+        /// The public key's bytes as an attacker could find them (the JWK's text).
+        pub public_bytes: Vec<u8>,
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// An RSA key pair made with `openssl` (ring cannot generate RSA keys).
+    pub fn rsa(kid: &str, dir: &std::path::Path) -> Signer {
+        let pem = dir.join(format!("{kid}.pem"));
+        let der = dir.join(format!("{kid}.der"));
+        let run = |args: &[&std::ffi::OsStr]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .output()
+                .unwrap_or_else(|e| panic!("running openssl: {e}"));
+            assert!(out.status.success(), "openssl {args:?}: {:?}", out);
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        run(&[
+            "genrsa".as_ref(),
+            "-traditional".as_ref(),
+            "-out".as_ref(),
+            pem.as_os_str(),
+            "2048".as_ref(),
+        ]);
+        run(&[
+            "rsa".as_ref(),
+            "-in".as_ref(),
+            pem.as_os_str(),
+            "-traditional".as_ref(),
+            "-outform".as_ref(),
+            "DER".as_ref(),
+            "-out".as_ref(),
+            der.as_os_str(),
+        ]);
+        let modulus = run(&[
+            "rsa".as_ref(),
+            "-in".as_ref(),
+            pem.as_os_str(),
+            "-noout".as_ref(),
+            "-modulus".as_ref(),
+        ]);
+        let hex = modulus.trim().trim_start_matches("Modulus=");
+        let n: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+            .collect();
+        let der = std::fs::read(&der).expect("reading the DER key");
+        let jwk = json!({"kty": "RSA", "kid": kid, "n": b64(&n), "e": "AQAB", "use": "sig"});
+        Signer {
+            kid: kid.into(),
+            key: EncodingKey::from_rsa_der(&der),
+            public_bytes: jwk.to_string().into_bytes(),
+            jwk,
+        }
+    }
+
+    /// An EC key pair on P-256 (`p384`: P-384).
+    pub fn ec(kid: &str, p384: bool) -> Signer {
+        let rng = SystemRandom::new();
+        let (alg, crv) = if p384 {
+            (&ECDSA_P384_SHA384_FIXED_SIGNING, "P-384")
+        } else {
+            (&ECDSA_P256_SHA256_FIXED_SIGNING, "P-256")
+        };
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &rng).expect("EC key");
+        let pair = EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).expect("EC key");
+        let point = pair.public_key().as_ref();
+        let half = (point.len() - 1) / 2;
+        let jwk = json!({"kty": "EC", "kid": kid, "crv": crv,
+            "x": b64(&point[1..=half]), "y": b64(&point[1 + half..])});
+        Signer {
+            kid: kid.into(),
+            key: EncodingKey::from_ec_der(pkcs8.as_ref()),
+            public_bytes: jwk.to_string().into_bytes(),
+            jwk,
+        }
+    }
+
+    /// An Ed25519 key pair.
+    pub fn ed25519(kid: &str) -> Signer {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).expect("Ed25519 key");
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("Ed25519 key");
+        let jwk = json!({"kty": "OKP", "kid": kid, "crv": "Ed25519",
+            "x": b64(pair.public_key().as_ref())});
+        Signer {
+            kid: kid.into(),
+            key: EncodingKey::from_ed_der(pkcs8.as_ref()),
+            public_bytes: jwk.to_string().into_bytes(),
+            jwk,
+        }
+    }
+
+    /// A JWKS of `signers`' public keys.
+    pub fn jwks(signers: &[&Signer]) -> String {
+        json!({"keys": signers.iter().map(|s| s.jwk.clone()).collect::<Vec<_>>()}).to_string()
+    }
+
+    /// Seconds since the epoch.
+    pub fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    }
+
+    /// Claims valid for an hour from issuer `https://idp.test` to audience `orders`.
+    pub fn claims(sub: &str) -> Value {
+        json!({"sub": sub, "iss": "https://idp.test", "aud": "orders",
+            "exp": now() + 3600, "iat": now(), "email": format!("{sub}@example.test"),
+            "roles": ["reader"]})
+    }
+
+    /// `claims` signed by `signer` with `alg`, naming its kid.
+    pub fn token(signer: &Signer, alg: Algorithm, claims: &Value) -> String {
+        let mut header = Header::new(alg);
+        header.kid = Some(signer.kid.clone());
+        jsonwebtoken::encode(&header, claims, &signer.key).expect("signing")
+    }
+
+    /// An unsigned token (`alg: none`) naming `kid`.
+    pub fn unsigned(kid: &str, claims: &Value) -> String {
+        let header = json!({"alg": "none", "typ": "JWT", "kid": kid});
+        format!(
+            "{}.{}.",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        )
+    }
+
+    /// An HS256 token whose secret is `signer`'s public key bytes: the algorithm-confusion
+    /// attack on verifiers that take a public key as an HMAC secret.
+    pub fn hmac_with_public_key(signer: &Signer, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(signer.kid.clone());
+        jsonwebtoken::encode(
+            &header,
+            claims,
+            &EncodingKey::from_secret(&signer.public_bytes),
+        )
+        .expect("signing")
+    }
+
+    /// `token` with its payload replaced by `claims` (the signature left as it was).
+    pub fn tampered(token: &str, claims: &Value) -> String {
+        let parts: Vec<&str> = token.split('.').collect();
+        format!(
+            "{}.{}.{}",
+            parts[0],
+            b64(claims.to_string().as_bytes()),
+            parts[2]
+        )
+    }
+}
+
+fn bearer(path: &str, token: &str) -> Req {
+    with_header(
+        get("gw.test", path),
+        "authorization",
+        &format!("Bearer {token}"),
+    )
+}
+
+/// A `jwt` filter named `auth` over `keys` (`jwks_file = "..."` or `jwks_url = ...`), and
+/// a catch-all route.
+fn jwt_config(app: &Backend, listen: std::net::SocketAddr, keys: &str) -> String {
+    format!(
+        "{}{}[[service.l7.filter]]\nname = \"auth\"\n[service.l7.filter.jwt]\n{keys}\n\
+         issuer = \"https://idp.test\"\naudiences = [\"orders\"]\nleeway = \"5s\"\n\
+         cookie = \"session\"\nforward_claims = {{ sub = \"x-user\", email = \"x-user-email\" }}\n{}",
+        pool("app", &[app], &[], ""),
+        service("gw", listen, ""),
+        forward_all("app")
+    )
+}
+
+#[test]
+fn jwt_accepts_signed_tokens_and_refuses_every_forgery() {
+    if !privileged() || !sluice_tests::required_tool("openssl", "openssl") {
+        return;
+    }
+    use jsonwebtoken::Algorithm;
+    let files = tempfile::tempdir().expect("temp dir");
+    let rsa = keys::rsa("rsa-1", files.path());
+    let p256 = keys::ec("ec-256", false);
+    let p384 = keys::ec("ec-384", true);
+    let ed = keys::ed25519("ed-1");
+    let stranger = keys::ec("ec-256", false);
+    let jwks = files.path().join("jwks.json");
+    write(&jwks, &keys::jwks(&[&rsa, &p256, &p384, &ed]));
+
+    let mut lab = Lab::new();
+    let app = Backend::start(&lab.ns, "app-1", local(9001), Mode::Echo);
+    let listen = local(8080);
+    let config = jwt_config(&app, listen, &format!("jwks_file = {:?}", jwks.display()));
+    lab.start(&config);
+
+    let alice = keys::claims("alice");
+    let with = |change: &dyn Fn(&mut serde_json::Value)| {
+        let mut c = keys::claims("alice");
+        change(&mut c);
+        c
+    };
+    let valid = vec![
+        ("RS256", keys::token(&rsa, Algorithm::RS256, &alice)),
+        ("RS384", keys::token(&rsa, Algorithm::RS384, &alice)),
+        ("RS512", keys::token(&rsa, Algorithm::RS512, &alice)),
+        ("PS256", keys::token(&rsa, Algorithm::PS256, &alice)),
+        ("ES256", keys::token(&p256, Algorithm::ES256, &alice)),
+        ("ES384", keys::token(&p384, Algorithm::ES384, &alice)),
+        ("EdDSA", keys::token(&ed, Algorithm::EdDSA, &alice)),
+        (
+            "within leeway",
+            keys::token(
+                &rsa,
+                Algorithm::RS256,
+                &with(&|c| c["exp"] = (keys::now() - 2).into()),
+            ),
+        ),
+    ];
+    let rs = |c: &serde_json::Value| keys::token(&rsa, Algorithm::RS256, c);
+    let forged = vec![
+        (
+            "expired",
+            rs(&with(&|c| c["exp"] = (keys::now() - 60).into())),
+            "expired",
+        ),
+        (
+            "not yet valid",
+            rs(&with(&|c| c["nbf"] = (keys::now() + 600).into())),
+            "not_yet_valid",
+        ),
+        (
+            "wrong aud",
+            rs(&with(&|c| c["aud"] = "billing".into())),
+            "wrong_audience",
+        ),
+        (
+            "wrong iss",
+            rs(&with(&|c| c["iss"] = "https://evil.test".into())),
+            "wrong_issuer",
+        ),
+        (
+            "no exp",
+            rs(&with(&|c| {
+                c.as_object_mut().map(|o| o.remove("exp"));
+            })),
+            "missing_claim",
+        ),
+        (
+            "tampered",
+            keys::tampered(&rs(&alice), &keys::claims("admin")),
+            "bad_signature",
+        ),
+        ("alg none", keys::unsigned("rsa-1", &alice), "alg_refused"),
+        (
+            "HS256 with the public key",
+            keys::hmac_with_public_key(&rsa, &alice),
+            "alg_refused",
+        ),
+        (
+            "RS256 header on an EC key",
+            {
+                let t = keys::token(&rsa, Algorithm::RS256, &alice);
+                let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
+                header.kid = Some("ec-256".into());
+                let head = base64::Engine::encode(
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                    serde_json::to_vec(&header).expect("json"),
+                );
+                format!("{head}.{}", t.split_once('.').map_or("", |(_, rest)| rest))
+            },
+            "alg_refused",
+        ),
+        (
+            "unknown kid",
+            {
+                let mut s = keys::ec("nobody", false);
+                s.kid = "nobody".into();
+                keys::token(&s, Algorithm::ES256, &alice)
+            },
+            "unknown_kid",
+        ),
+        (
+            "foreign key, known kid",
+            keys::token(&stranger, Algorithm::ES256, &alice),
+            "bad_signature",
+        ),
+        ("garbage", "not.a.token".to_owned(), "malformed"),
+    ];
+    let forged_count = forged.len();
+    let (ok, refused, missing, by_cookie) = {
+        let valid = valid.clone();
+        let forged: Vec<(&'static str, String)> =
+            forged.iter().map(|(w, t, _)| (*w, t.clone())).collect();
+        lab.run(async move {
+            let mut h1 = H1::connect(listen).await.expect("connect");
+            let mut h2 = H2::connect(listen).await.expect("h2c");
+            let mut ok = Vec::new();
+            for (i, (what, token)) in valid.iter().enumerate() {
+                let req = with_header(bearer("/v", token), "x-user", "mallory");
+                let reply = if i % 2 == 0 {
+                    h1.send(req).await
+                } else {
+                    h2.send(req).await
+                };
+                ok.push((*what, reply.expect("reply")));
+            }
+            let mut refused = Vec::new();
+            for (i, (what, token)) in forged.iter().enumerate() {
+                let req = bearer("/f", token);
+                let reply = if i % 2 == 0 {
+                    h2.send(req).await
+                } else {
+                    h1.send(req).await
+                };
+                refused.push((*what, reply.expect("reply")));
+            }
+            let missing = h1.send(get("gw.test", "/none")).await.expect("reply");
+            let cookie = with_header(
+                get("gw.test", "/cookie"),
+                "cookie",
+                &format!("theme=dark; session={}", valid[4].1),
+            );
+            let by_cookie = h2.send(cookie).await.expect("reply");
+            (ok, refused, missing, by_cookie)
+        })
+    };
+    for (what, reply) in &ok {
+        assert_eq!(reply.status, 200, "{what}: {}", reply.text());
+    }
+    assert_eq!(by_cookie.status, 200, "a token in the cookie");
+    for ((what, reply), (_, _, reason)) in refused.iter().zip(&forged) {
+        assert_eq!(reply.status, 401, "{what}");
+        let challenge = reply.header("www-authenticate");
+        assert!(
+            challenge.starts_with("Bearer realm=\"auth\", error=\"invalid_token\"")
+                && challenge.contains(&format!("error_description=\"{reason}\"")),
+            "{what}: {challenge:?}"
+        );
+    }
+    assert_eq!(missing.status, 401);
+    assert_eq!(missing.header("www-authenticate"), "Bearer realm=\"auth\"");
+
+    let seen = app.seen();
+    assert_eq!(
+        seen.len(),
+        valid.len() + 1,
+        "refused tokens never reach the backend"
+    );
+    for request in &seen {
+        assert_eq!(
+            request.header("x-user"),
+            "alice",
+            "the claim replaces a client's copy"
+        );
+        assert_eq!(request.header("x-user-email"), "alice@example.test");
+    }
+    let denied = |reason: &str| lab.metric(&decisions("auth", "jwt", "deny", reason));
+    assert_eq!(
+        lab.metric(&decisions("auth", "jwt", "allow", "")),
+        (valid.len() + 1) as f64
+    );
+    assert_eq!(denied("alg_refused"), 3.0);
+    assert_eq!(denied("bad_signature"), 2.0);
+    assert_eq!(denied("missing_token"), 1.0);
+    let total: f64 = forged
+        .iter()
+        .map(|(_, _, r)| *r)
+        .collect::<std::collections::BTreeSet<_>>()
+        .iter()
+        .map(|r| denied(r))
+        .sum();
+    assert_eq!(total, forged_count as f64);
+    let log = eventually(Duration::from_secs(10), || {
+        let log = lab.log();
+        if log.contains("principal=\"alice\"") {
+            Ok(log)
+        } else {
+            Err(format!("no access line with the principal; log:\n{log}"))
+        }
+    });
+    assert!(log.contains("filters=auth:expired"), "decisions are logged");
+
+    // Rotation by file: the reload brings the new key and drops the old one.
+    let rsa2 = keys::rsa("rsa-2", files.path());
+    write(&jwks, &keys::jwks(&[&rsa2, &p256]));
+    assert!(lab.reload(&config), "reload applied");
+    let old = keys::token(&rsa, Algorithm::RS256, &alice);
+    let new = keys::token(&rsa2, Algorithm::RS256, &alice);
+    let statuses: Vec<u16> = lab.run(async move {
+        let mut h1 = H1::connect(listen).await.expect("connect");
+        let mut out = Vec::new();
+        for token in [old, new] {
+            out.push(
+                h1.send(bearer("/", &token))
+                    .await
+                    .expect("reply")
+                    .status
+                    .as_u16(),
+            );
+        }
+        out
+    });
+    assert_eq!(
+        statuses,
+        [401, 200],
+        "the old key is gone, the new one verifies"
+    );
+    lab.stop();
+}
+
+/// A tiny HTTP server answering every request with the current `body`; counts requests.
+fn jwks_server(
+    lab: &Lab,
+    addr: std::net::SocketAddr,
+    body: std::sync::Arc<std::sync::Mutex<String>>,
+) -> sluice_tests::NsTask<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let bound = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let ready = bound.clone();
+    let task = lab.ns.spawn_task(async move {
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind the JWKS server");
+        ready.wait();
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let body = body.lock().map(|b| b.clone()).unwrap_or_default();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let (status, body) = if body.is_empty() {
+                    ("503 Service Unavailable", String::new())
+                } else {
+                    ("200 OK", body)
+                };
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    bound.wait();
+    task
+}
+
+#[test]
+fn jwt_keys_from_a_url_rotate_and_survive_its_outage() {
+    if !privileged() || !sluice_tests::required_tool("openssl", "openssl") {
+        return;
+    }
+    use jsonwebtoken::Algorithm;
+    let first = keys::ec("k1", false);
+    let second = keys::ed25519("k2");
+    let body = std::sync::Arc::new(std::sync::Mutex::new(keys::jwks(&[&first])));
+    let mut lab = Lab::new();
+    let server = jwks_server(&lab, local(9300), body.clone());
+    let app = Backend::start(&lab.ns, "app-1", local(9001), Mode::Echo);
+    let listen = local(8080);
+    let config = jwt_config(
+        &app,
+        listen,
+        "jwks_url = \"http://127.0.0.1:9300/jwks.json\"\njwks_refresh = \"1s\"",
+    );
+    lab.start(&config);
+    let alice = keys::claims("alice");
+    let one = keys::token(&first, Algorithm::ES256, &alice);
+    let two = keys::token(&second, Algorithm::EdDSA, &alice);
+    let status = |lab: &Lab, token: &str| -> u16 {
+        let req = bearer("/", token);
+        lab.run(async move {
+            let mut h2 = H2::connect(listen).await.expect("h2c");
+            h2.send(req).await.expect("reply").status.as_u16()
+        })
+    };
+    eventually(Duration::from_secs(10), || match status(&lab, &one) {
+        200 => Ok(()),
+        other => Err(format!("k1 token answered {other}")),
+    });
+    assert_eq!(status(&lab, &two), 401, "k2 is not published yet");
+
+    // The server publishes k2 in place of k1: the next refresh follows.
+    if let Ok(mut b) = body.lock() {
+        *b = keys::jwks(&[&second]);
+    }
+    eventually(Duration::from_secs(10), || match status(&lab, &two) {
+        200 => Ok(()),
+        other => Err(format!("k2 token answered {other}")),
+    });
+    assert_eq!(status(&lab, &one), 401, "k1 was withdrawn");
+
+    // The server fails: the last good keys stay, and the failures are counted.
+    if let Ok(mut b) = body.lock() {
+        b.clear();
+    }
+    let failures = "sluice_l7_filter_events_total{service=\"gw\",filter=\"auth\",type=\"jwt\",event=\"jwks_fetch_failed\"}";
+    eventually(Duration::from_secs(15), || match lab.metric(failures) {
+        n if n >= 2.0 => Ok(()),
+        n => Err(format!("{n} failed fetches")),
+    });
+    assert_eq!(status(&lab, &two), 200, "the last good key set is kept");
+    assert!(
+        lab.log().contains("JWKS fetch failed"),
+        "the failure is logged"
+    );
+    assert!(
+        lab.metric("sluice_l7_filter_events_total{service=\"gw\",filter=\"auth\",type=\"jwt\",event=\"jwks_fetched\"}") >= 2.0
+    );
+    drop(server);
+    lab.stop();
+}

@@ -1,5 +1,7 @@
 //! The authentication and authorization filters' settings as written.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -13,4 +15,32 @@ pub struct ApiKey {
     pub header: Option<Spanned<String>>,
     /// The query parameter carrying the key; default none.
     pub query: Option<Spanned<String>>,
+}
+
+/// `jwt`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Jwt {
+    /// A JWKS file; exactly one of `jwks_file` and `jwks_url`.
+    pub jwks_file: Option<Spanned<String>>,
+    /// A JWKS URL (`http://`).
+    pub jwks_url: Option<Spanned<String>>,
+    /// Duration; only with `jwks_url`; default `5m`.
+    pub jwks_refresh: Option<Spanned<String>>,
+    /// Duration; only with `jwks_url`; default `5s`.
+    pub jwks_timeout: Option<Spanned<String>>,
+    /// Default none (not checked).
+    pub issuer: Option<Spanned<String>>,
+    /// Default none (not checked).
+    #[serde(default)]
+    pub audiences: Vec<Spanned<String>>,
+    /// Duration, `0s` allowed; default `60s`.
+    pub leeway: Option<Spanned<String>>,
+    /// Default none.
+    pub cookie: Option<Spanned<String>>,
+    /// Default every supported one.
+    pub algorithms: Option<Vec<Spanned<String>>>,
+    /// Claim -> header; default none.
+    #[serde(default)]
+    pub forward_claims: BTreeMap<Spanned<String>, Spanned<String>>,
 }

@@ -24,6 +24,8 @@ pub struct Filter {
     pub rate_limit: Option<Spanned<RateLimit>>,
     /// One filter type.
     pub api_key: Option<Spanned<super::ApiKey>>,
+    /// One filter type.
+    pub jwt: Option<Spanned<super::Jwt>>,
 }
 
 /// `headers`: the same edits a route's `*_headers_*` fields make.

@@ -1,6 +1,9 @@
 //! The validated settings of the authentication and authorization filters.
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::jwks::{Jwk, JwtAlg};
 
 /// `api_key` settings: the keys (as SHA-256 hashes) and where a request presents one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,4 +24,44 @@ pub fn key_hash(key: &[u8]) -> [u8; 32] {
     let mut out = [0; 32];
     out.copy_from_slice(digest.as_ref());
     out
+}
+
+/// `jwt` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtSpec {
+    /// Where the verification keys come from.
+    pub keys: JwksSource,
+    /// The required `iss`, if any.
+    pub issuer: Option<String>,
+    /// Accepted `aud` values (one must match); empty: `aud` not checked.
+    pub audiences: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway: Duration,
+    /// A cookie the token may come in, after `Authorization: Bearer`.
+    pub cookie: Option<String>,
+    /// The algorithms accepted (each key narrows them further to its own type's).
+    pub algorithms: Vec<JwtAlg>,
+    /// `(claim, header)`: claims set as request headers; client-sent copies are removed.
+    pub forward_claims: Vec<(String, String)>,
+}
+
+/// Where a `jwt` filter's keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    /// A file, read with the config.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Its keys.
+        keys: Vec<Jwk>,
+    },
+    /// A URL, fetched at start and every `refresh`.
+    Url {
+        /// `http://host[:port]/path`.
+        url: String,
+        /// Time between fetches.
+        refresh: Duration,
+        /// How long a fetch may take.
+        timeout: Duration,
+    },
 }

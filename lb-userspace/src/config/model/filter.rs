@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::ApiKeySpec;
+use super::{ApiKeySpec, JwtSpec};
 
 /// One `[[service.l7.filter]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +29,8 @@ pub enum FilterKind {
     RateLimit(RateLimitSpec),
     /// API keys from a file; the key's name becomes the principal.
     ApiKey(ApiKeySpec),
+    /// JSON Web Tokens checked against a JWKS; `sub` becomes the principal.
+    Jwt(JwtSpec),
 }
 
 impl FilterKind {
@@ -39,6 +41,7 @@ impl FilterKind {
             Self::RequestId(_) => "request_id",
             Self::RateLimit(_) => "rate_limit",
             Self::ApiKey(_) => "api_key",
+            Self::Jwt(_) => "jwt",
         }
     }
 
@@ -49,6 +52,30 @@ impl FilterKind {
             Self::RequestId(_) => &["client_id"],
             Self::RateLimit(_) => &["over_limit"],
             Self::ApiKey(_) => &["missing_key", "unknown_key"],
+            Self::Jwt(_) => &[
+                "missing_token",
+                "malformed",
+                "alg_refused",
+                "unknown_kid",
+                "no_keys",
+                "bad_signature",
+                "expired",
+                "not_yet_valid",
+                "wrong_issuer",
+                "wrong_audience",
+                "missing_claim",
+            ],
+        }
+    }
+
+    /// Every event this filter type counts besides its decisions (its metric labels).
+    pub fn events(&self) -> &'static [&'static str] {
+        match self {
+            Self::Jwt(JwtSpec {
+                keys: super::JwksSource::Url { .. },
+                ..
+            }) => &["jwks_fetched", "jwks_fetch_failed"],
+            _ => &[],
         }
     }
 }

@@ -32,7 +32,9 @@ fn assert_errors(text: &str, expected: &[&str]) {
 fn a_filter_needs_exactly_one_type() {
     assert_errors(
         &with_filters("[[service.l7.filter]]\nname = \"a\"\n", ""),
-        &["10:1: exactly one of `headers`, `request_id`, `rate_limit` or `api_key`, found 0"],
+        &[
+            "10:1: exactly one of `headers`, `request_id`, `rate_limit`, `api_key` or `jwt`, found 0",
+        ],
     );
     assert_errors(
         &with_filters(
@@ -142,5 +144,52 @@ fn a_valid_chain_reads_into_typed_filters() {
     assert_eq!(
         l7.virtual_hosts[0].routes[0].filters.as_deref(),
         Some(&[1, 0][..])
+    );
+}
+
+#[test]
+fn jwt_settings_are_checked() {
+    let jwt = |fields: &str| {
+        with_filters(
+            &format!("[[service.l7.filter]]\nname = \"auth\"\n[service.l7.filter.jwt]\n{fields}\n"),
+            "",
+        )
+    };
+    assert_errors(
+        &jwt("issuer = \"x\""),
+        &["12:1: jwt needs jwks_file or jwks_url"],
+    );
+    assert_errors(
+        &jwt("jwks_url = \"https://idp/jwks\""),
+        &["13:12: https is not supported yet"],
+    );
+    assert_errors(
+        &jwt("jwks_url = \"http://idp/jwks\"\nalgorithms = [\"RS256\", \"HS256\"]"),
+        &["14:24: \"HS256\" is not accepted"],
+    );
+    assert_errors(
+        &jwt("jwks_url = \"http://idp/jwks\"\nleeway = \"2h\""),
+        &["14:10: jwt.leeway \"2h\" is not a duration"],
+    );
+    assert_errors(
+        &jwt("jwks_file = \"/nonexistent/jwks.json\""),
+        &["13:13: jwt.jwks_file /nonexistent/jwks.json cannot be read"],
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("jwks.json");
+    std::fs::write(
+        &file,
+        "{\"keys\": [\n  {\"kty\": \"oct\", \"k\": \"c2VjcmV0\"}\n]}",
+    )
+    .expect("write");
+    assert_errors(
+        &jwt(&format!(
+            "jwks_file = {:?}\njwks_refresh = \"1m\"",
+            file.display()
+        )),
+        &[
+            "13:13: key 0 (no kid): kty \"oct\" is refused",
+            "14:16: jwt.jwks_refresh applies only with jwt.jwks_url",
+        ],
     );
 }

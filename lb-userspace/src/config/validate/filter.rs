@@ -15,7 +15,7 @@ use crate::config::model::{
     RequestIdSpec, SharedLimitSpec,
 };
 
-const FILTER_TYPES: &str = "`headers`, `request_id`, `rate_limit` or `api_key`";
+const FILTER_TYPES: &str = "`headers`, `request_id`, `rate_limit`, `api_key` or `jwt`";
 const DEFAULT_MAX_KEYS: u32 = 100_000;
 const RATE: std::ops::RangeInclusive<i64> = 1..=1_000_000_000;
 
@@ -54,7 +54,8 @@ fn filter(
     let given = usize::from(f.headers.is_some())
         + usize::from(f.request_id.is_some())
         + usize::from(f.rate_limit.is_some())
-        + usize::from(f.api_key.is_some());
+        + usize::from(f.api_key.is_some())
+        + usize::from(f.jwt.is_some());
     if given != 1 {
         r.error_in(
             &raw.span(),
@@ -71,6 +72,8 @@ fn filter(
         rate_limit(limit, ctx, r).map(FilterKind::RateLimit)
     } else if let Some(keys) = &f.api_key {
         auth::api_key(keys, base_dir, ctx, r).map(FilterKind::ApiKey)
+    } else if let Some(jwt) = &f.jwt {
+        auth::jwt(jwt, base_dir, ctx, r).map(FilterKind::Jwt)
     } else {
         None
     };

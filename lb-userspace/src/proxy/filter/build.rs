@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use super::api_key::ApiKeyFilter;
 use super::headers::HeaderFilter;
+use super::jwt::JwtFilter;
 use super::rate_limit::RateLimitFilter;
 use super::request_id::RequestIdFilter;
 use super::{Chain, ChainEntry, Filter};
 use crate::config::{FilterKind, FilterSpec, HeaderEdits};
-use crate::proxy::stats::StatsRegistry;
+use crate::proxy::stats::{FilterStats, StatsRegistry};
 
 /// Why a filter could not be built from settings validation accepted.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,15 @@ pub enum FilterBuildError {
     /// A Redis URL the client refuses.
     #[error("rate_limit.redis")]
     Redis(#[source] redis::RedisError),
+    /// A JWKS key whose material jsonwebtoken refuses.
+    #[error("jwt: a key of the JWKS")]
+    Jwk(#[source] jsonwebtoken::errors::Error),
+    /// A JWKS URL that is no URI.
+    #[error("jwt: JWKS URL {0:?}")]
+    JwksUrl(String),
+    /// Built outside a tokio runtime, so nothing could fetch a JWKS URL.
+    #[error("jwt: no runtime to fetch the JWKS in")]
+    NoRuntime,
     /// In a named filter.
     #[error("filter {name:?}")]
     In {
@@ -80,12 +90,15 @@ impl FilterStates {
                 &spec.name,
                 spec.kind.type_name(),
                 spec.kind.deny_reasons(),
+                spec.kind.events(),
             );
             let filter = match self.running.get(&key) {
                 Some((kind, filter)) if *kind == spec.kind => filter.clone(),
-                _ => build(&spec.name, &spec.kind).map_err(|source| FilterBuildError::In {
-                    name: spec.name.clone(),
-                    source: Box::new(source),
+                _ => build(&spec.name, &spec.kind, &filter_stats).map_err(|source| {
+                    FilterBuildError::In {
+                        name: spec.name.clone(),
+                        source: Box::new(source),
+                    }
                 })?,
             };
             next.running
@@ -107,12 +120,17 @@ impl FilterStates {
     }
 }
 
-fn build(name: &str, kind: &FilterKind) -> Result<Arc<dyn Filter>, FilterBuildError> {
+fn build(
+    name: &str,
+    kind: &FilterKind,
+    stats: &Arc<FilterStats>,
+) -> Result<Arc<dyn Filter>, FilterBuildError> {
     Ok(match kind {
         FilterKind::Headers(edits) => Arc::new(HeaderFilter::new(edits)?),
         FilterKind::RequestId(spec) => Arc::new(RequestIdFilter::new(spec)?),
         FilterKind::RateLimit(spec) => Arc::new(RateLimitFilter::new(name, spec)?),
         FilterKind::ApiKey(spec) => Arc::new(ApiKeyFilter::new(spec)?),
+        FilterKind::Jwt(spec) => Arc::new(JwtFilter::new(name, spec, stats.clone())?),
     })
 }
 

@@ -224,7 +224,7 @@ fn a_filter_still_waiting_at_the_route_deadline_answers_504() {
     let chain = Chain::new(vec![ChainEntry {
         name: "stuck".into(),
         filter: std::sync::Arc::new(Stuck),
-        stats: Some(stats.filter("svc", "stuck", "test", &[])),
+        stats: Some(stats.filter("svc", "stuck", "test", &[], &[])),
     }]);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()

@@ -10,6 +10,8 @@
 mod api_key;
 mod build;
 mod headers;
+mod jwks_fetch;
+mod jwt;
 mod rate_limit;
 mod request_id;
 mod shared_limit;
@@ -80,6 +82,8 @@ pub struct FilterRequest<'a> {
 pub struct Learned {
     /// Who the client is, once a filter has established it.
     pub principal: Option<Arc<str>>,
+    /// The verified claims of the request's token (`jwt`), for `authz`.
+    pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
     /// The request's id (`request_id`).
     pub request_id: Option<HeaderValue>,
     /// The request's W3C trace context (`request_id`).
