@@ -719,3 +719,157 @@ fn jwt_keys_from_a_url_rotate_and_survive_its_outage() {
     drop(server);
     lab.stop();
 }
+
+/// An HTTP/1.1 connection from source address `from`.
+async fn h1_from(from: std::net::IpAddr, to: std::net::SocketAddr) -> H1 {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(std::net::SocketAddr::new(from, 0))
+        .expect("bind the source address");
+    let stream = socket.connect(to).await.expect("connect");
+    H1::over(stream).await.expect("http/1.1")
+}
+
+#[test]
+fn authz_rules_decide_on_principal_claims_method_path_and_client() {
+    if !privileged() {
+        return;
+    }
+    use jsonwebtoken::Algorithm;
+    let files = tempfile::tempdir().expect("temp dir");
+    let signer = keys::ec("ec-1", false);
+    let jwks = files.path().join("jwks.json");
+    write(&jwks, &keys::jwks(&[&signer]));
+    let api_keys = files.path().join("keys.txt");
+    write(
+        &api_keys,
+        &format!("acme {ACME_KEY}\nglobex {GLOBEX_KEY}\n"),
+    );
+
+    let mut lab = Lab::new();
+    let app = Backend::start(&lab.ns, "app-1", local(9001), Mode::Echo);
+    let listen = local(8080);
+    let config = format!(
+        r#"{}{}
+[[service.l7.filter]]
+name = "partners"
+enabled = false
+api_key = {{ keys_file = {:?} }}
+[[service.l7.filter]]
+name = "users"
+enabled = false
+jwt = {{ jwks_file = {:?}, issuer = "https://idp.test", audiences = ["orders"] }}
+[[service.l7.filter]]
+name = "policy"
+[service.l7.filter.authz]
+default = "deny"
+[[service.l7.filter.authz.rule]]
+action = "allow"
+path_prefix = "/public/"
+[[service.l7.filter.authz.rule]]
+action = "deny"
+client_cidrs = ["127.0.0.2/32"]
+[[service.l7.filter.authz.rule]]
+action = "allow"
+claims = {{ roles = "admin" }}
+[[service.l7.filter.authz.rule]]
+action = "allow"
+claims = {{ roles = "reader" }}
+methods = ["GET", "HEAD"]
+path_prefix = "/api/"
+[[service.l7.filter.authz.rule]]
+action = "allow"
+principals = ["acme"]
+path = "/partner/orders"
+[[service.l7.virtual_host]]
+name = "all"
+domains = ["*"]
+[[service.l7.virtual_host.route]]
+match = {{ path_prefix = "/api/" }}
+forward = {{ pool = "app" }}
+filters = ["users", "policy"]
+[[service.l7.virtual_host.route]]
+match = {{ path_prefix = "/partner/" }}
+forward = {{ pool = "app" }}
+filters = ["partners", "policy"]
+[[service.l7.virtual_host.route]]
+match = {{ path_prefix = "/" }}
+forward = {{ pool = "app" }}
+"#,
+        pool("app", &[&app], &[], ""),
+        service("gw", listen, ""),
+        api_keys.display(),
+        jwks.display(),
+    );
+    lab.start(&config);
+    let reader = keys::token(&signer, Algorithm::ES256, &keys::claims("rita"));
+    let mut admin_claims = keys::claims("adam");
+    admin_claims["roles"] = serde_json::json!(["reader", "admin"]);
+    let admin = keys::token(&signer, Algorithm::ES256, &admin_claims);
+    let post = |path: &str, token: &str| {
+        with_header(
+            l7_support::client::request("POST", "gw.test", path, "{}"),
+            "authorization",
+            &format!("Bearer {token}"),
+        )
+    };
+    let key = |path: &str, k: &str| with_header(get("gw.test", path), "x-api-key", k);
+    let cases: Vec<(&str, Req, u16)> = vec![
+        ("public, anyone", get("gw.test", "/public/doc"), 200),
+        ("reader reads", bearer("/api/orders", &reader), 200),
+        ("reader writes", post("/api/orders", &reader), 403),
+        ("admin writes", post("/api/orders", &admin), 200),
+        ("acme's path", key("/partner/orders", ACME_KEY), 200),
+        ("acme elsewhere", key("/partner/other", ACME_KEY), 403),
+        ("globex", key("/partner/orders", GLOBEX_KEY), 403),
+        ("no rule", get("gw.test", "/private"), 403),
+        // Normalised before the rules see it: this is /private, not under /public/.
+        (
+            "dot-dot out of public",
+            get("gw.test", "/public/%2e%2e/private"),
+            403,
+        ),
+    ];
+    let expected: Vec<(&str, u16)> = cases.iter().map(|(w, _, s)| (*w, *s)).collect();
+    let (got, from_other) = lab.run(async move {
+        let mut h1 = H1::connect(listen).await.expect("connect");
+        let mut h2 = H2::connect(listen).await.expect("h2c");
+        let mut got = Vec::new();
+        for (i, (what, req, _)) in cases.into_iter().enumerate() {
+            let reply = if i % 2 == 0 {
+                h1.send(req).await
+            } else {
+                h2.send(req).await
+            };
+            got.push((what, reply.expect("reply").status.as_u16()));
+        }
+        let mut other = h1_from([127, 0, 0, 2].into(), listen).await;
+        let from_other = other
+            .send(bearer("/api/orders", &admin))
+            .await
+            .expect("reply")
+            .status
+            .as_u16();
+        (got, from_other)
+    });
+    assert_eq!(got, expected);
+    assert_eq!(
+        from_other, 403,
+        "the client CIDR rule comes before the admin rule"
+    );
+    assert_eq!(lab.metric(&decisions("policy", "authz", "allow", "")), 4.0);
+    assert_eq!(
+        lab.metric(&decisions("policy", "authz", "deny", "denied_by_default")),
+        5.0
+    );
+    assert_eq!(
+        lab.metric(&decisions("policy", "authz", "deny", "denied_by_rule")),
+        1.0
+    );
+    assert_eq!(
+        app.seen().len(),
+        4,
+        "only allowed requests reach the backend"
+    );
+    lab.stop();
+}

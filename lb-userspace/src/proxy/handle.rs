@@ -129,6 +129,7 @@ async fn respond(
         Action::Redirect(_) | Action::Direct { .. } => None,
     };
     let mut filtered = FilterRequest {
+        method: &parts.method,
         uri: &mut parts.uri,
         headers: &mut parts.headers,
         client: ctx.client,

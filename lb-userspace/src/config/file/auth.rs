@@ -44,3 +44,35 @@ pub struct Jwt {
     #[serde(default)]
     pub forward_claims: BTreeMap<Spanned<String>, Spanned<String>>,
 }
+
+/// `authz`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authz {
+    /// `allow` or `deny`; required.
+    pub default: Spanned<String>,
+    /// In order; the first that matches decides. Default none.
+    #[serde(default)]
+    pub rule: Vec<Spanned<AuthzRule>>,
+}
+
+/// `[[...authz.rule]]`: every condition given must hold.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthzRule {
+    /// `allow` or `deny`; required.
+    pub action: Spanned<String>,
+    /// Any of these principals.
+    pub principals: Option<Vec<Spanned<String>>>,
+    /// Every claim = value.
+    #[serde(default)]
+    pub claims: BTreeMap<Spanned<String>, Spanned<String>>,
+    /// Any of these methods.
+    pub methods: Option<Vec<Spanned<String>>>,
+    /// The normalised path, exactly.
+    pub path: Option<Spanned<String>>,
+    /// The normalised path starts with this.
+    pub path_prefix: Option<Spanned<String>>,
+    /// The client address is in any of these.
+    pub client_cidrs: Option<Vec<Spanned<String>>>,
+}

@@ -26,6 +26,8 @@ pub struct Filter {
     pub api_key: Option<Spanned<super::ApiKey>>,
     /// One filter type.
     pub jwt: Option<Spanned<super::Jwt>>,
+    /// One filter type.
+    pub authz: Option<Spanned<super::Authz>>,
 }
 
 /// `headers`: the same edits a route's `*_headers_*` fields make.

@@ -65,3 +65,47 @@ pub enum JwksSource {
         timeout: Duration,
     },
 }
+
+/// `authz` settings: ordered rules, the first that matches decides, else `default`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthzSpec {
+    /// In order.
+    pub rules: Vec<AuthzRule>,
+    /// What a request no rule matches gets.
+    pub default: AuthzAction,
+}
+
+/// Allow or deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthzAction {
+    /// The request goes on.
+    Allow,
+    /// The request is answered 403.
+    Deny,
+}
+
+/// One rule: every condition given must hold (a rule with none matches every request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthzRule {
+    /// What a matching request gets.
+    pub action: AuthzAction,
+    /// Any of these principals (empty: any, or none).
+    pub principals: Vec<String>,
+    /// Every `(claim, value)`: a string claim equal to it, or a list claim holding it.
+    pub claims: Vec<(String, String)>,
+    /// Any of these methods (upper case; empty: any).
+    pub methods: Vec<String>,
+    /// The normalised path.
+    pub path: Option<AuthzPath>,
+    /// Any of these networks (empty: any client).
+    pub client_cidrs: Vec<ipnet::IpNet>,
+}
+
+/// How a rule matches the normalised path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthzPath {
+    /// Exactly this path.
+    Exact(String),
+    /// Paths starting with this.
+    Prefix(String),
+}

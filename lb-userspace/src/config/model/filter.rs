@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ApiKeySpec, JwtSpec};
+use super::{ApiKeySpec, AuthzSpec, JwtSpec};
 
 /// One `[[service.l7.filter]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +31,8 @@ pub enum FilterKind {
     ApiKey(ApiKeySpec),
     /// JSON Web Tokens checked against a JWKS; `sub` becomes the principal.
     Jwt(JwtSpec),
+    /// Allow/deny rules on the principal, claims, method, path and client address.
+    Authz(AuthzSpec),
 }
 
 impl FilterKind {
@@ -42,6 +44,7 @@ impl FilterKind {
             Self::RateLimit(_) => "rate_limit",
             Self::ApiKey(_) => "api_key",
             Self::Jwt(_) => "jwt",
+            Self::Authz(_) => "authz",
         }
     }
 
@@ -65,6 +68,7 @@ impl FilterKind {
                 "wrong_audience",
                 "missing_claim",
             ],
+            Self::Authz(_) => &["denied_by_rule", "denied_by_default"],
         }
     }
 

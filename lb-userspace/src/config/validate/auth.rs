@@ -10,7 +10,9 @@ use super::check;
 use crate::config::diagnostic::Reporter;
 use crate::config::file;
 use crate::config::jwks::{self, JwtAlg};
-use crate::config::model::{ApiKeySpec, JwksSource, JwtSpec, key_hash};
+use crate::config::model::{
+    ApiKeySpec, AuthzAction, AuthzPath, AuthzRule, AuthzSpec, JwksSource, JwtSpec, key_hash,
+};
 
 /// The default header of an `api_key` filter given neither `header` nor `query`.
 const DEFAULT_API_KEY_HEADER: &str = "x-api-key";
@@ -359,6 +361,119 @@ fn jwks_source(
             None
         }
     }
+}
+
+/// An `authz` filter: its rules in order and its default.
+pub(super) fn authz(raw: &Spanned<file::Authz>, ctx: &str, r: &mut Reporter) -> Option<AuthzSpec> {
+    let a = raw.get_ref();
+    let default = action(&a.default, "authz.default", ctx, r);
+    let rules: Vec<_> = a.rule.iter().map(|rule| authz_rule(rule, ctx, r)).collect();
+    Some(AuthzSpec {
+        rules: rules.into_iter().collect::<Option<_>>()?,
+        default: default?,
+    })
+}
+
+fn action(value: &Spanned<String>, what: &str, ctx: &str, r: &mut Reporter) -> Option<AuthzAction> {
+    match value.get_ref().as_str() {
+        "allow" => Some(AuthzAction::Allow),
+        "deny" => Some(AuthzAction::Deny),
+        other => {
+            r.error_in(
+                &value.span(),
+                ctx,
+                format!("{what} {other:?} is neither \"allow\" nor \"deny\""),
+            );
+            None
+        }
+    }
+}
+
+fn authz_rule(raw: &Spanned<file::AuthzRule>, ctx: &str, r: &mut Reporter) -> Option<AuthzRule> {
+    let rule = raw.get_ref();
+    let ctx = &format!("{ctx}, authz rule on line {}", r.line_of(raw.span().start));
+    let action = action(&rule.action, "action", ctx, r);
+    let mut ok = true;
+    let mut nonempty = |list: &Option<Vec<Spanned<String>>>, what: &str, r: &mut Reporter| {
+        if let Some(l) = list
+            && l.is_empty()
+        {
+            r.error_in(
+                &raw.span(),
+                ctx,
+                format!("{what} is empty, so the rule could never match"),
+            );
+            ok = false;
+        }
+    };
+    nonempty(&rule.principals, "principals", r);
+    nonempty(&rule.methods, "methods", r);
+    nonempty(&rule.client_cidrs, "client_cidrs", r);
+    let principals: Vec<String> = rule
+        .principals
+        .iter()
+        .flatten()
+        .map(|p| p.get_ref().clone())
+        .collect();
+    let claims: Vec<(String, String)> = rule
+        .claims
+        .iter()
+        .map(|(c, v)| (c.get_ref().clone(), v.get_ref().clone()))
+        .collect();
+    let methods: Vec<_> = rule
+        .methods
+        .iter()
+        .flatten()
+        .map(|m| check::token(m, "methods", ctx, r).map(|m| m.to_ascii_uppercase()))
+        .collect();
+    let path = match (&rule.path, &rule.path_prefix) {
+        (Some(_), Some(prefix)) => {
+            r.error_in(
+                &prefix.span(),
+                ctx,
+                "a rule takes path or path_prefix, not both",
+            );
+            None
+        }
+        (Some(p), None) => check::url_path(p, "path", ctx, r).map(|p| Some(AuthzPath::Exact(p))),
+        (None, Some(p)) => {
+            check::url_path(p, "path_prefix", ctx, r).map(|p| Some(AuthzPath::Prefix(p)))
+        }
+        (None, None) => Some(None),
+    };
+    let cidrs: Vec<_> = rule
+        .client_cidrs
+        .iter()
+        .flatten()
+        .map(|c| {
+            let text = c.get_ref().trim();
+            let parsed = text
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(net) => Some(net.trunc()),
+                Err(_) => {
+                    r.error_in(
+                        &c.span(),
+                        ctx,
+                        format!("client_cidrs: {text:?} is not a CIDR like \"10.0.0.0/8\" or an IP address"),
+                    );
+                    None
+                }
+            }
+        })
+        .collect();
+    if !ok {
+        return None;
+    }
+    Some(AuthzRule {
+        action: action?,
+        principals,
+        claims,
+        methods: methods.into_iter().collect::<Option<_>>()?,
+        path: path?,
+        client_cidrs: cidrs.into_iter().collect::<Option<_>>()?,
+    })
 }
 
 #[cfg(test)]

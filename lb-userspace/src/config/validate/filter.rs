@@ -15,7 +15,7 @@ use crate::config::model::{
     RequestIdSpec, SharedLimitSpec,
 };
 
-const FILTER_TYPES: &str = "`headers`, `request_id`, `rate_limit`, `api_key` or `jwt`";
+const FILTER_TYPES: &str = "`headers`, `request_id`, `rate_limit`, `api_key`, `jwt` or `authz`";
 const DEFAULT_MAX_KEYS: u32 = 100_000;
 const RATE: std::ops::RangeInclusive<i64> = 1..=1_000_000_000;
 
@@ -55,7 +55,8 @@ fn filter(
         + usize::from(f.request_id.is_some())
         + usize::from(f.rate_limit.is_some())
         + usize::from(f.api_key.is_some())
-        + usize::from(f.jwt.is_some());
+        + usize::from(f.jwt.is_some())
+        + usize::from(f.authz.is_some());
     if given != 1 {
         r.error_in(
             &raw.span(),
@@ -74,6 +75,8 @@ fn filter(
         auth::api_key(keys, base_dir, ctx, r).map(FilterKind::ApiKey)
     } else if let Some(jwt) = &f.jwt {
         auth::jwt(jwt, base_dir, ctx, r).map(FilterKind::Jwt)
+    } else if let Some(authz) = &f.authz {
+        auth::authz(authz, ctx, r).map(FilterKind::Authz)
     } else {
         None
     };

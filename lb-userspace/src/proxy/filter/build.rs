@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::api_key::ApiKeyFilter;
+use super::authz::AuthzFilter;
 use super::headers::HeaderFilter;
 use super::jwt::JwtFilter;
 use super::rate_limit::RateLimitFilter;
@@ -50,6 +51,9 @@ pub enum FilterBuildError {
     /// Built outside a tokio runtime, so nothing could fetch a JWKS URL.
     #[error("jwt: no runtime to fetch the JWKS in")]
     NoRuntime,
+    /// A method name hyper refuses.
+    #[error("authz: method {0:?}")]
+    Method(String),
     /// In a named filter.
     #[error("filter {name:?}")]
     In {
@@ -130,6 +134,7 @@ fn build(
         FilterKind::RequestId(spec) => Arc::new(RequestIdFilter::new(spec)?),
         FilterKind::RateLimit(spec) => Arc::new(RateLimitFilter::new(name, spec)?),
         FilterKind::ApiKey(spec) => Arc::new(ApiKeyFilter::new(spec)?),
+        FilterKind::Authz(spec) => Arc::new(AuthzFilter::new(spec)?),
         FilterKind::Jwt(spec) => Arc::new(JwtFilter::new(name, spec, stats.clone())?),
     })
 }

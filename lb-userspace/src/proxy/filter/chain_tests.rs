@@ -66,6 +66,7 @@ fn run(chain: &Chain, headers: &[(&str, &str)]) -> (Option<Deny>, usize, HeaderM
         let deadline = std::pin::pin!(tokio::time::sleep(Duration::from_secs(5)));
         let mut uri = http::Uri::from_static("/");
         let mut filtered = FilterRequest {
+            method: &http::Method::GET,
             uri: &mut uri,
             headers: &mut request,
             client: SocketAddr::from(([192, 0, 2, 1], 4000)),
@@ -236,6 +237,7 @@ fn a_filter_still_waiting_at_the_route_deadline_answers_504() {
         let deadline = std::pin::pin!(tokio::time::sleep(Duration::from_millis(20)));
         let mut uri = http::Uri::from_static("/");
         let mut filtered = FilterRequest {
+            method: &http::Method::GET,
             uri: &mut uri,
             headers: &mut headers,
             client: SocketAddr::from(([192, 0, 2, 1], 4000)),

@@ -8,6 +8,7 @@
 //! per request.
 
 mod api_key;
+mod authz;
 mod build;
 mod headers;
 mod jwks_fetch;
@@ -23,7 +24,7 @@ use std::sync::Arc;
 
 use tokio::time::Sleep;
 
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 
 pub use build::{BuiltFilters, FilterBuildError, FilterStates};
 
@@ -66,6 +67,8 @@ pub struct Deny {
 /// The request as filters see it: routed, normalised and (for forward routes) with its
 /// forwarding headers set.
 pub struct FilterRequest<'a> {
+    /// The method.
+    pub method: &'a Method,
     /// The target, its path normalised; filters may edit it (a credential removed from the
     /// query).
     pub uri: &'a mut Uri,
