@@ -23,7 +23,7 @@ pub use announce::Announce;
 pub use auth::*;
 pub use dataplane::Dataplane;
 pub use discovery::{Discovery, Dns};
-pub use filter::{Filter, Headers, RateLimit, RequestId};
+pub use filter::{Cors, Filter, Headers, RateLimit, RequestId};
 pub use l7::*;
 
 use super::model::{ForwardingMode, Protocol, UpstreamProtocol, WhenNoHealthy, XdpMode};

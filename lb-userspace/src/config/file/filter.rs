@@ -28,6 +28,28 @@ pub struct Filter {
     pub jwt: Option<Spanned<super::Jwt>>,
     /// One filter type.
     pub authz: Option<Spanned<super::Authz>>,
+    /// One filter type.
+    pub cors: Option<Spanned<Cors>>,
+}
+
+/// `cors`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cors {
+    /// Origins (`https://host[:port]`), or `["*"]`; required.
+    pub allow_origins: Vec<Spanned<String>>,
+    /// Default `GET`, `HEAD`, `POST`.
+    pub allow_methods: Option<Vec<Spanned<String>>>,
+    /// Header names; default none.
+    #[serde(default)]
+    pub allow_headers: Vec<Spanned<String>>,
+    /// Header names; default none.
+    #[serde(default)]
+    pub expose_headers: Vec<Spanned<String>>,
+    /// Default false.
+    pub allow_credentials: Option<bool>,
+    /// Duration; default none.
+    pub max_age: Option<Spanned<String>>,
 }
 
 /// `headers`: the same edits a route's `*_headers_*` fields make.

@@ -33,6 +33,25 @@ pub enum FilterKind {
     Jwt(JwtSpec),
     /// Allow/deny rules on the principal, claims, method, path and client address.
     Authz(AuthzSpec),
+    /// Cross-origin resource sharing: preflights answered, responses marked.
+    Cors(CorsSpec),
+}
+
+/// `cors` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorsSpec {
+    /// The allowed origins (`scheme://host[:port]`); `None`: any (`*`).
+    pub allow_origins: Option<Vec<String>>,
+    /// Methods a preflight may ask for.
+    pub allow_methods: Vec<String>,
+    /// Request headers a preflight may ask for (lower case).
+    pub allow_headers: Vec<String>,
+    /// Response headers scripts may read (lower case).
+    pub expose_headers: Vec<String>,
+    /// Whether requests with credentials (cookies) may be read.
+    pub allow_credentials: bool,
+    /// How long a browser may cache a preflight answer.
+    pub max_age: Option<Duration>,
 }
 
 impl FilterKind {
@@ -45,6 +64,7 @@ impl FilterKind {
             Self::ApiKey(_) => "api_key",
             Self::Jwt(_) => "jwt",
             Self::Authz(_) => "authz",
+            Self::Cors(_) => "cors",
         }
     }
 
@@ -69,6 +89,7 @@ impl FilterKind {
                 "missing_claim",
             ],
             Self::Authz(_) => &["denied_by_rule", "denied_by_default"],
+            Self::Cors(_) => &["preflight", "preflight_refused"],
         }
     }
 

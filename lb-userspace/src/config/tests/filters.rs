@@ -33,7 +33,7 @@ fn a_filter_needs_exactly_one_type() {
     assert_errors(
         &with_filters("[[service.l7.filter]]\nname = \"a\"\n", ""),
         &[
-            "10:1: exactly one of `headers`, `request_id`, `rate_limit`, `api_key`, `jwt` or `authz`, found 0",
+            "10:1: exactly one of `headers`, `request_id`, `rate_limit`, `api_key`, `jwt`, `authz` or `cors`, found 0",
         ],
     );
     assert_errors(

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::api_key::ApiKeyFilter;
 use super::authz::AuthzFilter;
+use super::cors::CorsFilter;
 use super::headers::HeaderFilter;
 use super::jwt::JwtFilter;
 use super::rate_limit::RateLimitFilter;
@@ -134,6 +135,7 @@ fn build(
         FilterKind::RequestId(spec) => Arc::new(RequestIdFilter::new(spec)?),
         FilterKind::RateLimit(spec) => Arc::new(RateLimitFilter::new(name, spec)?),
         FilterKind::ApiKey(spec) => Arc::new(ApiKeyFilter::new(spec)?),
+        FilterKind::Cors(spec) => Arc::new(CorsFilter::new(spec)?),
         FilterKind::Authz(spec) => Arc::new(AuthzFilter::new(spec)?),
         FilterKind::Jwt(spec) => Arc::new(JwtFilter::new(name, spec, stats.clone())?),
     })

@@ -10,6 +10,7 @@
 mod api_key;
 mod authz;
 mod build;
+mod cors;
 mod headers;
 mod jwks_fetch;
 mod jwt;
@@ -87,6 +88,8 @@ pub struct Learned {
     pub principal: Option<Arc<str>>,
     /// The verified claims of the request's token (`jwt`), for `authz`.
     pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
+    /// The `Access-Control-Allow-Origin` the response gets (`cors`, an allowed origin).
+    pub cors_origin: Option<HeaderValue>,
     /// The request's id (`request_id`).
     pub request_id: Option<HeaderValue>,
     /// The request's W3C trace context (`request_id`).
