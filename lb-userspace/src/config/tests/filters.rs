@@ -193,3 +193,25 @@ fn jwt_settings_are_checked() {
         ],
     );
 }
+
+#[test]
+fn the_shipped_gateway_example_is_valid_without_warnings() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/gateway.toml");
+    let loaded = crate::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let ServiceKind::L7(l7) = &loaded.config.services[0].kind else {
+        panic!("an l7 service");
+    };
+    let types: Vec<_> = l7.filters.iter().map(|f| f.kind.type_name()).collect();
+    assert_eq!(
+        types,
+        [
+            "cors",
+            "request_id",
+            "jwt",
+            "api_key",
+            "rate_limit",
+            "authz"
+        ]
+    );
+}
