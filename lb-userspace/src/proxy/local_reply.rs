@@ -46,7 +46,14 @@ pub fn local_reply(reply: LocalReply<'_>, h1: bool) -> Response<ResponseBody> {
             response
         }
         LocalReply::Denied(deny) => {
-            let mut response = plain(deny.status);
+            let mut response = match deny.body {
+                Some(body) => {
+                    let mut response = Response::new(ResponseBody::full(body));
+                    *response.status_mut() = deny.status;
+                    response
+                }
+                None => plain(deny.status),
+            };
             for (name, value) in deny.headers {
                 response.headers_mut().insert(name, value);
             }

@@ -45,6 +45,23 @@ pub struct Jwt {
     pub forward_claims: BTreeMap<Spanned<String>, Spanned<String>>,
 }
 
+/// `ext_authz`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtAuthz {
+    /// `http://host:port/path`; required.
+    pub url: Spanned<String>,
+    /// Duration; default `200ms`.
+    pub timeout: Option<Spanned<String>>,
+    /// `open` or `closed`; default `closed`.
+    pub failure_mode: Option<Spanned<String>>,
+    /// Header names; default `["authorization"]`.
+    pub send_headers: Option<Vec<Spanned<String>>>,
+    /// Header names; default none.
+    #[serde(default)]
+    pub add_to_request: Vec<Spanned<String>>,
+}
+
 /// `authz`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -30,6 +30,8 @@ pub struct Filter {
     pub authz: Option<Spanned<super::Authz>>,
     /// One filter type.
     pub cors: Option<Spanned<Cors>>,
+    /// One filter type.
+    pub ext_authz: Option<Spanned<super::ExtAuthz>>,
 }
 
 /// `cors`.

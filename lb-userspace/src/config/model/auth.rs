@@ -66,6 +66,30 @@ pub enum JwksSource {
     },
 }
 
+/// `ext_authz` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtAuthzSpec {
+    /// `http://host[:port]/path`: checks go to this path followed by the request's.
+    pub url: String,
+    /// How long a check may take.
+    pub timeout: Duration,
+    /// What an unreachable or silent service means.
+    pub failure_mode: FailureMode,
+    /// Request headers sent to the service (lower case).
+    pub send_headers: Vec<String>,
+    /// Headers of an allowing answer set on the request (lower case).
+    pub add_to_request: Vec<String>,
+}
+
+/// What `ext_authz` does when its service gives no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureMode {
+    /// The request goes on.
+    Open,
+    /// The request is answered 503.
+    Closed,
+}
+
 /// `authz` settings: ordered rules, the first that matches decides, else `default`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthzSpec {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ApiKeySpec, AuthzSpec, JwtSpec};
+use super::{ApiKeySpec, AuthzSpec, ExtAuthzSpec, JwtSpec};
 
 /// One `[[service.l7.filter]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +35,8 @@ pub enum FilterKind {
     Authz(AuthzSpec),
     /// Cross-origin resource sharing: preflights answered, responses marked.
     Cors(CorsSpec),
+    /// A check by an external HTTP service.
+    ExtAuthz(ExtAuthzSpec),
 }
 
 /// `cors` settings.
@@ -65,6 +67,7 @@ impl FilterKind {
             Self::Jwt(_) => "jwt",
             Self::Authz(_) => "authz",
             Self::Cors(_) => "cors",
+            Self::ExtAuthz(_) => "ext_authz",
         }
     }
 
@@ -90,6 +93,7 @@ impl FilterKind {
             ],
             Self::Authz(_) => &["denied_by_rule", "denied_by_default"],
             Self::Cors(_) => &["preflight", "preflight_refused"],
+            Self::ExtAuthz(_) => &["denied", "unavailable"],
         }
     }
 
@@ -100,6 +104,7 @@ impl FilterKind {
                 keys: super::JwksSource::Url { .. },
                 ..
             }) => &["jwks_fetched", "jwks_fetch_failed"],
+            Self::ExtAuthz(_) => &["unavailable_allowed"],
             _ => &[],
         }
     }

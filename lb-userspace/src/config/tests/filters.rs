@@ -33,7 +33,7 @@ fn a_filter_needs_exactly_one_type() {
     assert_errors(
         &with_filters("[[service.l7.filter]]\nname = \"a\"\n", ""),
         &[
-            "10:1: exactly one of `headers`, `request_id`, `rate_limit`, `api_key`, `jwt`, `authz` or `cors`, found 0",
+            "10:1: exactly one of `headers`, `request_id`, `rate_limit`, `api_key`, `jwt`, `authz`, `cors` or `ext_authz`, found 0",
         ],
     );
     assert_errors(
@@ -213,5 +213,29 @@ fn the_shipped_gateway_example_is_valid_without_warnings() {
             "rate_limit",
             "authz"
         ]
+    );
+}
+
+#[test]
+fn ext_authz_settings_are_checked() {
+    let ext = |fields: &str| {
+        with_filters(
+            &format!(
+                "[[service.l7.filter]]\nname = \"ext\"\n[service.l7.filter.ext_authz]\n{fields}\n"
+            ),
+            "",
+        )
+    };
+    assert_errors(
+        &ext("url = \"https://authz/check\""),
+        &["13:7: ext_authz.url \"https://authz/check\" is not a URL"],
+    );
+    assert_errors(
+        &ext("url = \"http://authz/check\"\nfailure_mode = \"maybe\""),
+        &["14:16: ext_authz.failure_mode \"maybe\" is neither"],
+    );
+    assert_errors(
+        &ext("url = \"http://authz/check\"\nadd_to_request = [\"bad name\"]"),
+        &["14:19: "],
     );
 }

@@ -11,7 +11,8 @@ use crate::config::diagnostic::Reporter;
 use crate::config::file;
 use crate::config::jwks::{self, JwtAlg};
 use crate::config::model::{
-    ApiKeySpec, AuthzAction, AuthzPath, AuthzRule, AuthzSpec, JwksSource, JwtSpec, key_hash,
+    ApiKeySpec, AuthzAction, AuthzPath, AuthzRule, AuthzSpec, ExtAuthzSpec, FailureMode,
+    JwksSource, JwtSpec, key_hash,
 };
 
 /// The default header of an `api_key` filter given neither `header` nor `query`.
@@ -362,6 +363,71 @@ fn jwks_source(
         }
     }
 }
+
+/// An `ext_authz` filter: an http URL, a timeout, a failure mode and header names.
+pub(super) fn ext_authz(
+    raw: &Spanned<file::ExtAuthz>,
+    ctx: &str,
+    r: &mut Reporter,
+) -> Option<ExtAuthzSpec> {
+    let e = raw.get_ref();
+    let text = e.url.get_ref();
+    let usable = text.parse::<http::Uri>().ok().is_some_and(|u| {
+        u.scheme_str() == Some("http")
+            && u.host().is_some_and(|h| !h.is_empty())
+            && u.query().is_none()
+    });
+    if !usable {
+        r.error_in(
+            &e.url.span(),
+            ctx,
+            format!(
+                "ext_authz.url {text:?} is not a URL like \"http://authz.internal:9000/check\" (http only, no query)"
+            ),
+        );
+    }
+    let timeout = check::duration(
+        e.timeout.as_ref(),
+        DEFAULT_EXT_AUTHZ_TIMEOUT,
+        "ext_authz.timeout",
+        ctx,
+        r,
+    );
+    let failure_mode = match e.failure_mode.as_ref().map(|m| (m, m.get_ref().as_str())) {
+        None | Some((_, "closed")) => Some(FailureMode::Closed),
+        Some((_, "open")) => Some(FailureMode::Open),
+        Some((m, other)) => {
+            r.error_in(
+                &m.span(),
+                ctx,
+                format!("ext_authz.failure_mode {other:?} is neither \"open\" nor \"closed\""),
+            );
+            None
+        }
+    };
+    let names = |list: &[Spanned<String>], r: &mut Reporter| -> Option<Vec<String>> {
+        let checked: Vec<_> = list.iter().map(|n| check::header_name(n, ctx, r)).collect();
+        checked.into_iter().collect()
+    };
+    let send_headers = match &e.send_headers {
+        Some(list) => names(list, r),
+        None => Some(vec!["authorization".to_owned()]),
+    };
+    let add_to_request = names(&e.add_to_request, r);
+    if !usable {
+        return None;
+    }
+    Some(ExtAuthzSpec {
+        url: text.clone(),
+        timeout: timeout?,
+        failure_mode: failure_mode?,
+        send_headers: send_headers?,
+        add_to_request: add_to_request?,
+    })
+}
+
+/// The default `ext_authz.timeout`.
+const DEFAULT_EXT_AUTHZ_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// An `authz` filter: its rules in order and its default.
 pub(super) fn authz(raw: &Spanned<file::Authz>, ctx: &str, r: &mut Reporter) -> Option<AuthzSpec> {

@@ -16,7 +16,7 @@ use crate::config::model::{
 };
 
 const FILTER_TYPES: &str =
-    "`headers`, `request_id`, `rate_limit`, `api_key`, `jwt`, `authz` or `cors`";
+    "`headers`, `request_id`, `rate_limit`, `api_key`, `jwt`, `authz`, `cors` or `ext_authz`";
 const DEFAULT_MAX_KEYS: u32 = 100_000;
 const RATE: std::ops::RangeInclusive<i64> = 1..=1_000_000_000;
 
@@ -58,7 +58,8 @@ fn filter(
         + usize::from(f.api_key.is_some())
         + usize::from(f.jwt.is_some())
         + usize::from(f.authz.is_some())
-        + usize::from(f.cors.is_some());
+        + usize::from(f.cors.is_some())
+        + usize::from(f.ext_authz.is_some());
     if given != 1 {
         r.error_in(
             &raw.span(),
@@ -81,6 +82,8 @@ fn filter(
         auth::authz(authz, ctx, r).map(FilterKind::Authz)
     } else if let Some(c) = &f.cors {
         cors(c, ctx, r).map(FilterKind::Cors)
+    } else if let Some(ext) = &f.ext_authz {
+        auth::ext_authz(ext, ctx, r).map(FilterKind::ExtAuthz)
     } else {
         None
     };

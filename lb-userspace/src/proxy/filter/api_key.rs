@@ -88,6 +88,7 @@ fn deny(reason: &'static str) -> Verdict {
     Verdict::Deny(Deny {
         status: StatusCode::UNAUTHORIZED,
         reason,
+        body: None,
         headers: Vec::new(),
     })
 }

@@ -108,6 +108,7 @@ impl Filter for AuthzFilter {
             Verdict::Deny(Deny {
                 status: StatusCode::FORBIDDEN,
                 reason,
+                body: None,
                 headers: Vec::new(),
             })
         }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::api_key::ApiKeyFilter;
 use super::authz::AuthzFilter;
 use super::cors::CorsFilter;
+use super::ext_authz::ExtAuthzFilter;
 use super::headers::HeaderFilter;
 use super::jwt::JwtFilter;
 use super::rate_limit::RateLimitFilter;
@@ -52,6 +53,9 @@ pub enum FilterBuildError {
     /// Built outside a tokio runtime, so nothing could fetch a JWKS URL.
     #[error("jwt: no runtime to fetch the JWKS in")]
     NoRuntime,
+    /// An authorization service URL that is no URI.
+    #[error("ext_authz: URL {0:?}")]
+    ExtAuthzUrl(String),
     /// A method name hyper refuses.
     #[error("authz: method {0:?}")]
     Method(String),
@@ -135,6 +139,7 @@ fn build(
         FilterKind::RequestId(spec) => Arc::new(RequestIdFilter::new(spec)?),
         FilterKind::RateLimit(spec) => Arc::new(RateLimitFilter::new(name, spec)?),
         FilterKind::ApiKey(spec) => Arc::new(ApiKeyFilter::new(spec)?),
+        FilterKind::ExtAuthz(spec) => Arc::new(ExtAuthzFilter::new(spec, stats.clone())?),
         FilterKind::Cors(spec) => Arc::new(CorsFilter::new(spec)?),
         FilterKind::Authz(spec) => Arc::new(AuthzFilter::new(spec)?),
         FilterKind::Jwt(spec) => Arc::new(JwtFilter::new(name, spec, stats.clone())?),

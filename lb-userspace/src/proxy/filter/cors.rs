@@ -108,6 +108,7 @@ impl Filter for CorsFilter {
             return Verdict::Deny(Deny {
                 status: StatusCode::FORBIDDEN,
                 reason: "preflight_refused",
+                body: None,
                 headers: vec![(VARY, VARY_PREFLIGHT.clone())],
             });
         };
@@ -133,6 +134,7 @@ impl Filter for CorsFilter {
         Verdict::Deny(Deny {
             status: StatusCode::NO_CONTENT,
             reason: "preflight",
+            body: None,
             headers,
         })
     }

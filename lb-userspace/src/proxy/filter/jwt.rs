@@ -222,6 +222,7 @@ impl JwtFilter {
         Verdict::Deny(Deny {
             status: StatusCode::UNAUTHORIZED,
             reason,
+            body: None,
             headers: vec![(WWW_AUTHENTICATE, challenge)],
         })
     }

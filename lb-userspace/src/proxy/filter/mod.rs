@@ -11,6 +11,7 @@ mod api_key;
 mod authz;
 mod build;
 mod cors;
+mod ext_authz;
 mod headers;
 mod jwks_fetch;
 mod jwt;
@@ -50,8 +51,12 @@ pub enum Verdict {
     Deny(Deny),
     /// The decision needs I/O (Redis, an authorization service): the chain waits for it,
     /// within the route's deadline.
-    Pending(Pin<Box<dyn Future<Output = Result<(), Deny>> + Send>>),
+    Pending(Pin<Box<dyn Future<Output = Decision> + Send>>),
 }
+
+/// What a pending decision came to: go on, with these headers set on the request (an
+/// authorization service's), or this answer.
+pub type Decision = Result<Vec<(HeaderName, HeaderValue)>, Deny>;
 
 /// A filter's own answer to a request (401, 403, 429, ...). Made into a response by
 /// `local_reply`, in one place.
@@ -63,6 +68,8 @@ pub struct Deny {
     pub reason: &'static str,
     /// Headers the answer carries (`Retry-After`, `WWW-Authenticate`, ...).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The answer's body; `None`: a short text for the status.
+    pub body: Option<bytes::Bytes>,
 }
 
 /// The request as filters see it: routed, normalised and (for forward routes) with its
@@ -149,10 +156,15 @@ impl Chain {
                 Verdict::Continue => Ok(()),
                 Verdict::Deny(deny) => Err(deny),
                 Verdict::Pending(decision) => tokio::select! {
-                    decided = decision => decided,
+                    decided = decision => decided.map(|add| {
+                        for (name, value) in add {
+                            request.headers.insert(name, value);
+                        }
+                    }),
                     () = deadline.as_mut() => Err(Deny {
                         status: StatusCode::GATEWAY_TIMEOUT,
                         reason: "timeout",
+                        body: None,
                         headers: Vec::new(),
                     }),
                 },

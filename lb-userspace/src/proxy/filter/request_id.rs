@@ -45,6 +45,7 @@ impl Filter for RequestIdFilter {
                 return Verdict::Deny(Deny {
                     status: StatusCode::BAD_REQUEST,
                     reason: "client_id",
+                    body: None,
                     headers: Vec::new(),
                 });
             }
