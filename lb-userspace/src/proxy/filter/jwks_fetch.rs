@@ -110,7 +110,9 @@ impl JwksFetcher {
 async fn fetch(uri: &Uri) -> Result<String, FetchError> {
     let host = uri.host().unwrap_or_default();
     let port = uri.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((host, port)).await?;
+    // An IPv6 literal comes bracketed (`[::1]`); the resolver wants it bare.
+    let address = host.trim_start_matches('[').trim_end_matches(']');
+    let stream = tokio::net::TcpStream::connect((address, port)).await?;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await?;
     let driver = tokio::spawn(connection);
