@@ -239,3 +239,41 @@ fn ext_authz_settings_are_checked() {
         &["14:19: "],
     );
 }
+
+#[test]
+fn cors_and_authz_settings_are_checked() {
+    let table = |kind: &str, fields: &str| {
+        with_filters(
+            &format!("[[service.l7.filter]]\nname = \"f\"\n[service.l7.filter.{kind}]\n{fields}\n"),
+            "",
+        )
+    };
+    assert_errors(
+        &table("cors", "allow_origins = [\"*\"]\nallow_credentials = true"),
+        &["12:1: cannot go with allow_credentials = true"],
+    );
+    assert_errors(
+        &table("cors", "allow_origins = [\"https://App.example.com/\"]"),
+        &["13:18: is not an origin as browsers send it"],
+    );
+    assert_errors(
+        &table("cors", "allow_origins = [\"*\", \"https://a.example\"]"),
+        &["12:1: \"*\" stands alone"],
+    );
+    assert_errors(
+        &table("authz", "default = \"maybe\""),
+        &["13:11: authz.default \"maybe\" is neither"],
+    );
+    assert_errors(
+        &table(
+            "authz",
+            "default = \"deny\"\n[[service.l7.filter.authz.rule]]\naction = \"allow\"\nmethods = []\n\
+             path = \"/a\"\npath_prefix = \"/b\"\nclient_cidrs = [\"10.0.0.0/33\"]",
+        ),
+        &[
+            "14:1: methods is empty",
+            "18:15: a rule takes path or path_prefix, not both",
+            "19:17: client_cidrs: \"10.0.0.0/33\" is not a CIDR",
+        ],
+    );
+}
