@@ -38,6 +38,7 @@ pub mod scale_out;
 pub mod slow_backend;
 mod sweep;
 mod task;
+pub mod tokens;
 mod tool;
 mod topology;
 mod upgrade;

@@ -10,6 +10,7 @@
 //! and deserializes each item on its own, so that one bad item does not hide errors in another.
 
 mod announce;
+mod auth;
 mod dataplane;
 mod discovery;
 mod filter;
@@ -19,9 +20,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use announce::Announce;
+pub use auth::*;
 pub use dataplane::Dataplane;
 pub use discovery::{Discovery, Dns};
-pub use filter::{Filter, Headers, RateLimit, RequestId};
+pub use filter::{Cors, Filter, Headers, RateLimit, RequestId};
 pub use l7::*;
 
 use super::model::{ForwardingMode, Protocol, UpstreamProtocol, WhenNoHealthy, XdpMode};

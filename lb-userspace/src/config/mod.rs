@@ -8,6 +8,7 @@ mod diagnostic;
 mod document;
 pub mod endpoints;
 mod file;
+pub mod jwks;
 mod model;
 mod validate;
 pub mod watch;

@@ -5,6 +5,7 @@
 //! index that is known to exist. `config/README.md` documents each field for users.
 
 mod announce;
+mod auth;
 mod dataplane;
 mod discovery;
 mod filter;
@@ -19,6 +20,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 
 pub use announce::Announce;
+pub use auth::*;
 pub use dataplane::{
     ConntrackTimeouts, DEFAULT_PIN_DIR, DataplaneSettings, FloodLimits, VipEcho, schema_dir,
 };

@@ -5,6 +5,7 @@
 
 mod action;
 mod announce;
+mod auth;
 mod certificate;
 mod check;
 mod dataplane;
@@ -42,7 +43,7 @@ pub(crate) fn validate(doc: &Document, base_dir: &Path, r: &mut Reporter) -> Opt
     let dataplane = dataplane::dataplane(doc.dataplane.as_ref(), r);
     let certificates = certificate::certificates(&doc.certificates, base_dir, r);
     let pools = pool::pools(&doc.pools, base_dir, r);
-    let names = Names::new(doc);
+    let names = Names::new(doc, base_dir);
     let mut usages = Vec::new();
     let services = service::services(&doc.services, &names, &mut usages, r);
     service::check_pool_usage(&doc.pools, &usages, r);
@@ -63,8 +64,10 @@ pub(crate) fn validate(doc: &Document, base_dir: &Path, r: &mut Reporter) -> Opt
     })
 }
 
-/// Pool and certificate names, for resolving references.
+/// Pool and certificate names, for resolving references, and the folder files named in the
+/// config (keys files, JWKS files) are taken from.
 pub(crate) struct Names {
+    pub(crate) base_dir: std::path::PathBuf,
     pools: HashMap<String, PoolId>,
     certificates: HashMap<String, CertificateId>,
     broken_pools: HashSet<String>,
@@ -72,7 +75,7 @@ pub(crate) struct Names {
 }
 
 impl Names {
-    fn new(doc: &Document) -> Self {
+    fn new(doc: &Document, base_dir: &Path) -> Self {
         let mut pools = HashMap::new();
         for (i, item) in doc.pools.iter().enumerate() {
             pools
@@ -86,6 +89,7 @@ impl Names {
                 .or_insert(CertificateId(i));
         }
         Self {
+            base_dir: base_dir.to_path_buf(),
             pools,
             certificates,
             broken_pools: doc.broken_pools.clone(),

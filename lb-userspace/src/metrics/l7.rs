@@ -137,7 +137,22 @@ impl Collector for L7Collector {
             "sluice_l7_filter_decisions_total",
             "Requests each L7 filter let go on (decision=\"allow\") or answered itself (decision=\"deny\", by reason).",
         );
+        let mut events = Family::counter(
+            "sluice_l7_filter_events_total",
+            "Things L7 filters count besides decisions (jwt: JWKS fetches, by event).",
+        );
         for (service, filter, stats) in self.stats.filters() {
+            for (event, count) in stats.events() {
+                events.count(
+                    &[
+                        ("service", &*service),
+                        ("filter", &*filter),
+                        ("type", stats.filter_type),
+                        ("event", event),
+                    ],
+                    count,
+                );
+            }
             let base = [
                 ("service", &*service),
                 ("filter", &*filter),
@@ -157,6 +172,7 @@ impl Collector for L7Collector {
             local,
             refused,
             decisions,
+            events,
             overflow,
             route_requests,
             route_latency,

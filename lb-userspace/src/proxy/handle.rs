@@ -143,6 +143,8 @@ async fn respond(
         Action::Redirect(_) | Action::Direct { .. } => None,
     };
     let mut filtered = FilterRequest {
+        method: &parts.method,
+        uri: &mut parts.uri,
         headers: &mut parts.headers,
         client: ctx.client,
         learned: &mut record.learned,
@@ -151,6 +153,9 @@ async fn respond(
         .chain
         .on_request(&mut filtered, deadline.as_mut())
         .await;
+    if record.learned.query_redacted && record.path.is_some() {
+        record.path = parts.uri.path_and_query().cloned();
+    }
     let mut response = match (denied, outbound) {
         (Some(deny), _) => local_reply(LocalReply::Denied(deny), to),
         (None, Some(outbound)) => {

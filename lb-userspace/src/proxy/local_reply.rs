@@ -88,7 +88,14 @@ pub fn local_reply(reply: LocalReply<'_>, to: ReplyTo) -> Response<ResponseBody>
                 );
                 grpc_status(Code::of_status(deny.status), &message)
             } else {
-                plain(deny.status)
+                match deny.body {
+                    Some(body) => {
+                        let mut response = Response::new(ResponseBody::full(body));
+                        *response.status_mut() = deny.status;
+                        response
+                    }
+                    None => plain(deny.status),
+                }
             };
             for (name, value) in deny.headers {
                 response.headers_mut().insert(name, value);

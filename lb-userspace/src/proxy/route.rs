@@ -414,7 +414,7 @@ fn query_holds(query: Option<&str>, cond: &ValueMatch) -> bool {
 }
 
 /// Decodes `%XX` escapes; borrows when there are none. Invalid escapes stay as they are.
-fn percent_decode(value: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn percent_decode(value: &str) -> std::borrow::Cow<'_, str> {
     if !value.contains('%') {
         return value.into();
     }

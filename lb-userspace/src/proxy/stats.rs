@@ -182,10 +182,12 @@ pub struct FilterStats {
     /// Requests it answered, by reason; the last entry is `other`, for a reason the filter
     /// did not declare.
     denied: Box<[(&'static str, AtomicU64)]>,
+    /// Other things the filter counts (`jwks_fetch_failed`, ...).
+    events: Box<[(&'static str, AtomicU64)]>,
 }
 
 impl FilterStats {
-    fn new(filter_type: &'static str, reasons: &[&'static str]) -> Self {
+    fn new(filter_type: &'static str, reasons: &[&'static str], events: &[&'static str]) -> Self {
         Self {
             filter_type,
             allowed: AtomicU64::new(0),
@@ -194,7 +196,20 @@ impl FilterStats {
                 .chain(&["other"])
                 .map(|r| (*r, AtomicU64::new(0)))
                 .collect(),
+            events: events.iter().map(|e| (*e, AtomicU64::new(0))).collect(),
         }
+    }
+
+    /// Counts one `event` (one the filter type declared; others are not counted).
+    pub fn event(&self, event: &str) {
+        if let Some((_, counter)) = self.events.iter().find(|(e, _)| *e == event) {
+            counter.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// `(event, count)` of every declared event.
+    pub fn events(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.events.iter().map(|(e, c)| (*e, c.load(Relaxed)))
     }
 
     /// Counts a decision: `allow` or a deny reason.
@@ -297,13 +312,19 @@ impl StatsRegistry {
         filter: &str,
         filter_type: &'static str,
         reasons: &[&'static str],
+        events: &[&'static str],
     ) -> Arc<FilterStats> {
         let mut filters = lock(&self.filters);
         let entry = filters
             .entry((service.into(), filter.into()))
-            .or_insert_with(|| Arc::new(FilterStats::new(filter_type, reasons)));
-        if entry.filter_type != filter_type {
-            *entry = Arc::new(FilterStats::new(filter_type, reasons));
+            .or_insert_with(|| Arc::new(FilterStats::new(filter_type, reasons, events)));
+        let declared = entry
+            .events
+            .iter()
+            .map(|(e, _)| *e)
+            .eq(events.iter().copied());
+        if entry.filter_type != filter_type || !declared {
+            *entry = Arc::new(FilterStats::new(filter_type, reasons, events));
         }
         entry.clone()
     }

@@ -22,6 +22,36 @@ pub struct Filter {
     pub request_id: Option<Spanned<RequestId>>,
     /// One filter type.
     pub rate_limit: Option<Spanned<RateLimit>>,
+    /// One filter type.
+    pub api_key: Option<Spanned<super::ApiKey>>,
+    /// One filter type.
+    pub jwt: Option<Spanned<super::Jwt>>,
+    /// One filter type.
+    pub authz: Option<Spanned<super::Authz>>,
+    /// One filter type.
+    pub cors: Option<Spanned<Cors>>,
+    /// One filter type.
+    pub ext_authz: Option<Spanned<super::ExtAuthz>>,
+}
+
+/// `cors`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cors {
+    /// Origins (`https://host[:port]`), or `["*"]`; required.
+    pub allow_origins: Vec<Spanned<String>>,
+    /// Default `GET`, `HEAD`, `POST`.
+    pub allow_methods: Option<Vec<Spanned<String>>>,
+    /// Header names; default none.
+    #[serde(default)]
+    pub allow_headers: Vec<Spanned<String>>,
+    /// Header names; default none.
+    #[serde(default)]
+    pub expose_headers: Vec<Spanned<String>>,
+    /// Default false.
+    pub allow_credentials: Option<bool>,
+    /// Duration; default none.
+    pub max_age: Option<Spanned<String>>,
 }
 
 /// `headers`: the same edits a route's `*_headers_*` fields make.

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::{ApiKeySpec, AuthzSpec, ExtAuthzSpec, JwtSpec};
+
 /// One `[[service.l7.filter]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FilterSpec {
@@ -25,6 +27,33 @@ pub enum FilterKind {
     RequestId(RequestIdSpec),
     /// Token buckets.
     RateLimit(RateLimitSpec),
+    /// API keys from a file; the key's name becomes the principal.
+    ApiKey(ApiKeySpec),
+    /// JSON Web Tokens checked against a JWKS; `sub` becomes the principal.
+    Jwt(JwtSpec),
+    /// Allow/deny rules on the principal, claims, method, path and client address.
+    Authz(AuthzSpec),
+    /// Cross-origin resource sharing: preflights answered, responses marked.
+    Cors(CorsSpec),
+    /// A check by an external HTTP service.
+    ExtAuthz(ExtAuthzSpec),
+}
+
+/// `cors` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorsSpec {
+    /// The allowed origins (`scheme://host[:port]`); `None`: any (`*`).
+    pub allow_origins: Option<Vec<String>>,
+    /// Methods a preflight may ask for.
+    pub allow_methods: Vec<String>,
+    /// Request headers a preflight may ask for (lower case).
+    pub allow_headers: Vec<String>,
+    /// Response headers scripts may read (lower case).
+    pub expose_headers: Vec<String>,
+    /// Whether requests with credentials (cookies) may be read.
+    pub allow_credentials: bool,
+    /// How long a browser may cache a preflight answer.
+    pub max_age: Option<Duration>,
 }
 
 impl FilterKind {
@@ -34,6 +63,49 @@ impl FilterKind {
             Self::Headers(_) => "headers",
             Self::RequestId(_) => "request_id",
             Self::RateLimit(_) => "rate_limit",
+            Self::ApiKey(_) => "api_key",
+            Self::Jwt(_) => "jwt",
+            Self::Authz(_) => "authz",
+            Self::Cors(_) => "cors",
+            Self::ExtAuthz(_) => "ext_authz",
+        }
+    }
+
+    /// Every reason a denial of this filter type gives (its metric labels).
+    pub fn deny_reasons(&self) -> &'static [&'static str] {
+        match self {
+            Self::Headers(_) => &[],
+            Self::RequestId(_) => &["client_id"],
+            Self::RateLimit(_) => &["over_limit"],
+            Self::ApiKey(_) => &["missing_key", "unknown_key"],
+            Self::Jwt(_) => &[
+                "missing_token",
+                "malformed",
+                "alg_refused",
+                "unknown_kid",
+                "no_keys",
+                "bad_signature",
+                "expired",
+                "not_yet_valid",
+                "wrong_issuer",
+                "wrong_audience",
+                "missing_claim",
+            ],
+            Self::Authz(_) => &["denied_by_rule", "denied_by_default"],
+            Self::Cors(_) => &["preflight", "preflight_refused"],
+            Self::ExtAuthz(_) => &["denied", "unavailable"],
+        }
+    }
+
+    /// Every event this filter type counts besides its decisions (its metric labels).
+    pub fn events(&self) -> &'static [&'static str] {
+        match self {
+            Self::Jwt(JwtSpec {
+                keys: super::JwksSource::Url { .. },
+                ..
+            }) => &["jwks_fetched", "jwks_fetch_failed"],
+            Self::ExtAuthz(_) => &["unavailable_allowed"],
+            _ => &[],
         }
     }
 }

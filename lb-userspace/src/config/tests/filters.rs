@@ -32,7 +32,9 @@ fn assert_errors(text: &str, expected: &[&str]) {
 fn a_filter_needs_exactly_one_type() {
     assert_errors(
         &with_filters("[[service.l7.filter]]\nname = \"a\"\n", ""),
-        &["10:1: exactly one of `headers`, `request_id` or `rate_limit`, found 0"],
+        &[
+            "10:1: exactly one of `headers`, `request_id`, `rate_limit`, `api_key`, `jwt`, `authz`, `cors` or `ext_authz`, found 0",
+        ],
     );
     assert_errors(
         &with_filters(
@@ -142,5 +144,136 @@ fn a_valid_chain_reads_into_typed_filters() {
     assert_eq!(
         l7.virtual_hosts[0].routes[0].filters.as_deref(),
         Some(&[1, 0][..])
+    );
+}
+
+#[test]
+fn jwt_settings_are_checked() {
+    let jwt = |fields: &str| {
+        with_filters(
+            &format!("[[service.l7.filter]]\nname = \"auth\"\n[service.l7.filter.jwt]\n{fields}\n"),
+            "",
+        )
+    };
+    assert_errors(
+        &jwt("issuer = \"x\""),
+        &["12:1: jwt needs jwks_file or jwks_url"],
+    );
+    assert_errors(
+        &jwt("jwks_url = \"https://idp/jwks\""),
+        &["13:12: https is not supported yet"],
+    );
+    assert_errors(
+        &jwt("jwks_url = \"http://idp/jwks\"\nalgorithms = [\"RS256\", \"HS256\"]"),
+        &["14:24: \"HS256\" is not accepted"],
+    );
+    assert_errors(
+        &jwt("jwks_url = \"http://idp/jwks\"\nleeway = \"2h\""),
+        &["14:10: jwt.leeway \"2h\" is not a duration"],
+    );
+    assert_errors(
+        &jwt("jwks_file = \"/nonexistent/jwks.json\""),
+        &["13:13: jwt.jwks_file /nonexistent/jwks.json cannot be read"],
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("jwks.json");
+    std::fs::write(
+        &file,
+        "{\"keys\": [\n  {\"kty\": \"oct\", \"k\": \"c2VjcmV0\"}\n]}",
+    )
+    .expect("write");
+    assert_errors(
+        &jwt(&format!(
+            "jwks_file = {:?}\njwks_refresh = \"1m\"",
+            file.display()
+        )),
+        &[
+            "13:13: key 0 (no kid): kty \"oct\" is refused",
+            "14:16: jwt.jwks_refresh applies only with jwt.jwks_url",
+        ],
+    );
+}
+
+#[test]
+fn the_shipped_gateway_example_is_valid_without_warnings() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/gateway.toml");
+    let loaded = crate::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let ServiceKind::L7(l7) = &loaded.config.services[0].kind else {
+        panic!("an l7 service");
+    };
+    let types: Vec<_> = l7.filters.iter().map(|f| f.kind.type_name()).collect();
+    assert_eq!(
+        types,
+        [
+            "cors",
+            "request_id",
+            "jwt",
+            "api_key",
+            "rate_limit",
+            "authz"
+        ]
+    );
+}
+
+#[test]
+fn ext_authz_settings_are_checked() {
+    let ext = |fields: &str| {
+        with_filters(
+            &format!(
+                "[[service.l7.filter]]\nname = \"ext\"\n[service.l7.filter.ext_authz]\n{fields}\n"
+            ),
+            "",
+        )
+    };
+    assert_errors(
+        &ext("url = \"https://authz/check\""),
+        &["13:7: ext_authz.url \"https://authz/check\" is not a URL"],
+    );
+    assert_errors(
+        &ext("url = \"http://authz/check\"\nfailure_mode = \"maybe\""),
+        &["14:16: ext_authz.failure_mode \"maybe\" is neither"],
+    );
+    assert_errors(
+        &ext("url = \"http://authz/check\"\nadd_to_request = [\"bad name\"]"),
+        &["14:19: "],
+    );
+}
+
+#[test]
+fn cors_and_authz_settings_are_checked() {
+    let table = |kind: &str, fields: &str| {
+        with_filters(
+            &format!("[[service.l7.filter]]\nname = \"f\"\n[service.l7.filter.{kind}]\n{fields}\n"),
+            "",
+        )
+    };
+    assert_errors(
+        &table("cors", "allow_origins = [\"*\"]\nallow_credentials = true"),
+        &["12:1: cannot go with allow_credentials = true"],
+    );
+    assert_errors(
+        &table("cors", "allow_origins = [\"https://App.example.com/\"]"),
+        &["13:18: is not an origin as browsers send it"],
+    );
+    assert_errors(
+        &table("cors", "allow_origins = [\"*\", \"https://a.example\"]"),
+        &["12:1: \"*\" stands alone"],
+    );
+    assert_errors(
+        &table("authz", "default = \"maybe\""),
+        &["13:11: authz.default \"maybe\" is neither"],
+    );
+    assert_errors(
+        &table(
+            "authz",
+            "default = \"deny\"\n[[service.l7.filter.authz.rule]]\naction = \"allow\"\nmethods = []\n\
+             path = \"/a\"\npath_prefix = \"/b\"\nclient_cidrs = [\"10.0.0.0/33\"]",
+        ),
+        &[
+            "14:1: methods is empty",
+            "18:15: a rule takes path or path_prefix, not both",
+            "19:17: client_cidrs: \"10.0.0.0/33\" is not a CIDR",
+        ],
     );
 }

@@ -2,19 +2,21 @@
 //! type per entry, every setting in range; a route names only filters its service defines.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use toml::Spanned;
 
-use super::check;
+use super::{auth, check};
 use crate::config::diagnostic::Reporter;
 use crate::config::file;
 use crate::config::model::{
-    ClientIds, FilterKind, FilterSpec, HeaderEdits, RateKey, RateKeyName, RateLimitSpec,
+    ClientIds, CorsSpec, FilterKind, FilterSpec, HeaderEdits, RateKey, RateKeyName, RateLimitSpec,
     RequestIdSpec, SharedLimitSpec,
 };
 
-const FILTER_TYPES: &str = "`headers`, `request_id` or `rate_limit`";
+const FILTER_TYPES: &str =
+    "`headers`, `request_id`, `rate_limit`, `api_key`, `jwt`, `authz`, `cors` or `ext_authz`";
 const DEFAULT_MAX_KEYS: u32 = 100_000;
 const RATE: std::ops::RangeInclusive<i64> = 1..=1_000_000_000;
 
@@ -22,6 +24,7 @@ const RATE: std::ops::RangeInclusive<i64> = 1..=1_000_000_000;
 pub(super) fn filters(
     raw: &[Spanned<file::Filter>],
     service_ctx: &str,
+    base_dir: &Path,
     r: &mut Reporter,
 ) -> Option<Vec<FilterSpec>> {
     check::unique_names(
@@ -32,7 +35,7 @@ pub(super) fn filters(
     );
     let checked: Vec<_> = raw
         .iter()
-        .map(|f| filter(f, &filter_context(service_ctx, f), r))
+        .map(|f| filter(f, &filter_context(service_ctx, f), base_dir, r))
         .collect();
     checked.into_iter().collect()
 }
@@ -41,12 +44,22 @@ fn filter_context(service_ctx: &str, f: &Spanned<file::Filter>) -> String {
     format!("{service_ctx}, filter {:?}", f.get_ref().name.get_ref())
 }
 
-fn filter(raw: &Spanned<file::Filter>, ctx: &str, r: &mut Reporter) -> Option<FilterSpec> {
+fn filter(
+    raw: &Spanned<file::Filter>,
+    ctx: &str,
+    base_dir: &Path,
+    r: &mut Reporter,
+) -> Option<FilterSpec> {
     let f = raw.get_ref();
     let name = check::name(&f.name, "filter name", ctx, r);
     let given = usize::from(f.headers.is_some())
         + usize::from(f.request_id.is_some())
-        + usize::from(f.rate_limit.is_some());
+        + usize::from(f.rate_limit.is_some())
+        + usize::from(f.api_key.is_some())
+        + usize::from(f.jwt.is_some())
+        + usize::from(f.authz.is_some())
+        + usize::from(f.cors.is_some())
+        + usize::from(f.ext_authz.is_some());
     if given != 1 {
         r.error_in(
             &raw.span(),
@@ -61,6 +74,16 @@ fn filter(raw: &Spanned<file::Filter>, ctx: &str, r: &mut Reporter) -> Option<Fi
         request_id(id.get_ref(), ctx, r).map(FilterKind::RequestId)
     } else if let Some(limit) = &f.rate_limit {
         rate_limit(limit, ctx, r).map(FilterKind::RateLimit)
+    } else if let Some(keys) = &f.api_key {
+        auth::api_key(keys, base_dir, ctx, r).map(FilterKind::ApiKey)
+    } else if let Some(jwt) = &f.jwt {
+        auth::jwt(jwt, base_dir, ctx, r).map(FilterKind::Jwt)
+    } else if let Some(authz) = &f.authz {
+        auth::authz(authz, ctx, r).map(FilterKind::Authz)
+    } else if let Some(c) = &f.cors {
+        cors(c, ctx, r).map(FilterKind::Cors)
+    } else if let Some(ext) = &f.ext_authz {
+        auth::ext_authz(ext, ctx, r).map(FilterKind::ExtAuthz)
     } else {
         None
     };
@@ -232,6 +255,88 @@ fn shared_limit(
         url: text.clone(),
         timeout: timeout?,
     }))
+}
+
+/// A `cors` filter: origins as browsers send them, or `*` alone (never with credentials).
+fn cors(raw: &Spanned<file::Cors>, ctx: &str, r: &mut Reporter) -> Option<CorsSpec> {
+    let c = raw.get_ref();
+    let credentials = c.allow_credentials.unwrap_or(false);
+    let wildcard = c.allow_origins.iter().any(|o| o.get_ref() == "*");
+    let allow_origins = if wildcard {
+        if c.allow_origins.len() > 1 {
+            r.error_in(
+                &raw.span(),
+                ctx,
+                "cors.allow_origins: \"*\" stands alone, not beside other origins",
+            );
+            return None;
+        }
+        if credentials {
+            r.error_in(
+                &raw.span(),
+                ctx,
+                "cors: allow_origins = [\"*\"] cannot go with allow_credentials = true (the Fetch standard refuses it); list the origins",
+            );
+            return None;
+        }
+        Some(None)
+    } else if c.allow_origins.is_empty() {
+        r.error_in(&raw.span(), ctx, "cors.allow_origins is empty");
+        None
+    } else {
+        let checked: Vec<_> = c
+            .allow_origins
+            .iter()
+            .map(|o| {
+                let text = o.get_ref();
+                let serialized = text.parse::<http::Uri>().ok().and_then(|u| {
+                    let scheme = u.scheme_str()?;
+                    let authority = u.authority()?;
+                    matches!(scheme, "http" | "https")
+                        .then(|| format!("{scheme}://{authority}"))
+                });
+                match serialized {
+                    Some(origin) if origin == *text && origin == text.to_ascii_lowercase() => {
+                        Some(origin)
+                    }
+                    _ => {
+                        r.error_in(
+                            &o.span(),
+                            ctx,
+                            format!(
+                                "cors.allow_origins: {text:?} is not an origin as browsers send it, like \"https://app.example.com\" (lower case, no path)"
+                            ),
+                        );
+                        None
+                    }
+                }
+            })
+            .collect();
+        checked.into_iter().collect::<Option<Vec<_>>>().map(Some)
+    };
+    let allow_methods: Option<Vec<String>> = match &c.allow_methods {
+        None => Some(vec!["GET".into(), "HEAD".into(), "POST".into()]),
+        Some(list) => list
+            .iter()
+            .map(|m| check::token(m, "cors.allow_methods", ctx, r))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .collect(),
+    };
+    let allow_headers = headers_remove(&c.allow_headers, ctx, r);
+    let expose_headers = headers_remove(&c.expose_headers, ctx, r);
+    let max_age = match &c.max_age {
+        Some(age) => check::duration(Some(age), Duration::ZERO, "cors.max_age", ctx, r).map(Some),
+        None => Some(None),
+    };
+    Some(CorsSpec {
+        allow_origins: allow_origins?,
+        allow_methods: allow_methods?,
+        allow_headers: allow_headers?,
+        expose_headers: expose_headers?,
+        allow_credentials: credentials,
+        max_age: max_age?,
+    })
 }
 
 /// A route's `filters`: indices into the service's filters, each named once.

@@ -53,7 +53,7 @@ pub(super) fn l7_service(
     };
     let limits = limits(&l7.limits, ctx, r);
     let forwarded = forwarded(&l7.forwarded, ctx, r);
-    let filters = filter::filters(&l7.filter, ctx, r);
+    let filters = filter::filters(&l7.filter, ctx, &names.base_dir, r);
     let virtual_hosts = match (&l7.redirect_to_https, virtual_hosts.is_empty()) {
         (Some(port), false) => {
             r.error_in(

@@ -5,12 +5,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::api_key::ApiKeyFilter;
+use super::authz::AuthzFilter;
+use super::cors::CorsFilter;
+use super::ext_authz::ExtAuthzFilter;
 use super::headers::HeaderFilter;
+use super::jwt::JwtFilter;
 use super::rate_limit::RateLimitFilter;
 use super::request_id::RequestIdFilter;
 use super::{Chain, ChainEntry, Filter};
 use crate::config::{FilterKind, FilterSpec, HeaderEdits};
-use crate::proxy::stats::StatsRegistry;
+use crate::proxy::stats::{FilterStats, StatsRegistry};
 
 /// Why a filter could not be built from settings validation accepted.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +44,21 @@ pub enum FilterBuildError {
     /// A Redis URL the client refuses.
     #[error("rate_limit.redis")]
     Redis(#[source] redis::RedisError),
+    /// A JWKS key whose material jsonwebtoken refuses.
+    #[error("jwt: a key of the JWKS")]
+    Jwk(#[source] jsonwebtoken::errors::Error),
+    /// A JWKS URL that is no URI.
+    #[error("jwt: JWKS URL {0:?}")]
+    JwksUrl(String),
+    /// Built outside a tokio runtime, so nothing could fetch a JWKS URL.
+    #[error("jwt: no runtime to fetch the JWKS in")]
+    NoRuntime,
+    /// An authorization service URL that is no URI.
+    #[error("ext_authz: URL {0:?}")]
+    ExtAuthzUrl(String),
+    /// A method name hyper refuses.
+    #[error("authz: method {0:?}")]
+    Method(String),
     /// In a named filter.
     #[error("filter {name:?}")]
     In {
@@ -74,11 +94,20 @@ impl FilterStates {
         let mut entries = Vec::with_capacity(specs.len());
         for spec in specs {
             let key = (service.clone(), spec.name.clone());
+            let filter_stats = stats.filter(
+                &service,
+                &spec.name,
+                spec.kind.type_name(),
+                spec.kind.deny_reasons(),
+                spec.kind.events(),
+            );
             let filter = match self.running.get(&key) {
                 Some((kind, filter)) if *kind == spec.kind => filter.clone(),
-                _ => build(&spec.name, &spec.kind).map_err(|source| FilterBuildError::In {
-                    name: spec.name.clone(),
-                    source: Box::new(source),
+                _ => build(&spec.name, &spec.kind, &filter_stats).map_err(|source| {
+                    FilterBuildError::In {
+                        name: spec.name.clone(),
+                        source: Box::new(source),
+                    }
                 })?,
             };
             next.running
@@ -86,12 +115,7 @@ impl FilterStates {
             entries.push(ChainEntry {
                 name: spec.name.as_str().into(),
                 filter: filter.clone(),
-                stats: Some(stats.filter(
-                    &service,
-                    &spec.name,
-                    spec.kind.type_name(),
-                    filter.deny_reasons(),
-                )),
+                stats: Some(filter_stats),
             });
         }
         Ok(BuiltFilters {
@@ -105,11 +129,20 @@ impl FilterStates {
     }
 }
 
-fn build(name: &str, kind: &FilterKind) -> Result<Arc<dyn Filter>, FilterBuildError> {
+fn build(
+    name: &str,
+    kind: &FilterKind,
+    stats: &Arc<FilterStats>,
+) -> Result<Arc<dyn Filter>, FilterBuildError> {
     Ok(match kind {
         FilterKind::Headers(edits) => Arc::new(HeaderFilter::new(edits)?),
         FilterKind::RequestId(spec) => Arc::new(RequestIdFilter::new(spec)?),
         FilterKind::RateLimit(spec) => Arc::new(RateLimitFilter::new(name, spec)?),
+        FilterKind::ApiKey(spec) => Arc::new(ApiKeyFilter::new(spec)?),
+        FilterKind::ExtAuthz(spec) => Arc::new(ExtAuthzFilter::new(spec, stats.clone())?),
+        FilterKind::Cors(spec) => Arc::new(CorsFilter::new(spec)?),
+        FilterKind::Authz(spec) => Arc::new(AuthzFilter::new(spec)?),
+        FilterKind::Jwt(spec) => Arc::new(JwtFilter::new(name, spec, stats.clone())?),
     })
 }
 

@@ -64,7 +64,10 @@ fn run(chain: &Chain, headers: &[(&str, &str)]) -> (Option<Deny>, usize, HeaderM
         .expect("runtime");
     let (ran, deny) = runtime.block_on(async {
         let deadline = std::pin::pin!(tokio::time::sleep(Duration::from_secs(5)));
+        let mut uri = http::Uri::from_static("/");
         let mut filtered = FilterRequest {
+            method: &http::Method::GET,
+            uri: &mut uri,
             headers: &mut request,
             client: SocketAddr::from(([192, 0, 2, 1], 4000)),
             learned: &mut learned,
@@ -222,7 +225,7 @@ fn a_filter_still_waiting_at_the_route_deadline_answers_504() {
     let chain = Chain::new(vec![ChainEntry {
         name: "stuck".into(),
         filter: std::sync::Arc::new(Stuck),
-        stats: Some(stats.filter("svc", "stuck", "test", &[])),
+        stats: Some(stats.filter("svc", "stuck", "test", &[], &[])),
     }]);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -232,7 +235,10 @@ fn a_filter_still_waiting_at_the_route_deadline_answers_504() {
     let mut learned = Learned::default();
     let (ran, deny) = runtime.block_on(async {
         let deadline = std::pin::pin!(tokio::time::sleep(Duration::from_millis(20)));
+        let mut uri = http::Uri::from_static("/");
         let mut filtered = FilterRequest {
+            method: &http::Method::GET,
+            uri: &mut uri,
             headers: &mut headers,
             client: SocketAddr::from(([192, 0, 2, 1], 4000)),
             learned: &mut learned,

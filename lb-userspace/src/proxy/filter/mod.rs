@@ -7,8 +7,14 @@
 //! route), and each compiled route holds its own [`Chain`]: nothing is looked up by name
 //! per request.
 
+mod api_key;
+mod authz;
 mod build;
+mod cors;
+mod ext_authz;
 mod headers;
+mod jwks_fetch;
+mod jwt;
 mod rate_limit;
 mod request_id;
 mod shared_limit;
@@ -20,7 +26,7 @@ use std::sync::Arc;
 
 use tokio::time::Sleep;
 
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 
 pub use build::{BuiltFilters, FilterBuildError, FilterStates};
 
@@ -35,11 +41,6 @@ pub trait Filter: Send + Sync + 'static {
     /// Edits the response head; runs only when this filter's request phase ran and let the
     /// request go on.
     fn on_response(&self, _headers: &mut HeaderMap, _learned: &Learned) {}
-
-    /// Every reason [`Deny::reason`] this filter gives, for its metrics.
-    fn deny_reasons(&self) -> &'static [&'static str] {
-        &[]
-    }
 }
 
 /// What a request phase decided.
@@ -50,8 +51,12 @@ pub enum Verdict {
     Deny(Deny),
     /// The decision needs I/O (Redis, an authorization service): the chain waits for it,
     /// within the route's deadline.
-    Pending(Pin<Box<dyn Future<Output = Result<(), Deny>> + Send>>),
+    Pending(Pin<Box<dyn Future<Output = Decision> + Send>>),
 }
+
+/// What a pending decision came to: go on, with these headers set on the request (an
+/// authorization service's), or this answer.
+pub type Decision = Result<Vec<(HeaderName, HeaderValue)>, Deny>;
 
 /// A filter's own answer to a request (401, 403, 429, ...). Made into a response by
 /// `local_reply`, in one place.
@@ -63,11 +68,18 @@ pub struct Deny {
     pub reason: &'static str,
     /// Headers the answer carries (`Retry-After`, `WWW-Authenticate`, ...).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The answer's body; `None`: a short text for the status.
+    pub body: Option<bytes::Bytes>,
 }
 
 /// The request as filters see it: routed, normalised and (for forward routes) with its
 /// forwarding headers set.
 pub struct FilterRequest<'a> {
+    /// The method.
+    pub method: &'a Method,
+    /// The target, its path normalised; filters may edit it (a credential removed from the
+    /// query).
+    pub uri: &'a mut Uri,
     /// The headers, to read and to edit.
     pub headers: &'a mut HeaderMap,
     /// The client's address.
@@ -81,6 +93,10 @@ pub struct FilterRequest<'a> {
 pub struct Learned {
     /// Who the client is, once a filter has established it.
     pub principal: Option<Arc<str>>,
+    /// The verified claims of the request's token (`jwt`), for `authz`.
+    pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
+    /// The `Access-Control-Allow-Origin` the response gets (`cors`, an allowed origin).
+    pub cors_origin: Option<HeaderValue>,
     /// The request's id (`request_id`).
     pub request_id: Option<HeaderValue>,
     /// The request's W3C trace context (`request_id`).
@@ -89,6 +105,9 @@ pub struct Learned {
     pub rate_limit: Option<(u32, u32)>,
     /// Each filter's decision, in chain order: `(filter, "allow" or the deny reason)`.
     pub decisions: Vec<(Arc<str>, &'static str)>,
+    /// A filter removed a credential from the query: the access log shows the target as
+    /// forwarded, not as the client sent it.
+    pub query_redacted: bool,
 }
 
 /// One filter in a route's chain.
@@ -137,10 +156,15 @@ impl Chain {
                 Verdict::Continue => Ok(()),
                 Verdict::Deny(deny) => Err(deny),
                 Verdict::Pending(decision) => tokio::select! {
-                    decided = decision => decided,
+                    decided = decision => decided.map(|add| {
+                        for (name, value) in add {
+                            request.headers.insert(name, value);
+                        }
+                    }),
                     () = deadline.as_mut() => Err(Deny {
                         status: StatusCode::GATEWAY_TIMEOUT,
                         reason: "timeout",
+                        body: None,
                         headers: Vec::new(),
                     }),
                 },

@@ -109,13 +109,13 @@ impl Filter for RateLimitFilter {
         let (shared, buckets) = (shared.clone(), self.buckets.clone());
         Verdict::Pending(Box::pin(async move {
             match shared.take(&key.bytes()).await {
-                Ok(Ok(())) => Ok(()),
+                Ok(Ok(())) => Ok(Vec::new()),
                 Ok(Err(wait)) => Err(over_limit(wait, shared.rate())),
                 Err(err) => {
                     tracing::debug!(error = %err, "shared rate limit unavailable; the local limit decides");
                     buckets
                         .take(key)
-                        .map(|_| ())
+                        .map(|_| Vec::new())
                         .map_err(|wait| over_limit(wait, buckets.burst))
                 }
             }
@@ -130,10 +130,6 @@ impl Filter for RateLimitFilter {
             headers.insert(RATELIMIT_RESET.clone(), HeaderValue::from(refill));
         }
     }
-
-    fn deny_reasons(&self) -> &'static [&'static str] {
-        &["over_limit"]
-    }
 }
 
 /// The 429 for a request that may be retried after `wait`, under a limit of `limit`.
@@ -143,6 +139,7 @@ fn over_limit(wait: Duration, limit: u32) -> Deny {
     Deny {
         status: StatusCode::TOO_MANY_REQUESTS,
         reason: "over_limit",
+        body: None,
         headers: vec![
             (http::header::RETRY_AFTER, seconds.clone()),
             (RATELIMIT_LIMIT.clone(), HeaderValue::from(limit)),

@@ -45,6 +45,7 @@ impl Filter for RequestIdFilter {
                 return Verdict::Deny(Deny {
                     status: StatusCode::BAD_REQUEST,
                     reason: "client_id",
+                    body: None,
                     headers: Vec::new(),
                 });
             }
@@ -80,10 +81,6 @@ impl Filter for RequestIdFilter {
         {
             headers.insert(self.header.clone(), id.clone());
         }
-    }
-
-    fn deny_reasons(&self) -> &'static [&'static str] {
-        &["client_id"]
     }
 }
 

@@ -1,0 +1,321 @@
+//! `jwt`: a request carries a JSON Web Token (`Authorization: Bearer`, or a cookie) signed by
+//! one of the keys of a JWKS, with the right issuer and audience and within its validity;
+//! its `sub` becomes the principal, its claims are kept for `authz` and chosen ones are
+//! forwarded as headers. Only asymmetric algorithms are accepted, each key verifying only
+//! the algorithms of its own type: `alg: none` and HMAC tokens are refused before any
+//! signature check, so a public key can never be used as an HMAC secret. The keys are
+//! compiled once (from a file with the config, or from a URL by `jwks_fetch`), and looked
+//! up by `kid` per request.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::header::{AUTHORIZATION, COOKIE, WWW_AUTHENTICATE};
+use http::{HeaderName, HeaderValue, StatusCode};
+use jsonwebtoken::errors::ErrorKind as JwtErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::build::FilterBuildError;
+use super::headers::header_name;
+use super::jwks_fetch::JwksFetcher;
+use super::{Deny, Filter, FilterRequest, Verdict};
+use crate::config::jwks::{Jwk, JwtAlg, KeyMaterial};
+use crate::config::{JwksSource, JwtSpec};
+use crate::proxy::stats::FilterStats;
+
+/// A key ready to verify with, and the checks a token verified by it must pass.
+pub struct VerifyKey {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+/// The compiled keys of a JWKS: by `kid`, and the one key a token without `kid` may use.
+#[derive(Default)]
+pub struct KeySet {
+    by_kid: HashMap<String, Arc<VerifyKey>>,
+    /// Set when the JWKS has exactly one key.
+    only: Option<Arc<VerifyKey>>,
+}
+
+/// How tokens are checked, shared by every key of the filter.
+#[derive(Clone)]
+pub struct Checks {
+    issuer: Option<String>,
+    audiences: Vec<String>,
+    leeway_secs: u64,
+    algorithms: Vec<JwtAlg>,
+}
+
+impl Checks {
+    fn new(spec: &JwtSpec) -> Self {
+        Self {
+            issuer: spec.issuer.clone(),
+            audiences: spec.audiences.clone(),
+            leeway_secs: spec.leeway.as_secs(),
+            algorithms: spec.algorithms.clone(),
+        }
+    }
+
+    /// The validation for a key verifying `algs`: the allowed algorithms, `exp` (always
+    /// required), `nbf`, and `iss` / `aud` when configured (then required too).
+    fn validation(&self, algs: &[JwtAlg]) -> Validation {
+        let algs: Vec<Algorithm> = algs
+            .iter()
+            .filter(|a| self.algorithms.contains(a))
+            .map(|a| algorithm(*a))
+            .collect();
+        let mut validation = Validation::new(algs.first().copied().unwrap_or(Algorithm::RS256));
+        validation.algorithms = algs;
+        validation.leeway = self.leeway_secs;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        let mut required = vec!["exp"];
+        if let Some(issuer) = &self.issuer {
+            validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        if self.audiences.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&self.audiences);
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
+        validation
+    }
+}
+
+impl KeySet {
+    /// Compiles `keys`; a key whose material cannot be read is an error.
+    pub fn compile(keys: &[Jwk], checks: &Checks) -> Result<Self, jsonwebtoken::errors::Error> {
+        let mut set = KeySet::default();
+        let mut all = Vec::with_capacity(keys.len());
+        for jwk in keys {
+            let key = match &jwk.material {
+                KeyMaterial::Rsa { n, e } => DecodingKey::from_rsa_components(n, e)?,
+                KeyMaterial::Ec { x, y } => DecodingKey::from_ec_components(x, y)?,
+                KeyMaterial::Ed25519 { x } => DecodingKey::from_ed_components(x)?,
+            };
+            let verify = Arc::new(VerifyKey {
+                key,
+                validation: checks.validation(&jwk.algs),
+            });
+            if let Some(kid) = &jwk.kid {
+                set.by_kid.insert(kid.clone(), verify.clone());
+            }
+            all.push(verify);
+        }
+        if all.len() == 1 {
+            set.only = all.pop();
+        }
+        Ok(set)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_kid.is_empty() && self.only.is_none()
+    }
+}
+
+/// The compiled `jwt` filter.
+pub struct JwtFilter {
+    /// `Bearer realm="<filter name>"`, the challenge of a request without a token.
+    challenge: HeaderValue,
+    realm: String,
+    keys: Arc<ArcSwap<KeySet>>,
+    cookie: Option<String>,
+    forward: Vec<(String, HeaderName)>,
+    /// Fetches the keys while the filter lives (`jwks_url`).
+    _fetcher: Option<JwksFetcher>,
+}
+
+impl JwtFilter {
+    /// Compiles filter `name`'s `spec`; a URL's keys start being fetched at once.
+    pub fn new(
+        name: &str,
+        spec: &JwtSpec,
+        stats: Arc<FilterStats>,
+    ) -> Result<Self, FilterBuildError> {
+        let checks = Checks::new(spec);
+        let keys = Arc::new(ArcSwap::from_pointee(KeySet::default()));
+        let fetcher = match &spec.keys {
+            JwksSource::File { keys: jwks, .. } => {
+                let set = KeySet::compile(jwks, &checks).map_err(FilterBuildError::Jwk)?;
+                keys.store(Arc::new(set));
+                None
+            }
+            JwksSource::Url {
+                url,
+                refresh,
+                timeout,
+            } => Some(JwksFetcher::start(
+                name,
+                url,
+                *refresh,
+                *timeout,
+                checks,
+                keys.clone(),
+                stats,
+            )?),
+        };
+        let realm = name.replace(['"', '\\'], "");
+        Ok(Self {
+            challenge: HeaderValue::from_str(&format!("Bearer realm=\"{realm}\"")).map_err(
+                |source| FilterBuildError::HeaderValue {
+                    name: "www-authenticate".into(),
+                    source,
+                },
+            )?,
+            realm,
+            keys,
+            cookie: spec.cookie.clone(),
+            forward: spec
+                .forward_claims
+                .iter()
+                .map(|(claim, header)| Ok((claim.clone(), header_name(header)?)))
+                .collect::<Result<_, FilterBuildError>>()?,
+            _fetcher: fetcher,
+        })
+    }
+
+    /// The token the request carries: `Authorization: Bearer`, else the cookie.
+    fn token<'r>(&self, request: &'r FilterRequest<'_>) -> Option<&'r str> {
+        let bearer = request
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, token) = v.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            });
+        if bearer.is_some() {
+            return bearer;
+        }
+        let cookie = self.cookie.as_deref()?;
+        request
+            .headers
+            .get_all(COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|pair| {
+                let (name, value) = pair.trim().split_once('=')?;
+                (name == cookie).then_some(value)
+            })
+    }
+
+    fn refuse(&self, reason: &'static str) -> Verdict {
+        let challenge = if reason == "missing_token" {
+            // RFC 6750 §3.1: no error code when the request had no credentials.
+            self.challenge.clone()
+        } else {
+            let text = format!(
+                "Bearer realm=\"{}\", error=\"invalid_token\", error_description=\"{reason}\"",
+                self.realm
+            );
+            HeaderValue::from_str(&text).unwrap_or_else(|_| self.challenge.clone())
+        };
+        Verdict::Deny(Deny {
+            status: StatusCode::UNAUTHORIZED,
+            reason,
+            body: None,
+            headers: vec![(WWW_AUTHENTICATE, challenge)],
+        })
+    }
+}
+
+/// The parts of a token's header the key lookup needs.
+#[derive(Deserialize)]
+struct TokenHeader {
+    alg: String,
+    kid: Option<String>,
+}
+
+impl Filter for JwtFilter {
+    fn on_request(&self, request: &mut FilterRequest<'_>) -> Verdict {
+        // Forwarded claims are the gateway's word only: a client's copies never go on.
+        for (_, header) in &self.forward {
+            request.headers.remove(header);
+        }
+        let Some(token) = self.token(request) else {
+            return self.refuse("missing_token");
+        };
+        let Some(header) = token
+            .split('.')
+            .next()
+            .and_then(|h| URL_SAFE_NO_PAD.decode(h).ok())
+            .and_then(|h| serde_json::from_slice::<TokenHeader>(&h).ok())
+        else {
+            return self.refuse("malformed");
+        };
+        let Some(alg) = JwtAlg::from_name(&header.alg) else {
+            return self.refuse("alg_refused");
+        };
+        let keys = self.keys.load();
+        if keys.is_empty() {
+            return self.refuse("no_keys");
+        }
+        let key = match &header.kid {
+            Some(kid) => keys.by_kid.get(kid),
+            None => keys.only.as_ref(),
+        };
+        let Some(key) = key else {
+            return self.refuse("unknown_kid");
+        };
+        if !key.validation.algorithms.contains(&algorithm(alg)) {
+            return self.refuse("alg_refused");
+        }
+        let claims =
+            match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &key.validation) {
+                Ok(data) => data.claims,
+                Err(err) => return self.refuse(reason(err.kind())),
+            };
+        for (claim, header) in &self.forward {
+            let value = match claims.get(claim) {
+                Some(Value::String(text)) => HeaderValue::from_str(text).ok(),
+                Some(other) => HeaderValue::from_str(&other.to_string()).ok(),
+                None => None,
+            };
+            if let Some(value) = value {
+                request.headers.insert(header.clone(), value);
+            }
+        }
+        if let Some(Value::String(sub)) = claims.get("sub") {
+            request.learned.principal = Some(sub.as_str().into());
+        }
+        request.learned.claims = Some(Arc::new(claims));
+        Verdict::Continue
+    }
+}
+
+/// The deny reason of a token jsonwebtoken refused.
+fn reason(kind: &JwtErrorKind) -> &'static str {
+    match kind {
+        JwtErrorKind::InvalidSignature => "bad_signature",
+        JwtErrorKind::ExpiredSignature => "expired",
+        JwtErrorKind::ImmatureSignature => "not_yet_valid",
+        JwtErrorKind::InvalidIssuer => "wrong_issuer",
+        JwtErrorKind::InvalidAudience => "wrong_audience",
+        JwtErrorKind::MissingRequiredClaim(_) => "missing_claim",
+        JwtErrorKind::InvalidAlgorithm => "alg_refused",
+        _ => "malformed",
+    }
+}
+
+fn algorithm(alg: JwtAlg) -> Algorithm {
+    match alg {
+        JwtAlg::RS256 => Algorithm::RS256,
+        JwtAlg::RS384 => Algorithm::RS384,
+        JwtAlg::RS512 => Algorithm::RS512,
+        JwtAlg::PS256 => Algorithm::PS256,
+        JwtAlg::PS384 => Algorithm::PS384,
+        JwtAlg::PS512 => Algorithm::PS512,
+        JwtAlg::ES256 => Algorithm::ES256,
+        JwtAlg::ES384 => Algorithm::ES384,
+        JwtAlg::EdDSA => Algorithm::EdDSA,
+    }
+}
