@@ -169,6 +169,7 @@ fn sluice_speaks_grpc_when_things_go_wrong() {
     let dead = local(9009);
     let (bounded, unbounded, limited, down) = (local(8080), local(8081), local(8082), local(8083));
     let (narrow, unrouted) = (local(8084), local(8085));
+    let (unauthenticated, forbidden) = (local(8086), local(8087));
     let config = [
         pool("grpc", &[backend.addr]),
         pool("dead", &[dead]),
@@ -194,6 +195,23 @@ fn sluice_speaks_grpc_when_things_go_wrong() {
             "[pool.circuit_breakers]\nmax_requests = 1\n[pool.health_check]",
         ),
         service("narrow", narrow, "narrow", "", ""),
+        // A JWT filter the call carries no token for (its key set is never fetched: a
+        // missing token is refused before keys matter).
+        service(
+            "unauthenticated",
+            unauthenticated,
+            "grpc",
+            "",
+            "[[service.l7.filter]]\nname = \"users\"\njwt = { jwks_url = \"http://127.0.0.1:9/jwks.json\" }\n",
+        ),
+        // An authz filter that denies every call.
+        service(
+            "forbidden",
+            forbidden,
+            "grpc",
+            "",
+            "[[service.l7.filter]]\nname = \"nobody\"\nauthz = { default = \"deny\" }\n",
+        ),
         // Routes for another service only: the test's methods have no route.
         service("unrouted", unrouted, "grpc", "", "")
             .replace("path_prefix = \"/\"", "path_prefix = \"/other.Service/\""),
@@ -277,6 +295,12 @@ fn sluice_speaks_grpc_when_things_go_wrong() {
     let second = lab.run(call(limited, UNARY, Call::default()));
     assert_eq!(first.code, Code::Ok, "{first:?}");
     assert_eq!(second.code, Code::ResourceExhausted, "{second:?}");
+
+    // A filter's 401 and 403: UNAUTHENTICATED and PERMISSION_DENIED.
+    let refused = lab.run(call(unauthenticated, UNARY, Call::default()));
+    assert_eq!(refused.code, Code::Unauthenticated, "{refused:?}");
+    let refused = lab.run(call(forbidden, UNARY, Call::default()));
+    assert_eq!(refused.code, Code::PermissionDenied, "{refused:?}");
 
     // A circuit breaker open: UNAVAILABLE, while the call holding the pool's one slot ends OK.
     let (held, refused) = lab.run(async move {
