@@ -8,7 +8,9 @@
 //! up by `kid` per request.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use base64::Engine as _;
@@ -17,6 +19,7 @@ use http::header::{AUTHORIZATION, COOKIE, WWW_AUTHENTICATE};
 use http::{HeaderName, HeaderValue, StatusCode};
 use jsonwebtoken::errors::ErrorKind as JwtErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use lru::LruCache;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -127,6 +130,9 @@ pub struct JwtFilter {
     challenge: HeaderValue,
     realm: String,
     keys: Arc<ArcSwap<KeySet>>,
+    /// Tokens whose signature and static claims passed, by their exact text (see [`Verified`]).
+    verified: Mutex<LruCache<Box<str>, Verified>>,
+    leeway_secs: i64,
     cookie: Option<String>,
     forward: Vec<(String, HeaderName)>,
     /// Fetches the keys while the filter lives (`jwks_url`).
@@ -172,6 +178,8 @@ impl JwtFilter {
             )?,
             realm,
             keys,
+            verified: Mutex::new(LruCache::new(VERIFIED_TOKENS)),
+            leeway_secs: i64::try_from(spec.leeway.as_secs()).unwrap_or(i64::MAX),
             cookie: spec.cookie.clone(),
             forward: spec
                 .forward_claims
@@ -228,6 +236,72 @@ impl JwtFilter {
     }
 }
 
+/// Valid tokens remembered per filter: a client presents the same token on every request, and
+/// checking its signature costs far more than proxying the request (an ES256 check is tens of
+/// microseconds). At most a few MiB of tokens.
+const VERIFIED_TOKENS: NonZeroUsize = NonZeroUsize::new(4096).expect("not zero");
+
+/// A token that passed every check with the key set `keys`: on a later request only its time
+/// bounds are checked again, and only while `keys` is still the filter's key set (a rotation
+/// that drops its key must refuse it).
+struct Verified {
+    keys: Arc<KeySet>,
+    claims: Arc<Map<String, Value>>,
+    exp: i64,
+    nbf: Option<i64>,
+}
+
+impl JwtFilter {
+    /// The claims of `token` if it was verified with `keys` and is still within its time
+    /// bounds; `Err` with the refusal when it is past them.
+    fn remembered(
+        &self,
+        token: &str,
+        keys: &Arc<KeySet>,
+    ) -> Option<Result<Arc<Map<String, Value>>, &'static str>> {
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = verified.get(token)?;
+        if !Arc::ptr_eq(&entry.keys, keys) {
+            verified.pop(token);
+            return None;
+        }
+        // The same bounds jsonwebtoken applies: exp < now - leeway, nbf > now + leeway.
+        let now = unix_now();
+        if entry.exp < now.saturating_sub(self.leeway_secs) {
+            verified.pop(token);
+            return Some(Err("expired"));
+        }
+        if entry
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(self.leeway_secs))
+        {
+            return Some(Err("not_yet_valid"));
+        }
+        Some(Ok(entry.claims.clone()))
+    }
+
+    fn remember(&self, token: &str, keys: &Arc<KeySet>, claims: &Arc<Map<String, Value>>) {
+        let Some(exp) = claims.get("exp").and_then(Value::as_i64) else {
+            return; // always required, so never the case for a verified token
+        };
+        let nbf = claims.get("nbf").and_then(Value::as_i64);
+        let entry = Verified {
+            keys: keys.clone(),
+            claims: claims.clone(),
+            exp,
+            nbf,
+        };
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        verified.put(token.into(), entry);
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// The parts of a token's header the key lookup needs.
 #[derive(Deserialize)]
 struct TokenHeader {
@@ -244,36 +318,19 @@ impl Filter for JwtFilter {
         let Some(token) = self.token(request) else {
             return self.refuse("missing_token");
         };
-        let Some(header) = token
-            .split('.')
-            .next()
-            .and_then(|h| URL_SAFE_NO_PAD.decode(h).ok())
-            .and_then(|h| serde_json::from_slice::<TokenHeader>(&h).ok())
-        else {
-            return self.refuse("malformed");
+        let keys = self.keys.load_full();
+        let claims = match self.remembered(token, &keys) {
+            Some(Ok(claims)) => claims,
+            Some(Err(reason)) => return self.refuse(reason),
+            None => match self.verify(token, &keys) {
+                Ok(claims) => {
+                    let claims = Arc::new(claims);
+                    self.remember(token, &keys, &claims);
+                    claims
+                }
+                Err(reason) => return self.refuse(reason),
+            },
         };
-        let Some(alg) = JwtAlg::from_name(&header.alg) else {
-            return self.refuse("alg_refused");
-        };
-        let keys = self.keys.load();
-        if keys.is_empty() {
-            return self.refuse("no_keys");
-        }
-        let key = match &header.kid {
-            Some(kid) => keys.by_kid.get(kid),
-            None => keys.only.as_ref(),
-        };
-        let Some(key) = key else {
-            return self.refuse("unknown_kid");
-        };
-        if !key.validation.algorithms.contains(&algorithm(alg)) {
-            return self.refuse("alg_refused");
-        }
-        let claims =
-            match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &key.validation) {
-                Ok(data) => data.claims,
-                Err(err) => return self.refuse(reason(err.kind())),
-            };
         for (claim, header) in &self.forward {
             let value = match claims.get(claim) {
                 Some(Value::String(text)) => HeaderValue::from_str(text).ok(),
@@ -287,8 +344,35 @@ impl Filter for JwtFilter {
         if let Some(Value::String(sub)) = claims.get("sub") {
             request.learned.principal = Some(sub.as_str().into());
         }
-        request.learned.claims = Some(Arc::new(claims));
+        request.learned.claims = Some(claims);
         Verdict::Continue
+    }
+}
+
+impl JwtFilter {
+    /// Checks `token` against `keys` in full: header, key, algorithm, signature and claims.
+    fn verify(&self, token: &str, keys: &KeySet) -> Result<Map<String, Value>, &'static str> {
+        let header = token
+            .split('.')
+            .next()
+            .and_then(|h| URL_SAFE_NO_PAD.decode(h).ok())
+            .and_then(|h| serde_json::from_slice::<TokenHeader>(&h).ok())
+            .ok_or("malformed")?;
+        let alg = JwtAlg::from_name(&header.alg).ok_or("alg_refused")?;
+        if keys.is_empty() {
+            return Err("no_keys");
+        }
+        let key = match &header.kid {
+            Some(kid) => keys.by_kid.get(kid),
+            None => keys.only.as_ref(),
+        };
+        let key = key.ok_or("unknown_kid")?;
+        if !key.validation.algorithms.contains(&algorithm(alg)) {
+            return Err("alg_refused");
+        }
+        jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &key.validation)
+            .map(|data| data.claims)
+            .map_err(|err| reason(err.kind()))
     }
 }
 

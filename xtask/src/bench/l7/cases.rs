@@ -23,11 +23,14 @@ pub enum Case {
     H2c,
     Tls,
     TlsFull,
+    /// Keep-alive through Sluice's jwt + rate_limit + request_id chain.
+    Gateway,
 }
 
 impl Case {
-    pub const ALL: [Case; 5] = [
+    pub const ALL: [Case; 6] = [
         Case::KeepAlive,
+        Case::Gateway,
         Case::Close,
         Case::H2c,
         Case::Tls,
@@ -41,6 +44,7 @@ impl Case {
             Case::H2c => "HTTP/2 (h2c, prior knowledge)",
             Case::Tls => "HTTPS new connection per request (wrk, resumption offered)",
             Case::TlsFull => "HTTPS full handshake per request (openssl s_time -new)",
+            Case::Gateway => "HTTP/1.1 keep-alive, jwt + rate_limit + request_id (Sluice only)",
         }
     }
 
@@ -49,11 +53,24 @@ impl Case {
             Case::KeepAlive | Case::Close => configs::H1_PORT,
             Case::H2c => configs::H2C_PORT,
             Case::Tls | Case::TlsFull => configs::TLS_PORT,
+            Case::Gateway => configs::GATEWAY_PORT,
         }
     }
 
+    /// Whether only Sluice runs it: the others have no such filters to compare.
+    pub fn sluice_only(self) -> bool {
+        self == Case::Gateway
+    }
+
     /// The load generator's command line (for `s_time`, that of one of its loops).
-    pub fn invocation(self, opts: &Options, duration: Duration, h2_log: &Path) -> Invocation {
+    /// `bearer`: the token the gateway case presents.
+    pub fn invocation(
+        self,
+        opts: &Options,
+        duration: Duration,
+        h2_log: &Path,
+        bearer: &str,
+    ) -> Invocation {
         let (host, c) = (configs::HOST, opts.connections);
         match self {
             Case::KeepAlive => load::wrk(
@@ -82,6 +99,13 @@ impl Case {
                 &format!("https://{host}:{}/", self.port()),
             ),
             Case::TlsFull => load::s_time(&format!("{host}:{}", self.port()), duration),
+            Case::Gateway => load::wrk(
+                c,
+                duration,
+                false,
+                &format!("http://{host}:{}/", self.port()),
+            )
+            .with_header(&format!("Authorization: Bearer {bearer}")),
         }
     }
 }
@@ -93,10 +117,11 @@ pub fn generate(
     case: Case,
     opts: &Options,
     duration: Duration,
+    bearer: &str,
 ) -> Result<Load> {
     let limit = duration + Duration::from_secs(30);
     let h2_log = dir.join("h2load.log");
-    let invocation = case.invocation(opts, duration, &h2_log);
+    let invocation = case.invocation(opts, duration, &h2_log, bearer);
     if case == Case::TlsFull {
         let loops = (opts.connections / S_TIME_SHARE).max(1);
         let commands = (0..loops)

@@ -16,6 +16,10 @@ pub const HOST: &str = "127.0.0.1";
 pub const H1_PORT: u16 = 8080;
 pub const H2C_PORT: u16 = 8082;
 pub const TLS_PORT: u16 = 8443;
+/// Sluice only: the keep-alive route behind a filter chain.
+pub const GATEWAY_PORT: u16 = 8084;
+/// The gateway's key set, beside the config file.
+pub const JWKS_FILE: &str = "jwks.json";
 pub const BACKEND_PORT: u16 = 9001;
 /// What the backend answers to every request.
 pub const BODY: &str = "hello from the backend\n";
@@ -82,9 +86,28 @@ http {{
     )
 }
 
-/// Sluice: one pool, three services (h1, h2c, TLS) with one catch-all route each.
+/// The gateway service's filters: a JWT check, a rate limit per principal far above what the
+/// bench reaches (so every request takes a bucket but none is refused), and request ids.
+const GATEWAY_FILTERS: &str = "[[service.l7.filter]]
+name = \"users\"
+jwt = { jwks_file = \"jwks.json\", algorithms = [\"ES256\"] }
+[[service.l7.filter]]
+name = \"per-user\"
+rate_limit = { rate = 1000000000, key = \"principal\" }
+[[service.l7.filter]]
+name = \"ids\"
+request_id = {}
+";
+
+/// Sluice: one pool, three services (h1, h2c, TLS) with one catch-all route each, and the h1
+/// service again with a filter chain (gateway).
 pub fn sluice(cert: &Certificate) -> String {
     let service = |name: &str, port: u16, tls: &str| {
+        let filters = if name == "gateway" {
+            GATEWAY_FILTERS
+        } else {
+            ""
+        };
         format!(
             "[[service]]
 name = \"{name}\"
@@ -92,7 +115,7 @@ vip = \"{HOST}\"
 port = {port}
 protocol = \"tcp\"
 [service.l7]
-{tls}[service.l7.limits]
+{tls}{filters}[service.l7.limits]
 max_connections = 100000
 [[service.l7.virtual_host]]
 name = \"any\"
@@ -119,12 +142,14 @@ backend = [{{ address = \"{HOST}\", port = {BACKEND_PORT} }}]
 
 {h1}
 {h2c}
-{tls}",
+{tls}
+{gateway}",
         cert = cert.cert.display(),
         key = cert.key.display(),
         h1 = service("h1", H1_PORT, ""),
         h2c = service("h2c", H2C_PORT, ""),
         tls = service("tls", TLS_PORT, "tls = { certificates = [\"bench\"] }\n"),
+        gateway = service("gateway", GATEWAY_PORT, ""),
     )
 }
 

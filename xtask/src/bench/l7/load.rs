@@ -20,6 +20,14 @@ pub struct Invocation {
 }
 
 impl Invocation {
+    /// The same command with a request header (wrk's `-H`), placed before the URL.
+    pub fn with_header(mut self, header: &str) -> Self {
+        let at = self.args.len().saturating_sub(1);
+        self.args
+            .splice(at..at, ["-H".to_owned(), header.to_owned()]);
+        self
+    }
+
     pub fn command(&self, ns: &sluice_tests::Netns, cpu: usize) -> Command {
         let mut cmd = process::command(ns, Some(cpu), self.program);
         cmd.args(&self.args).stdin(Stdio::null());

@@ -44,6 +44,8 @@ pub struct Options {
 /// Everything measured, as written to `l7.json`.
 #[derive(Serialize)]
 pub struct L7Report {
+    /// Sluice's req/s through the gateway's filter chain over the same route without it.
+    pub gateway_versus_plain: Option<f64>,
     pub method: &'static str,
     pub proxy_cpu: usize,
     pub load_cpu: usize,
@@ -146,6 +148,7 @@ pub fn run(opts: &Options) -> Result<L7Report> {
     write(&dir.join("sluice.toml"), &configs::sluice(&cert))?;
     write(&dir.join("nginx.conf"), &configs::nginx(dir, &cert))?;
     write(&dir.join("haproxy.cfg"), &configs::haproxy(&cert))?;
+    let bearer = gateway_token(dir)?;
 
     let ns = Netns::new("l7");
     let mut backend = start_backend(&ns, dir, opts.load_cpu)?;
@@ -163,11 +166,14 @@ pub fn run(opts: &Options) -> Result<L7Report> {
         let mut runs: BTreeMap<usize, Vec<Run>> = BTreeMap::new();
         for round in 0..opts.rounds {
             for (index, contender) in order(&indexed(&opts.contenders), round) {
+                if case.sluice_only() && contender != Contender::Sluice {
+                    continue;
+                }
                 interrupt::check()?;
                 backend.check_running()?;
-                let run = measure(&ns, dir, contender, case, round, opts).with_context(|| {
-                    format!("L7 {}, {}, round {round}", case.name(), contender.name())
-                })?;
+                let run = measure(&ns, dir, contender, case, round, opts, &bearer).with_context(
+                    || format!("L7 {}, {}, round {round}", case.name(), contender.name()),
+                )?;
                 eprintln!(
                     "{:>12} round {round}: {:<8} {:>10.0} req/s  p99 {} ms  peak {:.1} MiB  \
                      errors {}",
@@ -185,10 +191,16 @@ pub fn run(opts: &Options) -> Result<L7Report> {
             .contenders
             .iter()
             .enumerate()
+            .filter(|(_, c)| !case.sluice_only() || **c == Contender::Sluice)
             .map(|(i, &c)| summarise(c, runs.remove(&i).unwrap_or_default()))
             .collect();
         let load_generator = case
-            .invocation(opts, opts.duration, &dir.join("h2load.log"))
+            .invocation(
+                opts,
+                opts.duration,
+                &dir.join("h2load.log"),
+                "<ES256 token>",
+            )
             .to_string();
         let mut report = CaseReport {
             name: case.name(),
@@ -200,7 +212,11 @@ pub fn run(opts: &Options) -> Result<L7Report> {
         reports.push(report);
     }
     backend.stop(Duration::from_secs(3));
+    let gateway_versus_plain = sluice_rps(&reports, Case::Gateway)
+        .zip(sluice_rps(&reports, Case::KeepAlive))
+        .map(|(gateway, plain)| gateway / plain);
     Ok(L7Report {
+        gateway_versus_plain,
         method: METHOD,
         proxy_cpu: opts.proxy_cpu,
         load_cpu: opts.load_cpu,
@@ -210,6 +226,27 @@ pub fn run(opts: &Options) -> Result<L7Report> {
         connections: opts.connections,
         cases: reports,
     })
+}
+
+/// Sluice's median req/s in `case`, if it was measured.
+fn sluice_rps(reports: &[CaseReport], case: Case) -> Option<f64> {
+    reports
+        .iter()
+        .find(|r| r.name == case.name())?
+        .contenders
+        .iter()
+        .find(|c| c.contender == Contender::Sluice)?
+        .rps
+}
+
+/// A key set beside the config for the gateway case, and a token it verifies (valid for a
+/// day, longer than any run).
+fn gateway_token(dir: &Path) -> Result<String> {
+    use sluice_tests::tokens;
+    let signer = tokens::ec("bench", false);
+    write(&dir.join(configs::JWKS_FILE), &tokens::jwks(&[&signer]))?;
+    let claims = serde_json::json!({"sub": "bench-user", "exp": tokens::now() + 86_400});
+    Ok(tokens::token(&signer, tokens::Algorithm::ES256, &claims))
 }
 
 fn indexed(contenders: &[Contender]) -> Vec<(usize, Contender)> {
@@ -263,14 +300,15 @@ fn measure(
     case: Case,
     round: u32,
     opts: &Options,
+    bearer: &str,
 ) -> Result<Run> {
     let mut proxy = start(contender, ns, dir, opts)?;
     let addr = format!("{}:{}", configs::HOST, case.port()).parse()?;
     wait_listening(ns, addr, proxy.daemon(), Duration::from_secs(30))?;
     if !opts.warmup.is_zero() {
-        generate(ns, dir, case, opts, opts.warmup).context("warming up")?;
+        generate(ns, dir, case, opts, opts.warmup, bearer).context("warming up")?;
     }
-    let load = generate(ns, dir, case, opts, opts.duration)?;
+    let load = generate(ns, dir, case, opts, opts.duration, bearer)?;
     let resumes_sessions = if matches!(case, Case::Tls | Case::TlsFull) {
         let addr = format!("{}:{}", configs::HOST, case.port());
         Some(load::resumes_sessions(ns, opts.load_cpu, &addr, dir)?)

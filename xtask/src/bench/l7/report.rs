@@ -7,6 +7,8 @@ use crate::bench::compare::{Contender, cell, ratio_cell};
 
 /// Target: Sluice's req/s at least this multiple of each other proxy's, p99 no worse.
 pub const RPS_TARGET: f64 = 1.2;
+/// Target: the gateway's filter chain keeps at least this share of the plain route's req/s.
+pub const GATEWAY_TARGET: f64 = 0.9;
 
 pub fn markdown(report: &L7Report) -> String {
     let mut out = String::new();
@@ -90,6 +92,18 @@ pub fn markdown(report: &L7Report) -> String {
             let _ = writeln!(out, "{line} {verdict} |");
         }
         let _ = writeln!(out, "\nThe L7 target is met on {met} of {judged} cases.");
+    }
+    if let Some(ratio) = report.gateway_versus_plain {
+        let _ = writeln!(
+            out,
+            "\nSluice through jwt + rate_limit + request_id: {ratio:.2}x its req/s on the same \
+             route without filters (target: at least {GATEWAY_TARGET}x; {}).",
+            if ratio >= GATEWAY_TARGET {
+                "✓ met"
+            } else {
+                "✗ not met"
+            }
+        );
     }
     let resumption: Vec<String> = report
         .cases
