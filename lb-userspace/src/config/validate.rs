@@ -7,6 +7,7 @@ mod action;
 mod announce;
 mod certificate;
 mod check;
+mod client_auth;
 mod dataplane;
 mod discovery;
 mod filter;
@@ -42,7 +43,7 @@ pub(crate) fn validate(doc: &Document, base_dir: &Path, r: &mut Reporter) -> Opt
     let dataplane = dataplane::dataplane(doc.dataplane.as_ref(), r);
     let certificates = certificate::certificates(&doc.certificates, base_dir, r);
     let pools = pool::pools(&doc.pools, base_dir, r);
-    let names = Names::new(doc);
+    let names = Names::new(doc, base_dir);
     let mut usages = Vec::new();
     let services = service::services(&doc.services, &names, &mut usages, r);
     service::check_pool_usage(&doc.pools, &usages, r);
@@ -69,10 +70,12 @@ pub(crate) struct Names {
     certificates: HashMap<String, CertificateId>,
     broken_pools: HashSet<String>,
     broken_certificates: HashSet<String>,
+    /// The config file's directory, which relative file names are taken from.
+    pub(crate) base_dir: std::path::PathBuf,
 }
 
 impl Names {
-    fn new(doc: &Document) -> Self {
+    fn new(doc: &Document, base_dir: &Path) -> Self {
         let mut pools = HashMap::new();
         for (i, item) in doc.pools.iter().enumerate() {
             pools
@@ -90,6 +93,7 @@ impl Names {
             certificates,
             broken_pools: doc.broken_pools.clone(),
             broken_certificates: doc.broken_certificates.clone(),
+            base_dir: base_dir.to_path_buf(),
         }
     }
 
