@@ -5,6 +5,7 @@
 mod l7_support;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,11 +22,9 @@ const ALICE: &str = "Subject=\"CN=alice\";DNS=alice.example;URI=spiffe://example
 
 /// A TLS listener on `listen` forwarding to `app`, asking for client certificates of `ca`
 /// (`mode`), with the CRL at `crl`.
-fn mtls_config(ca: &TestCa, app: &Backend, listen: SocketAddr, mode: &str) -> String {
+fn mtls_config(ca: &TestCa, app: &Backend, listen: SocketAddr, mode: &str, crl: &Path) -> String {
     let site = ca.issue("site", &["a.test"]);
     let bundle = ca.write_ca("clients-ca.pem");
-    // Revokes serial 13 only: every other certificate of the CA is covered and valid.
-    let crl = ca.write_crl("clients.crl", &[13]);
     format!(
         "{}{}{}\n[service.l7.tls]\ncertificates = [\"site\"]\nclient_ca = \"{}\"\n\
          client_auth = \"{mode}\"\nclient_crl = \"{}\"\nclient_cert_header = \"{HEADER}\"\n{}",
@@ -36,6 +35,12 @@ fn mtls_config(ca: &TestCa, app: &Backend, listen: SocketAddr, mode: &str) -> St
         crl.display(),
         forward_all("app"),
     )
+}
+
+/// The CRL most tests use: it revokes serial 13 only, so every other certificate of the CA
+/// is covered and valid.
+fn crl_revoking_13(ca: &TestCa) -> PathBuf {
+    ca.write_crl("clients.crl", &[13])
 }
 
 /// GET / with a forged identity header, over TLS with `client`; the reply's body.
@@ -93,7 +98,13 @@ fn required_client_certificates_are_verified_and_forwarded() {
     let mut lab = Lab::new();
     let app = Backend::start(&lab.ns, "app", local(9001), Mode::Echo);
     let listen = local(8443);
-    lab.start(&mtls_config(&ca, &app, listen, "required"));
+    lab.start(&mtls_config(
+        &ca,
+        &app,
+        listen,
+        "required",
+        &crl_revoking_13(&ca),
+    ));
     let clients = [
         (ca.client_presenting(&alice, &[&TLS13]), "TLS 1.3"),
         (ca.client_presenting(&alice, &[&TLS12]), "TLS 1.2"),
@@ -193,7 +204,13 @@ fn optional_client_certificates_let_anonymous_clients_in_without_an_identity() {
     let mut lab = Lab::new();
     let app = Backend::start(&lab.ns, "app", local(9001), Mode::Echo);
     let listen = local(8443);
-    lab.start(&mtls_config(&ca, &app, listen, "optional"));
+    lab.start(&mtls_config(
+        &ca,
+        &app,
+        listen,
+        "optional",
+        &crl_revoking_13(&ca),
+    ));
     let anonymous = ca.client(&["http/1.1"], &[&TLS13]);
     let with_cert = ca.client_presenting(&alice, &[&TLS13]);
     let refused = [
@@ -233,5 +250,57 @@ fn optional_client_certificates_let_anonymous_clients_in_without_an_identity() {
         seen[0].headers
     );
     assert_eq!(seen[1].header(HEADER), ALICE);
+    lab.stop();
+}
+
+#[test]
+fn a_reload_with_a_broken_crl_keeps_the_running_one_and_a_new_crl_applies() {
+    if !privileged() {
+        return;
+    }
+    let ca = TestCa::named("clients");
+    let alice = ca.issue_client("alice", "alice.example", "spiffe://example/alice", 7, false);
+    let mut lab = Lab::new();
+    let app = Backend::start(&lab.ns, "app", local(9001), Mode::Echo);
+    let listen = local(8443);
+    lab.start(&mtls_config(
+        &ca,
+        &app,
+        listen,
+        "required",
+        &crl_revoking_13(&ca),
+    ));
+    let broken = ca.path("broken.crl");
+    std::fs::write(
+        &broken,
+        "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+    )
+    .unwrap_or_else(|e| panic!("writing {}: {e}", broken.display()));
+    assert!(
+        !lab.reload(&mtls_config(&ca, &app, listen, "required", &broken)),
+        "a broken CRL is rejected"
+    );
+    assert!(
+        lab.log().contains(&broken.display().to_string()),
+        "the rejection names the file; log:\n{}",
+        lab.log()
+    );
+    let client = ca.client_presenting(&alice, &[&TLS13]);
+    let again = client.clone();
+    let body = lab.run(async move { forged_get(listen, again).await });
+    assert_eq!(
+        body.as_deref(),
+        Ok("app"),
+        "the running settings still serve alice"
+    );
+
+    let revoking_alice = ca.write_crl("alice.crl", &[7]);
+    assert!(lab.reload(&mtls_config(&ca, &app, listen, "required", &revoking_alice)));
+    let err = lab.run(async move { refusal(listen, client).await });
+    assert!(
+        err.contains("CertificateRevoked"),
+        "after the reload: {err}"
+    );
+    assert_eq!(app.seen().len(), 1);
     lab.stop();
 }
