@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use l7_support::certs::{TestCa, certificate};
-use l7_support::client::{H1, get, tls_connect};
+use l7_support::client::{H1, H2, get, tls_connect};
 use l7_support::{Backend, Lab, Mode, forward_all, local, pool, service};
 use rustls::ClientConfig;
 use rustls::version::{TLS12, TLS13};
@@ -109,6 +109,9 @@ fn required_client_certificates_are_verified_and_forwarded() {
         (ca.client_presenting(&alice, &[&TLS13]), "TLS 1.3"),
         (ca.client_presenting(&alice, &[&TLS12]), "TLS 1.2"),
     ];
+    let mut h2_client = (*ca.client_presenting(&alice, &[&TLS13])).clone();
+    h2_client.alpn_protocols = vec![b"h2".to_vec()];
+    let h2_client = Arc::new(h2_client);
     let refused = [
         (
             ca.client(&["http/1.1"], &[&TLS13]),
@@ -153,13 +156,29 @@ fn required_client_certificates_are_verified_and_forwarded() {
                 .unwrap_or_else(|e| panic!("{what}: {e}"));
             assert_eq!(body, "app", "{what}");
         }
+        let tls = tls_connect(listen, h2_client, Some("a.test"))
+            .await
+            .expect("h2 handshake");
+        let mut h2 = H2::over(tls).await.expect("h2");
+        let mut request = get("a.test", "/");
+        request.headers_mut().insert(
+            HEADER,
+            http::HeaderValue::from_static("Subject=\"CN=mallory\""),
+        );
+        let reply = h2.send(request).await.expect("h2 reply");
+        assert_eq!(reply.version, http::Version::HTTP_2);
+        assert_eq!(reply.text(), "app");
         for (client, alert, what) in refused {
             let err = refusal(listen, client).await;
             assert!(err.contains(alert), "{what}: want alert {alert}, got {err}");
         }
     });
     let seen = app.seen();
-    assert_eq!(seen.len(), 2, "only alice's two requests reach the backend");
+    assert_eq!(
+        seen.len(),
+        3,
+        "only alice's requests (TLS 1.3, TLS 1.2, h2) reach the backend"
+    );
     for request in &seen {
         let forwarded: Vec<_> = request.headers.get_all(HEADER).iter().collect();
         assert_eq!(forwarded.len(), 1, "one identity header: {forwarded:?}");
@@ -176,7 +195,7 @@ fn required_client_certificates_are_verified_and_forwarded() {
             .lines()
             .filter(|l| l.contains("principal=") && l.contains("spiffe://example/alice"))
             .count();
-        if lines == 2 {
+        if lines == 3 {
             Ok(())
         } else {
             Err(format!(
