@@ -1,6 +1,7 @@
 //! Whole-file tests: the shipped example, error collection and locations, the typed result.
 //! One test per validation rule lives in `tests/rules.rs`.
 
+mod client_auth;
 mod edge;
 mod filters;
 mod readme;

@@ -8,6 +8,7 @@ mod announce;
 mod auth;
 mod certificate;
 mod check;
+mod client_auth;
 mod dataplane;
 mod discovery;
 mod filter;
@@ -72,6 +73,8 @@ pub(crate) struct Names {
     certificates: HashMap<String, CertificateId>,
     broken_pools: HashSet<String>,
     broken_certificates: HashSet<String>,
+    /// The config file's directory, which relative file names are taken from.
+    pub(crate) base_dir: std::path::PathBuf,
 }
 
 impl Names {
@@ -94,6 +97,7 @@ impl Names {
             certificates,
             broken_pools: doc.broken_pools.clone(),
             broken_certificates: doc.broken_certificates.clone(),
+            base_dir: base_dir.to_path_buf(),
         }
     }
 

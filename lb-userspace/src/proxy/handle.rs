@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 
 use super::access_log::RequestRecord;
 use super::body::ResponseBody;
+use super::client_cert::ClientIdentity;
 use super::conn_io::{ConnGuard, ConnShared};
 use super::error::{ErrorKind, ProxyError};
 use super::exchange;
@@ -36,6 +37,8 @@ pub struct ConnCtx {
     pub client_ip: HeaderValue,
     /// Whether the connection is TLS.
     pub https: bool,
+    /// Who the client's verified certificate names (mTLS listeners).
+    pub client_cert: Option<ClientIdentity>,
     /// The connection's timers and flags.
     pub shared: Arc<ConnShared>,
 }
@@ -101,6 +104,7 @@ async fn respond(
     }
     let mut request = request;
     let host = request_head::prepare(&mut request, state.paths)?;
+    client_identity(ctx, state, &mut request, record);
     record.host = Some(host.clone());
     let Ok(host_str) = host.to_str() else {
         return Err(ProxyError::with_source(
@@ -174,6 +178,28 @@ async fn respond(
         .chain
         .on_response(ran, response.headers_mut(), &record.learned);
     Ok(response)
+}
+
+/// Puts the connection's verified certificate identity on the request, before routing so
+/// routes may match on it: it becomes the principal the filters start with, and replaces
+/// any client-sent copy of the listener's `client_cert_header` (removed even when the
+/// client has no certificate).
+fn client_identity(
+    ctx: &ConnCtx,
+    state: &ListenerState,
+    request: &mut Request<Incoming>,
+    record: &mut RequestRecord,
+) {
+    if let Some(name) = &state.client_cert_header {
+        let headers = request.headers_mut();
+        headers.remove(name);
+        if let Some(cert) = &ctx.client_cert {
+            headers.insert(name.clone(), cert.header.clone());
+        }
+    }
+    if let Some(cert) = &ctx.client_cert {
+        record.learned.principal = Some(cert.principal.clone());
+    }
 }
 
 /// The route `request` takes, if any.

@@ -25,6 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use super::client_cert::ClientIdentity;
 use super::conn_io::{ConnIo, ConnShared, LocalAnswers};
 use super::handle::{self, ConnCtx};
 use super::prefixed::Prefixed;
@@ -168,13 +169,16 @@ impl Connection {
             client: self.client,
             access_log: self.state.access_log,
         };
-        let ctx = Arc::new(ConnCtx {
-            listener: self.cell.clone(),
-            client: self.client,
-            client_ip: client_ip(self.client),
-            https,
-            shared: shared.clone(),
-        });
+        let ctx = |client_cert| {
+            Arc::new(ConnCtx {
+                listener: self.cell.clone(),
+                client: self.client,
+                client_ip: client_ip(self.client),
+                https,
+                client_cert,
+                shared: shared.clone(),
+            })
+        };
         if let Some(acceptor) = &self.state.tls {
             let handshake = tokio::time::timeout(timeouts.header_read, acceptor.accept(stream));
             let tls = match handshake.await {
@@ -189,6 +193,14 @@ impl Connection {
                 }
             };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            // rustls verified the chain; the leaf comes first.
+            let client_cert = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(ClientIdentity::of);
+            let ctx = ctx(client_cert);
             let io = ConnIo::new(
                 tls,
                 shared.clone(),
@@ -205,6 +217,7 @@ impl Connection {
             } else {
                 (false, Prefixed::new(Bytes::new(), stream))
             };
+            let ctx = ctx(None);
             let io = ConnIo::new(
                 stream,
                 shared.clone(),

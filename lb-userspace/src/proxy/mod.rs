@@ -12,6 +12,7 @@
 mod access_log;
 mod balance;
 mod body;
+mod client_cert;
 mod conn_io;
 mod connections;
 mod error;

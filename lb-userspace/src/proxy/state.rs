@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderName;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio_rustls::TlsAcceptor;
@@ -55,6 +56,8 @@ pub struct ListenerState {
     pub forwarded: ForwardedTrust,
     /// TLS termination, if any.
     pub tls: Option<TlsAcceptor>,
+    /// The header that carries a verified client certificate's identity (mTLS).
+    pub client_cert_header: Option<HeaderName>,
     /// Accept h2c with prior knowledge (plain listeners).
     pub h2c: bool,
     /// HTTP/1.1 connection settings.
@@ -94,6 +97,16 @@ impl ListenerState {
             )),
             None => None,
         };
+        let client_cert_header = match l7.tls.as_ref().and_then(|t| t.client_auth.as_ref()) {
+            Some(auth) => match &auth.header {
+                Some(name) => Some(
+                    HeaderName::from_bytes(name.as_bytes())
+                        .map_err(|_| BuildError::ClientCertHeader(name.clone()))?,
+                ),
+                None => None,
+            },
+            None => None,
+        };
         let (http1, http2) = builders(&l7.limits);
         Ok(Self {
             service: service.into(),
@@ -106,6 +119,7 @@ impl ListenerState {
             paths: l7.paths,
             forwarded: l7.forwarded.clone(),
             tls,
+            client_cert_header,
             h2c: l7.h2c,
             http1,
             http2,
@@ -152,6 +166,9 @@ pub enum BuildError {
     /// A filter that validation let through but cannot be built.
     #[error("filters")]
     Filters(#[source] FilterBuildError),
+    /// A client_cert_header that validation let through but hyper's types refuse.
+    #[error("client_cert_header {0:?} is not a header name")]
+    ClientCertHeader(String),
 }
 
 fn builders(limits: &Limits) -> (http1::Builder, http2::Builder<TokioExecutor>) {

@@ -1,5 +1,5 @@
 //! TLS termination settings of a listener: its certificates chosen by SNI, ALPN, and the
-//! lowest protocol version. Every key is checked against its certificate when the listener
+//! lowest protocol version, and the client certificates it verifies (mTLS). Every key is checked against its certificate when the listener
 //! is built, so a mismatch is a startup error naming both files, not a failed handshake.
 
 use std::collections::HashMap;
@@ -11,7 +11,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, SupportedProtocolVersion};
 
-use crate::config::{Alpn, Certificate, Config, HostPattern, Tls, TlsVersion};
+use crate::config::{Alpn, Certificate, ClientVerifierError, Config, HostPattern, Tls, TlsVersion};
 
 /// Why a listener's TLS settings could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +48,9 @@ pub enum TlsError {
     /// A certificate id points nowhere (validation prevents this).
     #[error("certificate #{0} is not in the config")]
     Missing(usize),
+    /// The client CA or CRLs cannot verify anything (validation prevents this).
+    #[error(transparent)]
+    ClientVerifier(#[from] ClientVerifierError),
     /// rustls refused the settings.
     #[error("TLS settings: {0}")]
     Settings(#[source] Box<rustls::Error>),
@@ -66,11 +69,14 @@ pub fn server_config(tls: &Tls, config: &Config) -> Result<Arc<ServerConfig>, Tl
         TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::Tls13 => &[&rustls::version::TLS13],
     };
-    let mut server = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
-        .map_err(|e| TlsError::Settings(Box::new(e)))?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
+        .map_err(|e| TlsError::Settings(Box::new(e)))?;
+    let builder = match &tls.client_auth {
+        Some(client_auth) => builder.with_client_cert_verifier(client_auth.verifier()?),
+        None => builder.with_no_client_auth(),
+    };
+    let mut server = builder.with_cert_resolver(Arc::new(resolver));
     server.alpn_protocols = tls
         .alpn
         .iter()

@@ -1,17 +1,29 @@
 //! Certificates made at run time: a test CA, leaf certificates it signs (written as PEM
-//! files for the agent's config), and rustls client settings that trust it.
+//! files for the agent's config), client certificates and revocation lists for mTLS, and
+//! rustls client settings that trust it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer, DnType,
+    IsCa, KeyIdMethod, KeyPair, RevokedCertParams, SanType, SerialNumber, date_time_ymd,
+};
 use rustls::{ClientConfig, RootCertStore, SupportedProtocolVersion};
-use rustls_pki_types::CertificateDer;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// A CA and the folder its certificates are written to.
 pub struct TestCa {
     issuer: CertifiedIssuer<'static, KeyPair>,
     dir: tempfile::TempDir,
+}
+
+/// A client certificate, kept in memory: clients present it, the agent never reads it.
+pub struct ClientCert {
+    /// The certificate.
+    pub der: CertificateDer<'static>,
+    /// Its key.
+    pub key: PrivatePkcs8KeyDer<'static>,
 }
 
 /// A leaf certificate written to disk.
@@ -25,10 +37,23 @@ pub struct Leaf {
 }
 
 impl TestCa {
-    /// A fresh CA.
+    /// A fresh CA (rcgen's default name).
     pub fn new() -> TestCa {
+        Self::with_name(None)
+    }
+
+    /// A fresh CA named `CN=<name>`, so that it is not mistaken for another test CA.
+    pub fn named(name: &str) -> TestCa {
+        Self::with_name(Some(name))
+    }
+
+    fn with_name(name: Option<&str>) -> TestCa {
         let mut params = CertificateParams::new(Vec::<String>::new())
             .unwrap_or_else(|e| panic!("CA params: {e}"));
+        if let Some(name) = name {
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            params.distinguished_name.push(DnType::CommonName, name);
+        }
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let key = KeyPair::generate().unwrap_or_else(|e| panic!("CA key: {e}"));
         let issuer =
@@ -60,6 +85,98 @@ impl TestCa {
             key: key_path,
             der: cert.der().clone(),
         }
+    }
+
+    /// Issues a client certificate with common name `cn`, `dns` and `uri` SANs and serial
+    /// `serial`; an `expired` one was valid only in 2020.
+    pub fn issue_client(
+        &self,
+        cn: &str,
+        dns: &str,
+        uri: &str,
+        serial: u64,
+        expired: bool,
+    ) -> ClientCert {
+        let mut params = CertificateParams::new(vec![dns.to_string()])
+            .unwrap_or_else(|e| panic!("client params: {e}"));
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.subject_alt_names.push(SanType::URI(
+            uri.try_into().unwrap_or_else(|e| panic!("URI SAN: {e}")),
+        ));
+        params.serial_number = Some(SerialNumber::from(serial));
+        if expired {
+            params.not_before = date_time_ymd(2020, 1, 1);
+            params.not_after = date_time_ymd(2020, 12, 31);
+        }
+        let key = KeyPair::generate().unwrap_or_else(|e| panic!("client key: {e}"));
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .unwrap_or_else(|e| panic!("signing: {e}"));
+        ClientCert {
+            der: cert.der().clone(),
+            key: PrivatePkcs8KeyDer::from(key.serialize_der()),
+        }
+    }
+
+    /// Writes the CA certificate to `file` (a `client_ca` bundle).
+    pub fn write_ca(&self, file: &str) -> PathBuf {
+        let path = self.path(file);
+        write(&path, &self.issuer.pem());
+        path
+    }
+
+    /// Writes a CRL of this CA revoking `serials` to `file`.
+    pub fn write_crl(&self, file: &str, serials: &[u64]) -> PathBuf {
+        let params = CertificateRevocationListParams {
+            this_update: date_time_ymd(2024, 1, 1),
+            next_update: date_time_ymd(2099, 1, 1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|serial| RevokedCertParams {
+                    serial_number: SerialNumber::from(*serial),
+                    revocation_time: date_time_ymd(2024, 1, 1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let crl = params
+            .signed_by(&self.issuer)
+            .unwrap_or_else(|e| panic!("signing the CRL: {e}"));
+        let path = self.path(file);
+        write(&path, &crl.pem().unwrap_or_else(|e| panic!("CRL PEM: {e}")));
+        path
+    }
+
+    /// Client settings trusting this CA and presenting `cert` (from any CA), HTTP/1.1.
+    pub fn client_presenting(
+        &self,
+        cert: &ClientCert,
+        versions: &[&'static SupportedProtocolVersion],
+    ) -> Arc<ClientConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap_or_else(|e| panic!("client versions: {e}"))
+            .with_root_certificates(self.roots())
+            .with_client_auth_cert(
+                vec![cert.der.clone()],
+                PrivateKeyDer::Pkcs8(cert.key.clone_key()),
+            )
+            .unwrap_or_else(|e| panic!("client certificate: {e}"));
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+
+    fn roots(&self) -> RootCertStore {
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(self.issuer.der().clone())
+            .unwrap_or_else(|e| panic!("adding the CA: {e}"));
+        roots
     }
 
     /// A path in the CA's folder.

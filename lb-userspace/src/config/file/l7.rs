@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::model::{Alpn, EscapedSlashes, Scheme, TlsVersion};
+use crate::config::model::{Alpn, ClientAuthMode, EscapedSlashes, Scheme, TlsVersion};
 
 /// `[service.l7]`, without its virtual hosts.
 #[derive(Debug, Deserialize)]
@@ -63,6 +63,16 @@ pub struct Tls {
     pub alpn: Option<Spanned<Vec<Spanned<Alpn>>>>,
     /// Default `"1.2"`.
     pub min_version: Option<TlsVersion>,
+    /// PEM CA bundle client certificates are verified against; default none (no client
+    /// certificates asked for).
+    pub client_ca: Option<Spanned<String>>,
+    /// `required` or `optional`; default `required`; only with `client_ca`.
+    pub client_auth: Option<Spanned<ClientAuthMode>>,
+    /// PEM file of one or more CRLs; default none; only with `client_ca`.
+    pub client_crl: Option<Spanned<String>>,
+    /// Header the verified certificate's identity is forwarded in; default none; only with
+    /// `client_ca`.
+    pub client_cert_header: Option<Spanned<String>>,
 }
 
 /// `[service.l7.limits]`.

@@ -1,6 +1,9 @@
 //! The validated l7 part of the config: listeners, virtual hosts and routes.
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
 
 use serde::Deserialize;
 
@@ -38,6 +41,37 @@ pub struct Tls {
     pub alpn: Vec<Alpn>,
     /// Lowest TLS version accepted.
     pub min_version: TlsVersion,
+    /// Client certificates asked for and verified; `None` asks for none.
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// How a TLS listener verifies client certificates (mTLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAuth {
+    /// The CA bundle's path, for messages.
+    pub ca_path: PathBuf,
+    /// The CA certificates client chains must lead to (at least one).
+    pub roots: Vec<CertificateDer<'static>>,
+    /// Whether a client without a certificate is refused at the handshake.
+    pub mode: ClientAuthMode,
+    /// The CRL file's path, for messages.
+    pub crl_path: Option<PathBuf>,
+    /// Revocation lists checked for every certificate of a client's chain.
+    pub crls: Vec<CertificateRevocationListDer<'static>>,
+    /// The header (lower case) that carries the verified identity to the backend; a
+    /// client-sent copy is always removed.
+    pub header: Option<String>,
+}
+
+/// Whether a TLS listener with a client CA needs a client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuthMode {
+    /// No certificate, no connection.
+    Required,
+    /// A client without a certificate is served, with no principal; one that presents a
+    /// certificate must present a valid one.
+    Optional,
 }
 
 /// An ALPN protocol Sluice can serve.
@@ -298,4 +332,68 @@ pub enum RetryOn {
     Reset,
     /// The upstream answered with this 5xx status.
     Status(u16),
+}
+
+/// Why a listener's client-certificate settings cannot verify anything.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientVerifierError {
+    /// A certificate of the CA bundle is not a usable trust anchor.
+    #[error("certificate #{index} of {} is not a usable CA: {source}", path.display())]
+    Root {
+        /// The CA bundle.
+        path: PathBuf,
+        /// Its position in the bundle, from 1.
+        index: usize,
+        /// What rustls said.
+        #[source]
+        source: rustls::Error,
+    },
+    /// rustls refused the settings (an unparsable CRL, no roots).
+    #[error("client certificate settings ({}): {source}", path.display())]
+    Verifier {
+        /// The CRL file when there is one, else the CA bundle.
+        path: PathBuf,
+        /// What rustls said.
+        #[source]
+        source: rustls::server::VerifierBuilderError,
+    },
+}
+
+impl ClientAuth {
+    /// The verifier a handshake runs: chains to `roots`, checked against `crls` (a
+    /// certificate of the chain whose revocation status no CRL gives is refused).
+    pub fn verifier(
+        &self,
+    ) -> Result<std::sync::Arc<dyn rustls::server::danger::ClientCertVerifier>, ClientVerifierError>
+    {
+        let mut store = rustls::RootCertStore::empty();
+        for (i, root) in self.roots.iter().enumerate() {
+            store
+                .add(root.clone())
+                .map_err(|source| ClientVerifierError::Root {
+                    path: self.ca_path.clone(),
+                    index: i + 1,
+                    source,
+                })?;
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            std::sync::Arc::new(store),
+            provider,
+        )
+        .with_crls(self.crls.iter().cloned());
+        let builder = match self.mode {
+            ClientAuthMode::Required => builder,
+            ClientAuthMode::Optional => builder.allow_unauthenticated(),
+        };
+        builder
+            .build()
+            .map_err(|source| ClientVerifierError::Verifier {
+                path: self
+                    .crl_path
+                    .clone()
+                    .unwrap_or_else(|| self.ca_path.clone()),
+                source,
+            })
+    }
 }

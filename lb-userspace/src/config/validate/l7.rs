@@ -6,7 +6,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::service::Usage;
-use super::{Names, check, filter, route};
+use super::{Names, check, client_auth, filter, route};
 use crate::config::diagnostic::Reporter;
 use crate::config::document::VirtualHostItem;
 use crate::config::file;
@@ -136,10 +136,12 @@ fn tls(raw: &Spanned<file::Tls>, ctx: &str, names: &Names, r: &mut Reporter) -> 
             }
         }
     };
+    let client_auth = client_auth::client_auth(t, &names.base_dir, ctx, r);
     Some(Tls {
         certificates: certificates.into_iter().collect::<Option<_>>()?,
         alpn: alpn?,
         min_version: t.min_version.unwrap_or(TlsVersion::Tls12),
+        client_auth: client_auth?,
     })
 }
 
