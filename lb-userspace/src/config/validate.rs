@@ -73,8 +73,6 @@ pub(crate) struct Names {
     certificates: HashMap<String, CertificateId>,
     broken_pools: HashSet<String>,
     broken_certificates: HashSet<String>,
-    /// The config file's directory, which relative file names are taken from.
-    pub(crate) base_dir: std::path::PathBuf,
 }
 
 impl Names {
@@ -97,7 +95,6 @@ impl Names {
             certificates,
             broken_pools: doc.broken_pools.clone(),
             broken_certificates: doc.broken_certificates.clone(),
-            base_dir: base_dir.to_path_buf(),
         }
     }
 
