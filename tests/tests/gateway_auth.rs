@@ -549,6 +549,55 @@ fn jwt_keys_from_a_url_rotate_and_survive_its_outage() {
     lab.stop();
 }
 
+#[test]
+fn a_remembered_token_is_refused_once_it_expires() {
+    if !privileged() {
+        return;
+    }
+    use jsonwebtoken::Algorithm;
+    let files = tempfile::tempdir().expect("temp dir");
+    let key = keys::ec("k1", false);
+    let jwks = files.path().join("jwks.json");
+    write(&jwks, &keys::jwks(&[&key]));
+    let mut lab = Lab::new();
+    let app = Backend::start(&lab.ns, "app-1", local(9001), Mode::Echo);
+    let listen = local(8080);
+    let config = jwt_config(&app, listen, &format!("jwks_file = {:?}", jwks.display()));
+    lab.start(&config);
+    // Valid for 2 s, plus the filter's 5 s leeway.
+    let exp = keys::now() + 2;
+    let mut claims = keys::claims("alice");
+    claims["exp"] = exp.into();
+    let token = keys::token(&key, Algorithm::ES256, &claims);
+    let answer = |lab: &Lab| {
+        let req = bearer("/", &token);
+        lab.run(async move {
+            let mut h1 = H1::connect(listen).await.expect("connect");
+            let reply = h1.send(req).await.expect("reply");
+            let challenge = reply
+                .headers
+                .get("www-authenticate")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            (reply.status.as_u16(), challenge)
+        })
+    };
+    // The second request finds the token verified already.
+    assert_eq!(answer(&lab).0, 200);
+    assert_eq!(answer(&lab).0, 200);
+    while keys::now() <= exp + 5 {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let (status, challenge) = answer(&lab);
+    assert_eq!(
+        status, 401,
+        "an expired token is refused, verified before or not"
+    );
+    assert!(challenge.contains("expired"), "{challenge}");
+    lab.stop();
+}
+
 /// An HTTP/1.1 connection from source address `from`.
 async fn h1_from(from: std::net::IpAddr, to: std::net::SocketAddr) -> H1 {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
