@@ -160,8 +160,7 @@ pub struct AdminArgs {
 
 /// Runs the parsed command line and returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
-    // Held to the end: dropping it writes out the queued log lines.
-    let _log = logging::init(&cli.log_level, cli.log_format);
+    logging::init(&cli.log_level, cli.log_format);
     match cli.command {
         Command::CheckConfig { file } => check_config(&file),
         Command::Status { admin } => admin_call(&admin, Method::Get, "/status"),

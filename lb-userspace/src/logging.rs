@@ -1,10 +1,9 @@
 //! Log setup: `tracing` to stderr, human-readable or JSON, level from `--log-level` or
 //! `RUST_LOG`.
 
-use std::io::{BufWriter, IsTerminal};
+use std::io::IsTerminal;
 
 use clap::ValueEnum;
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 /// How log lines are written.
@@ -17,42 +16,20 @@ pub enum LogFormat {
     Json,
 }
 
-/// Keeps the log writer thread running; dropping it writes out every queued line.
-#[must_use = "dropping the guard stops the log writer"]
-pub struct LogGuard {
-    _writer: WorkerGuard,
-}
-
-/// Lines queued for the writer thread before a logging thread waits for room: at a few
-/// hundred bytes a line, at most a few MiB held when stderr is slower than the requests.
-const QUEUED_LINES: usize = 8 * 1024;
-
 /// Installs the global subscriber. `level` is an `EnvFilter` directive (e.g. `info`,
-/// `sluice=debug`); `RUST_LOG`, when set, wins. Keep the guard until the process ends.
-///
-/// Lines go through a queue to one writer thread, which writes what has gathered in one
-/// buffered write to stderr: a proxy worker logging a request never takes the stderr lock or
-/// makes a system call, and a slow reader of stderr stalls only the writer. Nothing is
-/// dropped: when the queue is full, a logging thread waits for room.
-pub fn init(level: &str, format: LogFormat) -> LogGuard {
+/// `sluice=debug`); `RUST_LOG`, when set, wins.
+pub fn init(level: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(with_quiet_dependencies(level)))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let ansi = std::io::stderr().is_terminal();
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(QUEUED_LINES)
-        .thread_name("sluice-log")
-        .finish(BufWriter::with_capacity(64 * 1024, std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(ansi);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
-    LogGuard { _writer: guard }
 }
 
 /// The DNS resolver logs whole DNS messages at debug level: `--log-level debug` is for
