@@ -202,7 +202,14 @@ fn the_shipped_gateway_example_checks_and_runs() {
     );
     assert_eq!(globex_after, 200, "the limit is per partner");
 
-    let at_orders: Vec<_> = orders.iter().flat_map(Backend::seen).collect();
+    // The pools' health probes (GET /healthz, at their own pace) are not the routes' doing.
+    let routed = |b: &Backend| -> Vec<_> {
+        b.seen()
+            .into_iter()
+            .filter(|s| s.path != "/healthz")
+            .collect()
+    };
+    let at_orders: Vec<_> = orders.iter().flat_map(routed).collect();
     assert_eq!(at_orders.len(), 2, "the reader's GET and the admin's PUT");
     assert!(at_orders.iter().any(|s| s.header("x-user-id") == "rita"));
     assert!(
@@ -210,7 +217,7 @@ fn the_shipped_gateway_example_checks_and_runs() {
             .iter()
             .any(|s| s.header("x-user-email") == "adam@example.com")
     );
-    let at_feed = feed.seen();
+    let at_feed = routed(&feed);
     assert!(at_feed.len() >= 27, "{} partner requests", at_feed.len());
     assert!(
         at_feed.iter().all(|s| s.header("x-api-key").is_empty()),
