@@ -73,15 +73,7 @@ impl StatsReader {
         let maps = self.lock();
         Reason::ALL
             .iter()
-            .map(|reason| {
-                let per_cpu = maps
-                    .global
-                    .get(&(*reason as u32), 0)
-                    .map_err(DataplaneError::map)?;
-                let mut total = Counter::default();
-                per_cpu.iter().for_each(|c| total.add(c));
-                Ok((*reason, total))
-            })
+            .map(|reason| Ok((*reason, summed(&maps.global, *reason as u32)?)))
             .collect()
     }
 
@@ -90,15 +82,7 @@ impl StatsReader {
         let maps = self.lock();
         IcmpReason::ALL
             .iter()
-            .map(|reason| {
-                let per_cpu = maps
-                    .icmp
-                    .get(&(*reason as u32), 0)
-                    .map_err(DataplaneError::map)?;
-                let mut total = Counter::default();
-                per_cpu.iter().for_each(|c| total.add(c));
-                Ok((*reason, total))
-            })
+            .map(|reason| Ok((*reason, summed(&maps.icmp, *reason as u32)?)))
             .collect()
     }
 
@@ -145,6 +129,14 @@ impl StatsReader {
 fn sum(map: &PerCpuArray<MapData, FlowCounter>, id: u32) -> Result<FlowCounter, DataplaneError> {
     let per_cpu = map.get(&id, 0).map_err(DataplaneError::map)?;
     let mut total = FlowCounter::default();
+    per_cpu.iter().for_each(|c| total.add(c));
+    Ok(total)
+}
+
+/// Entry `index` of a per-CPU counter array, summed over the CPUs.
+fn summed(map: &PerCpuArray<MapData, Counter>, index: u32) -> Result<Counter, DataplaneError> {
+    let per_cpu = map.get(&index, 0).map_err(DataplaneError::map)?;
+    let mut total = Counter::default();
     per_cpu.iter().for_each(|c| total.add(c));
     Ok(total)
 }
