@@ -9,6 +9,7 @@ use sluice_tests::{privileged, required_tool};
 const RATE: u64 = 400;
 const BURST: u64 = 40;
 const SECONDS: u64 = 10;
+const CONNECTIONS: u64 = 8;
 
 #[test]
 fn a_global_limit_holds_within_five_percent_under_wrk() {
@@ -30,7 +31,8 @@ fn a_global_limit_holds_within_five_percent_under_wrk() {
     let output = lab
         .ns
         .command("wrk")
-        .args(["-c", "8", "-t", "1", "--timeout", "5s"])
+        .args(["-t", "1", "--timeout", "5s"])
+        .arg(format!("-c{CONNECTIONS}"))
         .arg(format!("-d{SECONDS}s"))
         .arg(format!("http://{listen}/"))
         .output()
@@ -56,10 +58,13 @@ fn a_global_limit_holds_within_five_percent_under_wrk() {
         "{allowed} requests let through in {SECONDS} s, expected {expected} ± 5% ({:.1}% off)\n{stdout}",
         off * 100.0
     );
-    assert_eq!(
-        app.count() as u64,
-        allowed,
-        "every request let through, and only those, reached the backend"
+    // wrk stops by closing its connections, so a request let through in the last instant can
+    // lose its client before it reaches the backend: at most one per connection.
+    let reached = app.count() as u64;
+    assert!(
+        reached <= allowed && allowed - reached <= CONNECTIONS,
+        "every request let through (but those in flight when wrk stopped), and only those, \
+         reached the backend: {reached} reached, {allowed} let through"
     );
     lab.stop();
 }
