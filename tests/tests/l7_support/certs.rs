@@ -171,6 +171,22 @@ impl TestCa {
         Arc::new(config)
     }
 
+    /// Server settings presenting `leaf` (a test's own TLS server), HTTP/1.1.
+    pub fn server_presenting(&self, leaf: &Leaf) -> Arc<rustls::ServerConfig> {
+        use rustls_pki_types::pem::PemObject;
+        let key = PrivateKeyDer::from_pem_file(&leaf.key)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", leaf.key.display()));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap_or_else(|e| panic!("server versions: {e}"))
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der.clone()], key)
+            .unwrap_or_else(|e| panic!("server certificate: {e}"));
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+
     fn roots(&self) -> RootCertStore {
         let mut roots = RootCertStore::empty();
         roots

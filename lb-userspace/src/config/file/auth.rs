@@ -23,8 +23,10 @@ pub struct ApiKey {
 pub struct Jwt {
     /// A JWKS file; exactly one of `jwks_file` and `jwks_url`.
     pub jwks_file: Option<Spanned<String>>,
-    /// A JWKS URL (`http://`).
+    /// A JWKS URL (`http://` or `https://`).
     pub jwks_url: Option<Spanned<String>>,
+    /// A PEM CA bundle; only with an `https://` `jwks_url`; default the system's trust store.
+    pub jwks_ca_file: Option<Spanned<String>>,
     /// Duration; only with `jwks_url`; default `5m`.
     pub jwks_refresh: Option<Spanned<String>>,
     /// Duration; only with `jwks_url`; default `5s`.
@@ -49,8 +51,10 @@ pub struct Jwt {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExtAuthz {
-    /// `http://host:port/path`; required.
+    /// `http://` or `https://host:port/path`; required.
     pub url: Spanned<String>,
+    /// A PEM CA bundle; only with an `https://` url; default the system's trust store.
+    pub ca_file: Option<Spanned<String>>,
     /// Duration; default `200ms`.
     pub timeout: Option<Spanned<String>>,
     /// `open` or `closed`; default `closed`.

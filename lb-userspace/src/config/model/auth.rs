@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use rustls_pki_types::CertificateDer;
+
 use crate::config::jwks::{Jwk, JwtAlg};
 
 /// `api_key` settings: the keys (as SHA-256 hashes) and where a request presents one.
@@ -57,8 +59,10 @@ pub enum JwksSource {
     },
     /// A URL, fetched at start and every `refresh`.
     Url {
-        /// `http://host[:port]/path`.
+        /// `http://` or `https://host[:port]/path`.
         url: String,
+        /// For an https URL, what its server's certificate must chain to.
+        trust: Option<TrustRoots>,
         /// Time between fetches.
         refresh: Duration,
         /// How long a fetch may take.
@@ -69,8 +73,11 @@ pub enum JwksSource {
 /// `ext_authz` settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExtAuthzSpec {
-    /// `http://host[:port]/path`: checks go to this path followed by the request's.
+    /// `http://` or `https://host[:port]/path`: checks go to this path followed by the
+    /// request's.
     pub url: String,
+    /// For an https URL, what the service's certificate must chain to.
+    pub trust: Option<TrustRoots>,
     /// How long a check may take.
     pub timeout: Duration,
     /// What an unreachable or silent service means.
@@ -79,6 +86,21 @@ pub struct ExtAuthzSpec {
     pub send_headers: Vec<String>,
     /// Headers of an allowing answer set on the request (lower case).
     pub add_to_request: Vec<String>,
+}
+
+/// The certificates an outside service's certificate must chain to (an https JWKS URL or
+/// authorization service).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustRoots {
+    /// The system's trust store, read when the filter is built.
+    System,
+    /// A CA bundle, read with the config.
+    Bundle {
+        /// The file.
+        path: PathBuf,
+        /// Its certificates.
+        roots: Vec<CertificateDer<'static>>,
+    },
 }
 
 /// What `ext_authz` does when its service gives no answer.

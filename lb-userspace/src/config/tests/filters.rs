@@ -160,8 +160,16 @@ fn jwt_settings_are_checked() {
         &["12:1: jwt needs jwks_file or jwks_url"],
     );
     assert_errors(
-        &jwt("jwks_url = \"https://idp/jwks\""),
-        &["13:12: https is not supported yet"],
+        &jwt("jwks_url = \"ftp://idp/jwks\""),
+        &["13:12: jwt.jwks_url \"ftp://idp/jwks\" is not a URL like"],
+    );
+    assert_errors(
+        &jwt("jwks_url = \"http://idp/jwks\"\njwks_ca_file = \"ca.pem\""),
+        &["14:16: jwt.jwks_ca_file applies only with an https jwt.jwks_url"],
+    );
+    assert_errors(
+        &jwt("jwks_url = \"https://idp/jwks\"\njwks_ca_file = \"/nonexistent/ca.pem\""),
+        &["14:16: jwt.jwks_ca_file /nonexistent/ca.pem cannot be read"],
     );
     assert_errors(
         &jwt("jwks_url = \"http://idp/jwks\"\nalgorithms = [\"RS256\", \"HS256\"]"),
@@ -227,8 +235,22 @@ fn ext_authz_settings_are_checked() {
         )
     };
     assert_errors(
-        &ext("url = \"https://authz/check\""),
-        &["13:7: ext_authz.url \"https://authz/check\" is not a URL"],
+        &ext("url = \"https://authz/check?x=1\""),
+        &["13:7: ext_authz.url \"https://authz/check?x=1\" is not a URL"],
+    );
+    assert_errors(
+        &ext("url = \"http://authz/check\"\nca_file = \"ca.pem\""),
+        &["14:11: ext_authz.ca_file applies only with an https ext_authz.url"],
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let not_pem = dir.path().join("ca.pem");
+    std::fs::write(&not_pem, "no certificate here\n").expect("write");
+    assert_errors(
+        &ext(&format!(
+            "url = \"https://authz/check\"\nca_file = {:?}",
+            not_pem.display()
+        )),
+        &["14:11: holds no PEM CERTIFICATE block"],
     );
     assert_errors(
         &ext("url = \"http://authz/check\"\nfailure_mode = \"maybe\""),

@@ -12,7 +12,7 @@ use crate::config::file;
 use crate::config::jwks::{self, JwtAlg};
 use crate::config::model::{
     ApiKeySpec, AuthzAction, AuthzPath, AuthzRule, AuthzSpec, ExtAuthzSpec, FailureMode,
-    JwksSource, JwtSpec, key_hash,
+    JwksSource, JwtSpec, TrustRoots, key_hash,
 };
 
 /// The default header of an `api_key` filter given neither `header` nor `query`.
@@ -286,6 +286,12 @@ fn jwks_source(
                 ctx,
                 r,
             );
+            check::not_here(
+                j.jwks_ca_file.as_ref(),
+                "jwt.jwks_ca_file applies only with an https jwt.jwks_url",
+                ctx,
+                r,
+            );
             let file = check::existing_file(path, base_dir, "jwt.jwks_file", ctx, r)?;
             let text = match std::fs::read_to_string(&file) {
                 Ok(text) => text,
@@ -326,21 +332,22 @@ fn jwks_source(
                 r,
             );
             let text = url.get_ref();
-            let parsed: Option<http::Uri> = text.parse().ok();
-            let usable = parsed.as_ref().is_some_and(|u| {
-                u.scheme_str() == Some("http") && u.host().is_some_and(|h| !h.is_empty())
-            });
-            if !usable {
-                let why = if text.starts_with("https://") {
-                    "https is not supported yet: serve the key set over http on a trusted network, or use jwt.jwks_file"
-                } else {
-                    "it is not a URL like \"http://idp.internal:8080/jwks.json\""
-                };
-                r.error_in(&url.span(), ctx, format!("jwt.jwks_url {text:?}: {why}"));
-                return None;
-            }
+            let trust = service_url(
+                url,
+                j.jwks_ca_file.as_ref(),
+                ServiceUrlField {
+                    url: "jwt.jwks_url",
+                    ca_file: "jwt.jwks_ca_file",
+                    example: "https://idp.example.com/.well-known/jwks.json",
+                    query_allowed: true,
+                },
+                base_dir,
+                ctx,
+                r,
+            );
             Some(JwksSource::Url {
                 url: text.clone(),
+                trust: trust?,
                 refresh: refresh?,
                 timeout: timeout?,
             })
@@ -367,25 +374,26 @@ fn jwks_source(
 /// An `ext_authz` filter: an http URL, a timeout, a failure mode and header names.
 pub(super) fn ext_authz(
     raw: &Spanned<file::ExtAuthz>,
+    base_dir: &Path,
     ctx: &str,
     r: &mut Reporter,
 ) -> Option<ExtAuthzSpec> {
     let e = raw.get_ref();
     let text = e.url.get_ref();
-    let usable = text.parse::<http::Uri>().ok().is_some_and(|u| {
-        u.scheme_str() == Some("http")
-            && u.host().is_some_and(|h| !h.is_empty())
-            && u.query().is_none()
-    });
-    if !usable {
-        r.error_in(
-            &e.url.span(),
-            ctx,
-            format!(
-                "ext_authz.url {text:?} is not a URL like \"http://authz.internal:9000/check\" (http only, no query)"
-            ),
-        );
-    }
+    let trust = service_url(
+        &e.url,
+        e.ca_file.as_ref(),
+        ServiceUrlField {
+            url: "ext_authz.url",
+            ca_file: "ext_authz.ca_file",
+            example: "http://authz.internal:9000/check",
+            // The request's own query follows the URL's path.
+            query_allowed: false,
+        },
+        base_dir,
+        ctx,
+        r,
+    );
     let timeout = check::duration(
         e.timeout.as_ref(),
         DEFAULT_EXT_AUTHZ_TIMEOUT,
@@ -414,11 +422,9 @@ pub(super) fn ext_authz(
         None => Some(vec!["authorization".to_owned()]),
     };
     let add_to_request = names(&e.add_to_request, r);
-    if !usable {
-        return None;
-    }
     Some(ExtAuthzSpec {
         url: text.clone(),
+        trust: trust?,
         timeout: timeout?,
         failure_mode: failure_mode?,
         send_headers: send_headers?,
@@ -540,6 +546,66 @@ fn authz_rule(raw: &Spanned<file::AuthzRule>, ctx: &str, r: &mut Reporter) -> Op
         path: path?,
         client_cidrs: cidrs.into_iter().collect::<Option<_>>()?,
     })
+}
+
+/// How a filter's URL of an outside service is named in errors.
+struct ServiceUrlField {
+    url: &'static str,
+    ca_file: &'static str,
+    example: &'static str,
+    query_allowed: bool,
+}
+
+/// Checks the URL of a service a filter calls (`http://` or `https://`, a host, no
+/// fragment) and its CA bundle: `Some(None)` for http, `Some(Some(roots))` for https.
+fn service_url(
+    url: &Spanned<String>,
+    ca_file: Option<&Spanned<String>>,
+    field: ServiceUrlField,
+    base_dir: &Path,
+    ctx: &str,
+    r: &mut Reporter,
+) -> Option<Option<TrustRoots>> {
+    let text = url.get_ref();
+    let parsed: Option<http::Uri> = text.parse().ok();
+    let https = match parsed.as_ref().filter(|u| {
+        u.host().is_some_and(|h| !h.is_empty()) && (field.query_allowed || u.query().is_none())
+    }) {
+        Some(u) if u.scheme_str() == Some("http") => false,
+        Some(u) if u.scheme_str() == Some("https") => true,
+        _ => {
+            let query = if field.query_allowed {
+                ""
+            } else {
+                ", no query"
+            };
+            r.error_in(
+                &url.span(),
+                ctx,
+                format!(
+                    "{} {text:?} is not a URL like \"{}\" (http or https{query})",
+                    field.url, field.example
+                ),
+            );
+            return None;
+        }
+    };
+    match (https, ca_file) {
+        (false, None) => Some(None),
+        (false, Some(ca)) => {
+            r.error_in(
+                &ca.span(),
+                ctx,
+                format!("{} applies only with an https {}", field.ca_file, field.url),
+            );
+            None
+        }
+        (true, None) => Some(Some(TrustRoots::System)),
+        (true, Some(ca)) => {
+            let (path, roots) = check::ca_bundle(ca, base_dir, field.ca_file, ctx, r)?;
+            Some(Some(TrustRoots::Bundle { path, roots }))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@ use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use toml::Spanned;
 
 use crate::config::diagnostic::Reporter;
@@ -333,6 +335,39 @@ pub(crate) fn not_here<T>(
 ) {
     if let Some(value) = value {
         r.error_in(&value.span(), ctx, message);
+    }
+}
+
+/// A PEM bundle of CA certificates at `value` (relative to `base_dir`): at least one
+/// certificate, every block valid.
+pub(crate) fn ca_bundle(
+    value: &Spanned<String>,
+    base_dir: &Path,
+    what: &str,
+    ctx: &str,
+    r: &mut Reporter,
+) -> Option<(PathBuf, Vec<CertificateDer<'static>>)> {
+    let path = existing_file(value, base_dir, what, ctx, r)?;
+    let roots =
+        CertificateDer::pem_file_iter(&path).and_then(|certs| certs.collect::<Result<Vec<_>, _>>());
+    match roots {
+        Ok(roots) if !roots.is_empty() => Some((path, roots)),
+        Ok(_) => {
+            r.error_in(
+                &value.span(),
+                ctx,
+                format!("{what} {} holds no PEM CERTIFICATE block", path.display()),
+            );
+            None
+        }
+        Err(err) => {
+            r.error_in(
+                &value.span(),
+                ctx,
+                format!("{what} {} is not valid PEM: {err}", path.display()),
+            );
+            None
+        }
     }
 }
 

@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use rustls_pki_types::CertificateRevocationListDer;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, CertificateRevocationListDer};
 use toml::Spanned;
 
 use super::check;
@@ -54,7 +54,7 @@ pub(super) fn client_auth(
         }
         return fine.then_some(None);
     };
-    let roots = load_roots(ca, base_dir, ctx, r);
+    let roots = check::ca_bundle(ca, base_dir, "tls.client_ca", ctx, r);
     let crls = match &t.client_crl {
         Some(crl) => load_crls(crl, base_dir, ctx, r).map(|(path, crls)| (Some(path), crls)),
         None => Some((None, Vec::new())),
@@ -85,39 +85,6 @@ pub(super) fn client_auth(
         return None;
     }
     Some(Some(settings))
-}
-
-fn load_roots(
-    value: &Spanned<String>,
-    base_dir: &Path,
-    ctx: &str,
-    r: &mut Reporter,
-) -> Option<(PathBuf, Vec<CertificateDer<'static>>)> {
-    let path = check::existing_file(value, base_dir, "tls.client_ca", ctx, r)?;
-    let roots =
-        CertificateDer::pem_file_iter(&path).and_then(|certs| certs.collect::<Result<Vec<_>, _>>());
-    match roots {
-        Ok(roots) if !roots.is_empty() => Some((path, roots)),
-        Ok(_) => {
-            r.error_in(
-                &value.span(),
-                ctx,
-                format!(
-                    "tls.client_ca {} holds no PEM CERTIFICATE block",
-                    path.display()
-                ),
-            );
-            None
-        }
-        Err(err) => {
-            r.error_in(
-                &value.span(),
-                ctx,
-                format!("tls.client_ca {} is not valid PEM: {err}", path.display()),
-            );
-            None
-        }
-    }
 }
 
 fn load_crls(

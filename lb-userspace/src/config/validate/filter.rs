@@ -83,7 +83,7 @@ fn filter(
     } else if let Some(c) = &f.cors {
         cors(c, ctx, r).map(FilterKind::Cors)
     } else if let Some(ext) = &f.ext_authz {
-        auth::ext_authz(ext, ctx, r).map(FilterKind::ExtAuthz)
+        auth::ext_authz(ext, base_dir, ctx, r).map(FilterKind::ExtAuthz)
     } else {
         None
     };

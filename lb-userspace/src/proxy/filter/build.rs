@@ -56,6 +56,9 @@ pub enum FilterBuildError {
     /// An authorization service URL that is no URI.
     #[error("ext_authz: URL {0:?}")]
     ExtAuthzUrl(String),
+    /// The URL or the trust roots of a service the filter calls.
+    #[error("service URL")]
+    Service(#[source] Box<super::service_client::ServiceClientError>),
     /// A method name hyper refuses.
     #[error("authz: method {0:?}")]
     Method(String),
@@ -68,6 +71,12 @@ pub enum FilterBuildError {
         #[source]
         source: Box<FilterBuildError>,
     },
+}
+
+impl From<super::service_client::ServiceClientError> for FilterBuildError {
+    fn from(err: super::service_client::ServiceClientError) -> Self {
+        Self::Service(Box::new(err))
+    }
 }
 
 type StateKey = (Arc<str>, String);

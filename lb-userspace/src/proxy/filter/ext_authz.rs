@@ -4,18 +4,19 @@
 //! the service returned that the filter may copy onto the request); any other answer is
 //! sent to the client as it is (status and body). When the service cannot be reached or
 //! does not answer within `timeout`, `failure_mode` decides: `closed` answers 503, `open`
-//! lets the request go on (and counts it). One connection per check: no pool to go stale.
+//! lets the request go on (and counts it). Connections to the service are kept alive and
+//! reused (`service_client`), over TLS for an `https` URL.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
+use http_body_util::Empty;
 
 use super::build::FilterBuildError;
 use super::headers::header_name;
+use super::service_client::{CallError, ServiceClient};
 use super::{Decision, Deny, Filter, FilterRequest, Verdict};
 use crate::config::{ExtAuthzSpec, FailureMode};
 use crate::proxy::stats::FilterStats;
@@ -26,14 +27,10 @@ const MAX_BODY: usize = 64 * 1024;
 /// Why the service gave no answer.
 #[derive(Debug, thiserror::Error)]
 enum CheckError {
-    #[error("connect: {0}")]
-    Connect(#[from] std::io::Error),
-    #[error("http: {0}")]
-    Http(#[from] hyper::Error),
+    #[error("{0}")]
+    Call(#[from] CallError),
     #[error("request: {0}")]
     Request(#[from] http::Error),
-    #[error("body: {0}")]
-    Body(String),
     #[error("no answer in time")]
     Timeout,
 }
@@ -44,9 +41,7 @@ pub struct ExtAuthzFilter {
 }
 
 struct Target {
-    host: String,
-    port: u16,
-    authority: HeaderValue,
+    client: ServiceClient,
     /// The URL's path, without a trailing `/`.
     prefix: String,
     send: Vec<HeaderName>,
@@ -63,24 +58,12 @@ impl ExtAuthzFilter {
             .url
             .parse()
             .map_err(|_| FilterBuildError::ExtAuthzUrl(spec.url.clone()))?;
-        let host = uri
-            .host()
-            .ok_or_else(|| FilterBuildError::ExtAuthzUrl(spec.url.clone()))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let authority = uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            .ok_or_else(|| FilterBuildError::ExtAuthzUrl(spec.url.clone()))?;
         let names = |list: &[String]| -> Result<Vec<HeaderName>, FilterBuildError> {
             list.iter().map(|n| header_name(n)).collect()
         };
         Ok(Self {
             target: Arc::new(Target {
-                port: uri.port_u16().unwrap_or(80),
-                host,
-                authority,
+                client: ServiceClient::new(&uri, spec.trust.as_ref())?,
                 prefix: uri.path().trim_end_matches('/').to_owned(),
                 send: names(&spec.send_headers)?,
                 copy_back: names(&spec.add_to_request)?,
@@ -160,38 +143,18 @@ async fn check(
     path: &str,
     sent: Vec<(HeaderName, HeaderValue)>,
 ) -> Result<Answer, CheckError> {
-    let stream = tokio::net::TcpStream::connect((target.host.as_str(), target.port)).await?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await?;
-    let driver = tokio::spawn(connection);
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(http::header::HOST, target.authority.clone());
+    let mut builder = Request::builder().method(method).uri(path);
     for (name, value) in sent {
         builder = builder.header(name, value);
     }
-    let result = async {
-        let response = sender.send_request(builder.body(Empty::new())?).await?;
-        let status = response.status();
-        let add = target
-            .copy_back
-            .iter()
-            .filter_map(|name| {
-                response
-                    .headers()
-                    .get(name)
-                    .map(|v| (name.clone(), v.clone()))
-            })
-            .collect();
-        let body = Limited::new(response.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| CheckError::Body(e.to_string()))?
-            .to_bytes();
-        Ok((status, add, body))
-    }
-    .await;
-    driver.abort();
-    result
+    let answer = target
+        .client
+        .call(builder.body(Empty::new())?, MAX_BODY)
+        .await?;
+    let add = target
+        .copy_back
+        .iter()
+        .filter_map(|name| answer.headers.get(name).map(|v| (name.clone(), v.clone())))
+        .collect();
+    Ok((answer.status, add, answer.body))
 }

@@ -7,15 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use http::{Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
+use http_body_util::Empty;
 use tokio::task::JoinHandle;
 
 use super::build::FilterBuildError;
 use super::jwt::{Checks, KeySet};
-use crate::config::jwks;
+use super::service_client::{CallError, ServiceClient};
+use crate::config::{TrustRoots, jwks};
 use crate::proxy::stats::FilterStats;
 
 /// The wait before another try after a failed fetch, when `refresh` is longer.
@@ -26,15 +25,12 @@ const MAX_BODY: usize = 1024 * 1024;
 /// Why a fetch gave no key set.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    /// Connecting, sending or reading failed.
+    /// Connecting, the TLS handshake, sending or reading failed.
     #[error("{0}")]
-    Io(#[from] std::io::Error),
-    /// The HTTP exchange failed.
-    #[error("http: {0}")]
-    Http(#[from] hyper::Error),
-    /// The body was too long or broken.
+    Call(#[from] CallError),
+    /// The body is not text.
     #[error("body: {0}")]
-    Body(String),
+    Body(#[from] std::string::FromUtf8Error),
     /// Not 200.
     #[error("status {0}")]
     Status(StatusCode),
@@ -47,6 +43,23 @@ pub enum FetchError {
     /// A key's material could not be compiled.
     #[error("key: {0}")]
     Key(#[from] jsonwebtoken::errors::Error),
+}
+
+/// Where a key set is fetched from.
+pub struct JwksUrl {
+    uri: Uri,
+    client: ServiceClient,
+}
+
+impl JwksUrl {
+    /// `url`, over TLS checked against `trust` when it is https.
+    pub fn new(url: &str, trust: Option<&TrustRoots>) -> Result<Self, FilterBuildError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| FilterBuildError::JwksUrl(url.into()))?;
+        let client = ServiceClient::new(&uri, trust)?;
+        Ok(Self { uri, client })
+    }
 }
 
 /// The fetch task; dropping it stops the task.
@@ -64,22 +77,20 @@ impl JwksFetcher {
     /// Starts fetching `url` into `keys` for filter `name`.
     pub fn start(
         name: &str,
-        url: &str,
+        url: JwksUrl,
         refresh: Duration,
         timeout: Duration,
         checks: Checks,
         keys: Arc<ArcSwap<KeySet>>,
         stats: Arc<FilterStats>,
     ) -> Result<Self, FilterBuildError> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|_| FilterBuildError::JwksUrl(url.into()))?;
+        let JwksUrl { uri, client } = url;
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| FilterBuildError::NoRuntime)?;
         let name = name.to_owned();
         let task = runtime.spawn(async move {
             loop {
-                let fetched = tokio::time::timeout(timeout, fetch(&uri))
+                let fetched = tokio::time::timeout(timeout, fetch(&client, &uri))
                     .await
                     .unwrap_or(Err(FetchError::Timeout))
                     .and_then(|text| {
@@ -106,37 +117,16 @@ impl JwksFetcher {
     }
 }
 
-/// GETs `uri` over HTTP/1.1: the body of a 200 answer.
-async fn fetch(uri: &Uri) -> Result<String, FetchError> {
-    let host = uri.host().unwrap_or_default();
-    let port = uri.port_u16().unwrap_or(80);
-    // An IPv6 literal comes bracketed (`[::1]`); the resolver wants it bare.
-    let address = host.trim_start_matches('[').trim_end_matches(']');
-    let stream = tokio::net::TcpStream::connect((address, port)).await?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await?;
-    let driver = tokio::spawn(connection);
-    let authority = uri.authority().map_or(host, |a| a.as_str());
+/// GETs `uri`: the body of a 200 answer.
+async fn fetch(client: &ServiceClient, uri: &Uri) -> Result<String, FetchError> {
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let request = Request::get(path)
-        .header(http::header::HOST, authority)
         .header(http::header::ACCEPT, "application/json")
         .body(Empty::new())
-        .map_err(|e| FetchError::Body(e.to_string()))?;
-    let response = sender.send_request(request).await;
-    let result = async {
-        let response = response?;
-        if response.status() != StatusCode::OK {
-            return Err(FetchError::Status(response.status()));
-        }
-        let body = Limited::new(response.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| FetchError::Body(e.to_string()))?
-            .to_bytes();
-        String::from_utf8(body.to_vec()).map_err(|e| FetchError::Body(e.to_string()))
+        .map_err(CallError::Request)?;
+    let answer = client.call(request, MAX_BODY).await?;
+    if answer.status != StatusCode::OK {
+        return Err(FetchError::Status(answer.status));
     }
-    .await;
-    driver.abort();
-    result
+    Ok(String::from_utf8(answer.body.to_vec())?)
 }

@@ -25,7 +25,7 @@ use serde_json::{Map, Value};
 
 use super::build::FilterBuildError;
 use super::headers::header_name;
-use super::jwks_fetch::JwksFetcher;
+use super::jwks_fetch::{JwksFetcher, JwksUrl};
 use super::{Deny, Filter, FilterRequest, Verdict};
 use crate::config::jwks::{Jwk, JwtAlg, KeyMaterial};
 use crate::config::{JwksSource, JwtSpec};
@@ -156,11 +156,12 @@ impl JwtFilter {
             }
             JwksSource::Url {
                 url,
+                trust,
                 refresh,
                 timeout,
             } => Some(JwksFetcher::start(
                 name,
-                url,
+                JwksUrl::new(url, trust.as_ref())?,
                 *refresh,
                 *timeout,
                 checks,

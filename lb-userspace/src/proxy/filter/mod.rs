@@ -17,6 +17,7 @@ mod jwks_fetch;
 mod jwt;
 mod rate_limit;
 mod request_id;
+mod service_client;
 mod shared_limit;
 
 use std::future::Future;
