@@ -60,20 +60,27 @@ fn dead_backend_leaves_the_kernel_table_in_time_and_rises_again() {
 
     let killed = Instant::now();
     setup.kill_backend(0);
+    // Each poll runs the CLI in a new process, which takes a while on a loaded machine: the
+    // poll that sees the backend gone tells only that it was gone by then, so its own
+    // duration is the measurement's uncertainty, not the agent's delay.
+    let mut last_poll = Duration::ZERO;
     eventually(Duration::from_secs(10), || {
-        match backend_healthy(&setup, &dead_addr) {
+        let polled = Instant::now();
+        let healthy = backend_healthy(&setup, &dead_addr);
+        last_poll = polled.elapsed();
+        match healthy {
             Some(false) => Ok(()),
             other => Err(format!("{dead} still healthy: {other:?}")),
         }
     });
     let detected = killed.elapsed();
     eprintln!(
-        "backend removed {detected:?} after its death (interval {INTERVAL_MS} ms, fall {FALL})"
+        "backend removed {detected:?} after its death, seen by a poll of {last_poll:?} (interval {INTERVAL_MS} ms, fall {FALL})"
     );
     let bound = Duration::from_millis(INTERVAL_MS * (FALL + 1)) + Duration::from_millis(400);
     assert!(
-        detected <= bound,
-        "removed after {detected:?}, want at most {bound:?}"
+        detected.saturating_sub(last_poll) <= bound,
+        "removed after {detected:?} (less {last_poll:?} for the poll that saw it), want at most {bound:?}"
     );
 
     setup.client.in_ns(|| {
@@ -96,7 +103,10 @@ fn dead_backend_leaves_the_kernel_table_in_time_and_rises_again() {
     setup.revive_backend(0);
 
     eventually(Duration::from_secs(10), || {
-        match backend_healthy(&setup, &dead_addr) {
+        let polled = Instant::now();
+        let healthy = backend_healthy(&setup, &dead_addr);
+        last_poll = polled.elapsed();
+        match healthy {
             Some(true) => Ok(()),
             other => Err(format!(
                 "{dead} not back yet: {other:?}; agent log:\n{}",
@@ -110,11 +120,13 @@ fn dead_backend_leaves_the_kernel_table_in_time_and_rises_again() {
         }
     });
     let rose = revived.elapsed();
-    eprintln!("backend readmitted {rose:?} after it came back (rise {RISE})");
+    eprintln!(
+        "backend readmitted {rose:?} after it came back, seen by a poll of {last_poll:?} (rise {RISE})"
+    );
     let bound = Duration::from_millis(INTERVAL_MS * (RISE + 1)) + Duration::from_millis(400);
     assert!(
-        rose <= bound,
-        "readmitted after {rose:?}, want at most {bound:?}"
+        rose.saturating_sub(last_poll) <= bound,
+        "readmitted after {rose:?} (less {last_poll:?} for the poll that saw it), want at most {bound:?}"
     );
     let back = setup.client.in_ns(|| {
         (0..60)
