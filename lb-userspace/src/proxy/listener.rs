@@ -27,7 +27,7 @@ use tracing::{debug, warn};
 
 use super::client_cert::ClientIdentity;
 use super::conn_io::{ConnIo, ConnShared, LocalAnswers};
-use super::handle::{self, ConnCtx};
+use super::handle;
 use super::prefixed::Prefixed;
 use super::state::ListenerState;
 
@@ -144,6 +144,22 @@ pub async fn accept_loop(
         };
         tokio::spawn(conn.serve(stream, stop.clone()));
     }
+}
+
+/// What every request on a connection shares.
+pub struct ConnCtx {
+    /// The listener's current state, read anew by each request (reloads apply at once).
+    pub listener: Arc<ArcSwap<ListenerState>>,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The client's IP, ready for X-Forwarded-For.
+    pub client_ip: HeaderValue,
+    /// Whether the connection is TLS.
+    pub https: bool,
+    /// Who the client's verified certificate names (mTLS listeners).
+    pub client_cert: Option<ClientIdentity>,
+    /// The connection's timers and flags.
+    pub shared: Arc<ConnShared>,
 }
 
 /// One accepted connection.
