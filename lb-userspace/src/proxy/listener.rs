@@ -30,6 +30,7 @@ use super::conn_io::{ConnIo, ConnShared, LocalAnswers};
 use super::handle;
 use super::prefixed::Prefixed;
 use super::state::ListenerState;
+use super::tls::HandshakeFailure;
 
 /// Pending connections the kernel queues for the accept loop.
 const BACKLOG: u32 = 4096;
@@ -201,10 +202,12 @@ impl Connection {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(err)) => {
                     debug!(client = %self.client, error = %err, "TLS handshake failed");
+                    self.state.stats.tls_failure(HandshakeFailure::of(&err));
                     return;
                 }
                 Err(_) => {
                     debug!(client = %self.client, "TLS handshake timed out");
+                    self.state.stats.tls_failure(HandshakeFailure::Timeout);
                     return;
                 }
             };
