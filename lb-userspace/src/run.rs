@@ -16,7 +16,7 @@ use tracing::{error, info, warn};
 
 mod error;
 
-pub use error::{ApplyError, Chain, ReloadError, WriteError};
+pub use error::{ApplyError, ReloadError, WriteError};
 
 use crate::admin::{self, AdminServer, Command, CommandError, Status};
 use crate::announce::Announcements;
@@ -24,6 +24,7 @@ use crate::config::watch::ConfigWatch;
 use crate::config::{self, Config, ConfigErrors};
 use crate::dataplane::{self, Dataplane};
 use crate::discovery::{self, Book, Sources};
+use crate::error_chain::Chain;
 use crate::health::{HealthChecker, HealthView};
 use crate::metrics::{AnnounceCollector, HealthCollector, L7Collector, Metrics};
 use crate::proxy::Proxy;

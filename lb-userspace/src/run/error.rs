@@ -1,13 +1,13 @@
 //! Why a reload (or a change of discovered backends) was not applied. The running config
 //! stays in force in every case; the text is what `sluice reload` and the log show.
 
-use std::error::Error as StdError;
 use std::fmt;
 
 use lb_common::maglev::MaglevError;
 
 use crate::config::ConfigErrors;
 use crate::dataplane::DataplaneError;
+use crate::error_chain::Chain;
 use crate::proxy::ProxyStartError;
 
 /// Why `POST /reload` (or SIGHUP, or a file change) left the running config in force.
@@ -59,21 +59,6 @@ pub enum WriteError {
     /// A map update failed.
     #[error(transparent)]
     Maps(DataplaneError),
-}
-
-/// An error and its causes, `: `-separated (as anyhow's `{:#}` prints them).
-pub struct Chain<'a>(pub &'a (dyn StdError + 'static));
-
-impl fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut cause = self.0.source();
-        while let Some(err) = cause {
-            write!(f, ": {err}")?;
-            cause = err.source();
-        }
-        Ok(())
-    }
 }
 
 /// Several listener errors, each with its causes, `; `-separated.
