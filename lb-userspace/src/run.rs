@@ -387,7 +387,10 @@ impl Agent {
         if let Err(err) = written {
             self.health.update(&self.config);
             if let Err(undo) = self.dataplane.apply(&before) {
-                error!("restoring the previous kernel tables after a failed reload: {undo:#}");
+                error!(
+                    "restoring the previous kernel tables after a failed reload: {}",
+                    Chain(&undo)
+                );
             }
             self.detach_all_of(&attached);
             return Err(ApplyError::WriteMaps(err));
