@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod dataplane;
 pub mod discovery;
+pub mod error_chain;
 pub mod health;
 pub mod idle;
 pub mod logging;

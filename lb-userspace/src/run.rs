@@ -14,12 +14,17 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
-use crate::admin::{self, AdminServer, Command, Status};
+mod error;
+
+pub use error::{ApplyError, ReloadError, WriteError};
+
+use crate::admin::{self, AdminServer, Command, CommandError, Status};
 use crate::announce::Announcements;
 use crate::config::watch::ConfigWatch;
-use crate::config::{self, Config};
+use crate::config::{self, Config, ConfigErrors};
 use crate::dataplane::{self, Dataplane};
 use crate::discovery::{self, Book, Sources};
+use crate::error_chain::Chain;
 use crate::health::{HealthChecker, HealthView};
 use crate::metrics::{AnnounceCollector, HealthCollector, L7Collector, Metrics};
 use crate::proxy::Proxy;
@@ -48,7 +53,7 @@ pub fn run(config_path: &Path, worker_threads: Option<usize>, lifecycle: Lifecyc
         anyhow!(
             "{} has {} error(s); nothing was started",
             config_path.display(),
-            errors.len()
+            errors.diagnostics.len()
         )
     })?;
     info!(path = %config_path.display(), "config loaded");
@@ -127,8 +132,8 @@ fn raise_open_files_limit() {
     }
 }
 
-/// Reads and validates the config, logging every problem; `Err` holds the messages.
-fn load(path: &Path) -> Result<Config, Vec<String>> {
+/// Reads and validates the config, logging every problem.
+fn load(path: &Path) -> Result<Config, ConfigErrors> {
     match config::load(path) {
         Ok(loaded) => {
             for warning in &loaded.warnings {
@@ -140,7 +145,7 @@ fn load(path: &Path) -> Result<Config, Vec<String>> {
             for diagnostic in &errors.diagnostics {
                 error!("{diagnostic}");
             }
-            Err(errors.diagnostics.iter().map(|d| d.to_string()).collect())
+            Err(errors)
         }
     }
 }
@@ -283,18 +288,18 @@ impl Agent {
 
     /// Re-reads the config and applies what changed. An invalid config is rejected whole and
     /// the running one stays in force.
-    async fn reload(&mut self) -> Result<String, String> {
+    async fn reload(&mut self) -> Result<String, ReloadError> {
         info!(path = %self.config_path.display(), "reloading the config");
         self.last_read = file_digest(&self.config_path);
         let config = match load(&self.config_path) {
             Ok(config) => config,
             Err(errors) => {
                 error!(
-                    errors = errors.len(),
+                    errors = errors.diagnostics.len(),
                     "config rejected; the running config stays in force"
                 );
                 self.metrics.reload_result(false);
-                return Err(format!("config rejected:\n{}", errors.join("\n")));
+                return Err(ReloadError::Rejected(errors));
             }
         };
         // Pools that keep their source keep what it found; the others start over.
@@ -315,9 +320,12 @@ impl Agent {
             .collect();
         let effective = discovery::effective(&config, &discovered);
         if let Err(err) = self.apply(&effective).await {
-            error!("reload failed; the running config stays in force: {err:#}");
+            error!(
+                "reload failed; the running config stays in force: {}",
+                Chain(&err)
+            );
             self.metrics.reload_result(false);
-            return Err(format!("reload failed: {err:#}"));
+            return Err(ReloadError::Failed(err));
         }
         let sources = &self.sources;
         self.book.retain(&config, |name| {
@@ -343,26 +351,19 @@ impl Agent {
     /// first (listeners, sockets, certificates, pools, routes, Maglev tables); only then does
     /// anything change, and a kernel write that still fails is rolled back, so a failed
     /// reload leaves the running state, kernel maps included, as it was.
-    async fn apply(&mut self, config: &Config) -> Result<()> {
-        dataplane::check_forwarding(config)?;
+    async fn apply(&mut self, config: &Config) -> Result<(), ApplyError> {
+        dataplane::check_forwarding(config).map_err(ApplyError::Forwarding)?;
         if config.dataplane != self.config.dataplane {
-            bail!("[dataplane] changes need a restart of sluice (the pins are in use)");
+            return Err(ApplyError::DataplaneChanged);
         }
         if config.admin != self.config.admin {
-            bail!("[admin] changes need a restart of sluice (the admin API is how reloads arrive)");
+            return Err(ApplyError::AdminChanged);
         }
-        let proxy = self.proxy.prepare(config).map_err(|errors| {
-            // Each with its causes, as `{:#}` prints them.
-            let all: Vec<String> = errors
-                .into_iter()
-                .map(|e| format!("{:#}", anyhow::Error::from(e)))
-                .collect();
-            anyhow!("{}", all.join("; "))
-        })?;
+        let proxy = self.proxy.prepare(config).map_err(ApplyError::Listeners)?;
         let current = self.health_rx.borrow().clone();
-        let before = balancer::desired_with(&self.config, &current)
-            .context("building the running Maglev tables")?;
-        balancer::desired_with(config, &current).context("building Maglev tables")?;
+        let before =
+            balancer::desired_with(&self.config, &current).map_err(ApplyError::RunningTables)?;
+        balancer::desired_with(config, &current).map_err(ApplyError::Tables)?;
 
         // From here on the new config goes into force.
         let added: Vec<_> = config
@@ -374,22 +375,25 @@ impl Agent {
         for new in &added {
             if let Err(err) = self.dataplane.attach(new) {
                 self.detach_all_of(&attached);
-                return Err(err.into());
+                return Err(ApplyError::Attach(err));
             }
             attached.push(new.name.clone());
         }
         self.health.update(config);
         let view = self.health_rx.borrow_and_update().clone();
         let written = balancer::desired_with(config, &view)
-            .context("building Maglev tables")
-            .and_then(|desired| Ok(self.dataplane.apply(&desired)?));
+            .map_err(WriteError::Tables)
+            .and_then(|desired| self.dataplane.apply(&desired).map_err(WriteError::Maps));
         if let Err(err) = written {
             self.health.update(&self.config);
             if let Err(undo) = self.dataplane.apply(&before) {
-                error!("restoring the previous kernel tables after a failed reload: {undo:#}");
+                error!(
+                    "restoring the previous kernel tables after a failed reload: {}",
+                    Chain(&undo)
+                );
             }
             self.detach_all_of(&attached);
-            return Err(err.context("writing the kernel maps (the previous tables were restored)"));
+            return Err(ApplyError::WriteMaps(err));
         }
         for old in &self.config.interfaces {
             if !config.interfaces.contains(old)
@@ -419,9 +423,10 @@ impl Agent {
                     self.config = effective;
                     info!("discovered backends applied");
                 }
-                Err(err) => {
-                    error!("applying discovered backends failed; the previous ones stay: {err:#}")
-                }
+                Err(err) => error!(
+                    "applying discovered backends failed; the previous ones stay: {}",
+                    Chain(&err)
+                ),
             }
         }
         self.publish_status();
@@ -459,7 +464,7 @@ impl Agent {
     async fn handle(&mut self, command: Command) {
         match command {
             Command::Reload(reply) => {
-                let result = self.reload().await;
+                let result = self.reload().await.map_err(CommandError::from);
                 let _ = reply.send(result);
             }
             Command::Drain {
@@ -479,7 +484,7 @@ impl Agent {
                 let _ = reply.send(result);
             }
             Command::DrainNode { drain, reply } => {
-                let result = self.announcements.set_drained(drain);
+                let result = self.announcements.set_drained(drain).map_err(Into::into);
                 // Answer once the routes are really gone (or back).
                 self.sync_announcements();
                 let _ = reply.send(result);
@@ -487,14 +492,18 @@ impl Agent {
         }
     }
 
-    fn set_drained(&mut self, pool: &str, backend: &str, drain: bool) -> Result<String, String> {
+    fn set_drained(
+        &mut self,
+        pool: &str,
+        backend: &str,
+        drain: bool,
+    ) -> Result<String, CommandError> {
         let address = status::find_backend(&self.config, pool, backend)?;
-        let result = if drain {
-            self.health.drain(pool, address)
+        if drain {
+            self.health.drain(pool, address)?;
         } else {
-            self.health.enable(pool, address)
-        };
-        result.map_err(|e| e.to_string())?;
+            self.health.enable(pool, address)?;
+        }
         let verb = if drain { "draining" } else { "enabled" };
         info!(pool, %address, "{verb} by the admin API");
         Ok(format!("{pool}/{backend} ({address}) {verb}"))

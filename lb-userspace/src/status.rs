@@ -112,15 +112,43 @@ fn policy_name(policy: &Policy) -> &'static str {
     }
 }
 
+/// Why [`find_backend`] found nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendLookupError {
+    /// No pool of that name in the config in force.
+    #[error("no pool named {pool:?}")]
+    NoPool {
+        /// The name asked for.
+        pool: String,
+    },
+    /// The pool has no backend by that name or address.
+    #[error("pool {pool:?} has no backend named {backend:?}")]
+    NoBackend {
+        /// The pool.
+        pool: String,
+        /// The name or address asked for.
+        backend: String,
+    },
+}
+
 /// The address of the backend of `pool` named `backend` (its name, or its address:port).
-pub fn find_backend(config: &Config, pool: &str, backend: &str) -> Result<SocketAddr, String> {
+pub fn find_backend(
+    config: &Config,
+    pool: &str,
+    backend: &str,
+) -> Result<SocketAddr, BackendLookupError> {
     let Some(found) = config.pools.iter().find(|p| p.name == pool) else {
-        return Err(format!("no pool named {pool:?}"));
+        return Err(BackendLookupError::NoPool {
+            pool: pool.to_owned(),
+        });
     };
     found
         .backends
         .iter()
         .find(|b| b.name == backend || b.address.to_string() == backend)
         .map(|b| b.address)
-        .ok_or_else(|| format!("pool {pool:?} has no backend named {backend:?}"))
+        .ok_or_else(|| BackendLookupError::NoBackend {
+            pool: pool.to_owned(),
+            backend: backend.to_owned(),
+        })
 }

@@ -78,6 +78,26 @@ async fn refusal(listen: SocketAddr, client: Arc<ClientConfig>) -> String {
     }
 }
 
+/// Waits (bounded) until `sluice_l7_tls_handshake_failures_total` of the listener shows
+/// each `(reason, count)`: the count follows the refusal the client already saw.
+fn assert_tls_failures(lab: &Lab, want: &[(&str, u64)]) {
+    eventually(Duration::from_secs(10), || {
+        let metrics = lab.metrics();
+        for &(reason, count) in want {
+            let series = format!(
+                "sluice_l7_tls_handshake_failures_total{{service=\"site\",reason=\"{reason}\"}}"
+            );
+            let seen = l7_support::admin::sample(&metrics, &series).unwrap_or(0.0);
+            if seen != count as f64 {
+                return Err(format!(
+                    "{series} is {seen}, want {count}; metrics:\n{metrics}"
+                ));
+            }
+        }
+        Ok(())
+    });
+}
+
 #[test]
 fn required_client_certificates_are_verified_and_forwarded() {
     if !privileged() {
@@ -173,6 +193,18 @@ fn required_client_certificates_are_verified_and_forwarded() {
             assert!(err.contains(alert), "{what}: want alert {alert}, got {err}");
         }
     });
+    // Each refusal is counted by its cause; alice's handshakes are not failures.
+    assert_tls_failures(
+        &lab,
+        &[
+            ("no_certificate", 2),
+            ("expired", 1),
+            ("unknown_ca", 1),
+            ("bad_signature", 1),
+            ("revoked", 2),
+            ("other", 0),
+        ],
+    );
     let seen = app.seen();
     assert_eq!(
         seen.len(),
@@ -261,6 +293,17 @@ fn optional_client_certificates_let_anonymous_clients_in_without_an_identity() {
             assert!(err.contains(alert), "{what}: want alert {alert}, got {err}");
         }
     });
+    // An anonymous client is no failure when certificates are optional.
+    assert_tls_failures(
+        &lab,
+        &[
+            ("no_certificate", 0),
+            ("unknown_ca", 1),
+            ("bad_signature", 1),
+            ("revoked", 1),
+            ("other", 0),
+        ],
+    );
     let seen = app.seen();
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert!(

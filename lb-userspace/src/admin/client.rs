@@ -23,7 +23,9 @@ pub enum ClientError {
     #[error("the admin API at {addr} did not answer in time")]
     Timeout { addr: SocketAddr },
     #[error("talking to the admin API: {0}")]
-    Http(String),
+    Http(#[source] hyper::Error),
+    #[error("talking to the admin API: {0}")]
+    Request(#[source] http::Error),
     #[error("the agent answered {status}: {body}")]
     Refused { status: StatusCode, body: String },
 }
@@ -59,7 +61,7 @@ impl AdminClient {
             .map_err(|source| ClientError::Connect { addr, source })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+            .map_err(ClientError::Http)?;
         tokio::spawn(conn);
         let mut request = Request::builder()
             .method(method)
@@ -70,17 +72,17 @@ impl AdminClient {
         }
         let request = request
             .body(Empty::<Bytes>::new())
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+            .map_err(ClientError::Request)?;
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+            .map_err(ClientError::Http)?;
         let status = response.status();
         let body = response
             .into_body()
             .collect()
             .await
-            .map_err(|e| ClientError::Http(e.to_string()))?
+            .map_err(ClientError::Http)?
             .to_bytes();
         let body = String::from_utf8_lossy(&body).into_owned();
         if status.is_success() {

@@ -9,6 +9,7 @@
 //! config and health state.
 
 mod client;
+mod command;
 mod conn;
 mod discovery;
 mod flow;
@@ -21,6 +22,7 @@ mod server_tests;
 mod status;
 
 pub use client::{AdminClient, ClientError};
+pub use command::{Command, CommandError, Reply};
 pub use conn::AdminLimits;
 pub use discovery::DiscoveryReport;
 pub use flow::{FlowError, FlowExplanation};
@@ -28,26 +30,3 @@ pub use guard::{ForeignRequest, check_same_origin};
 pub use overview::{BackendPage, BackendRow, Live, Overview, PoolOverview, ServiceOverview};
 pub use server::{AdminServer, serve};
 pub use status::{BackendStatus, PoolStatus, ServiceStatus, Status};
-
-use tokio::sync::oneshot;
-
-/// A request for the agent's main loop; the answer is a message for the operator.
-#[derive(Debug)]
-pub enum Command {
-    Reload(oneshot::Sender<Result<String, String>>),
-    Drain {
-        pool: String,
-        backend: String,
-        reply: oneshot::Sender<Result<String, String>>,
-    },
-    Enable {
-        pool: String,
-        backend: String,
-        reply: oneshot::Sender<Result<String, String>>,
-    },
-    /// `sluice drain-node` (`drain: true`) or `undrain-node`: withdraw or re-announce VIPs.
-    DrainNode {
-        drain: bool,
-        reply: oneshot::Sender<Result<String, String>>,
-    },
-}

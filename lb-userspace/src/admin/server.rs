@@ -19,7 +19,7 @@ use super::flow;
 use super::guard::check_same_origin;
 use super::overview::{DEFAULT_PAGE, Live};
 use super::page::page;
-use super::{Command, Status};
+use super::{Command, Reply, Status};
 use crate::idle::Watched;
 use crate::metrics::Metrics;
 
@@ -279,7 +279,7 @@ fn json(value: &impl serde::Serialize) -> Response<Full<Bytes>> {
 /// Sends a command to the agent and turns its answer into a response.
 async fn ask(
     server: &AdminServer,
-    command: impl FnOnce(oneshot::Sender<Result<String, String>>) -> Command,
+    command: impl FnOnce(Reply) -> Command,
 ) -> Response<Full<Bytes>> {
     let (reply, answer) = oneshot::channel();
     if server.commands.send(command(reply)).await.is_err() {
@@ -290,7 +290,7 @@ async fn ask(
     }
     match answer.await {
         Ok(Ok(message)) => text(StatusCode::OK, &format!("{message}\n")),
-        Ok(Err(message)) => text(StatusCode::BAD_REQUEST, &format!("{message}\n")),
+        Ok(Err(refused)) => text(refused.status(), &format!("{refused}\n")),
         Err(_) => text(
             StatusCode::SERVICE_UNAVAILABLE,
             "the agent is shutting down\n",

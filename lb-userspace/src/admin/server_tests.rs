@@ -9,8 +9,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use super::{AdminLimits, AdminServer, BackendStatus, Command, Live, PoolStatus, Status, serve};
+use super::{
+    AdminLimits, AdminServer, BackendStatus, Command, CommandError, Live, PoolStatus, Status, serve,
+};
+use crate::announce::NothingAnnounced;
 use crate::metrics::Metrics;
+use crate::run::{ApplyError, ReloadError};
+use crate::status::BackendLookupError;
 
 struct Running {
     addr: SocketAddr,
@@ -133,6 +138,54 @@ async fn changes_from_a_foreign_host_or_origin_are_refused() {
     // Reading needs no same-origin check.
     let (status, _) = exchange(addr, "GET /status HTTP/1.1\r\nHost: evil.example").await;
     assert_eq!(status, 200);
+}
+
+/// The agent's refusals reach the operator with their text and the code their type picks.
+#[tokio::test]
+async fn refused_commands_answer_with_their_text_and_code() {
+    let mut server = start(AdminLimits::default(), Status::default()).await;
+    let addr = server.addr;
+    let refusals: [(&str, CommandError, u16, &str); 3] = [
+        (
+            "/backends/web/a/drain",
+            BackendLookupError::NoPool { pool: "web".into() }.into(),
+            404,
+            "no pool named \"web\"",
+        ),
+        (
+            "/node/drain",
+            NothingAnnounced.into(),
+            400,
+            "this node announces nothing: the config has no [announce] section",
+        ),
+        (
+            "/reload",
+            ReloadError::Failed(ApplyError::AdminChanged).into(),
+            400,
+            "reload failed: [admin] changes need a restart of sluice (the admin API is how reloads arrive)",
+        ),
+    ];
+    for (path, refusal, code, text) in refusals {
+        let answer = tokio::spawn(async move {
+            exchange(addr, &format!("POST {path} HTTP/1.1\r\nHost: {addr}")).await
+        });
+        let reply = match server.commands.recv().await {
+            Some(
+                Command::Reload(reply)
+                | Command::Drain { reply, .. }
+                | Command::Enable { reply, .. }
+                | Command::DrainNode { reply, .. },
+            ) => reply,
+            None => panic!("the server dropped its command channel"),
+        };
+        let _ = reply.send(Err(refusal));
+        let (status, body) = answer.await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(status, code, "{path}: {body}");
+        assert!(
+            body.ends_with(&format!("\r\n\r\n{text}\n")),
+            "{path}: {body}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -29,6 +29,11 @@ pub use status::{AnnounceStatus, VipStatus};
 /// Builds the route table for an `[announce]` section; the kernel's, or a fake in tests.
 pub type TableFactory = Box<dyn Fn(u32) -> Box<dyn RouteTable> + Send>;
 
+/// A node drain asked of an agent whose config announces no VIP.
+#[derive(Debug, thiserror::Error)]
+#[error("this node announces nothing: the config has no [announce] section")]
+pub struct NothingAnnounced;
+
 /// The node's announcements across reloads: follows `[announce]` as it appears, changes or
 /// goes, and keeps the node's drain state.
 pub struct Announcements {
@@ -114,11 +119,9 @@ impl Announcements {
     }
 
     /// Drains (`true`) or undrains the node; the caller syncs afterwards.
-    pub fn set_drained(&mut self, drained: bool) -> Result<String, String> {
+    pub fn set_drained(&mut self, drained: bool) -> Result<String, NothingAnnounced> {
         let Some(active) = &self.active else {
-            return Err(
-                "this node announces nothing: the config has no [announce] section".to_string(),
-            );
+            return Err(NothingAnnounced);
         };
         let table = active.config.table;
         self.drained = drained;

@@ -127,6 +127,10 @@ fn draining_without_announce_is_refused() {
     let (mut ann, _) = announcements();
     let none = config("");
     ann.sync(&none, &HealthView::all_healthy(&none));
-    let err = ann.set_drained(true).err().unwrap_or_default();
+    let err = ann
+        .set_drained(true)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(err.contains("[announce]"), "{err}");
 }

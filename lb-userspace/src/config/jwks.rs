@@ -115,14 +115,15 @@ pub enum JwksError {
         message: String,
     },
     /// A key that cannot verify tokens.
-    #[error("key {index} ({kid}): {message}")]
+    #[error("key {index} ({kid}): {source}")]
     Key {
         /// 0-based position in `keys`.
         index: usize,
         /// Its `kid`, or `no kid`.
         kid: String,
         /// Why.
-        message: String,
+        #[source]
+        source: KeyError,
     },
     /// Two keys with one `kid`: a token naming it would be ambiguous.
     #[error("kid {0:?} is used by two keys")]
@@ -130,6 +131,37 @@ pub enum JwksError {
     /// No key left to verify with.
     #[error("no signing key in the set")]
     Empty,
+}
+
+/// Why one key of a set cannot verify tokens.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// A member the key type needs is absent.
+    #[error("no `{0}`")]
+    Missing(&'static str),
+    /// A member is not base64url.
+    #[error("`{member}` is not base64url: {source}")]
+    NotBase64 {
+        /// `n`, `e`, `x` or `y`.
+        member: &'static str,
+        /// What the decoder said.
+        #[source]
+        source: base64::DecodeError,
+    },
+    /// An EC or OKP key on a curve no accepted algorithm uses.
+    #[error("curve {0:?} is not supported (P-256, P-384 and Ed25519 are)")]
+    Curve(Option<String>),
+    /// `oct` or an unknown key type: only public keys verify tokens.
+    #[error("kty {0:?} is refused: only RSA, EC and OKP public keys verify tokens")]
+    KeyType(String),
+    /// `alg` names an algorithm this key type cannot verify.
+    #[error("alg {alg:?} does not fit a {kty} key")]
+    AlgMismatch {
+        /// The key's `alg`.
+        alg: String,
+        /// The key's `kty`.
+        kty: String,
+    },
 }
 
 #[derive(Deserialize)]
@@ -165,10 +197,10 @@ pub fn parse(text: &str) -> Result<Vec<Jwk>, JwksError> {
             continue;
         }
         let kid = key.kid.clone();
-        let parsed = jwk(key).map_err(|message| JwksError::Key {
+        let parsed = jwk(key).map_err(|source| JwksError::Key {
             index,
             kid: kid.clone().unwrap_or_else(|| "no kid".into()),
-            message,
+            source,
         })?;
         if let Some(kid) = &parsed.kid
             && keys.iter().any(|k| k.kid.as_ref() == Some(kid))
@@ -183,12 +215,12 @@ pub fn parse(text: &str) -> Result<Vec<Jwk>, JwksError> {
     Ok(keys)
 }
 
-fn jwk(key: RawKey) -> Result<Jwk, String> {
-    let component = |value: Option<String>, name: &str| -> Result<String, String> {
-        let value = value.ok_or_else(|| format!("no `{name}`"))?;
+fn jwk(key: RawKey) -> Result<Jwk, KeyError> {
+    let component = |value: Option<String>, member: &'static str| -> Result<String, KeyError> {
+        let value = value.ok_or(KeyError::Missing(member))?;
         URL_SAFE_NO_PAD
             .decode(value.trim_end_matches('='))
-            .map_err(|e| format!("`{name}` is not base64url: {e}"))?;
+            .map_err(|source| KeyError::NotBase64 { member, source })?;
         Ok(value)
     };
     let (material, allowed): (KeyMaterial, &[JwtAlg]) = match (key.kty.as_str(), key.crv.as_deref())
@@ -224,22 +256,19 @@ fn jwk(key: RawKey) -> Result<Jwk, String> {
             },
             &[JwtAlg::EdDSA],
         ),
-        ("EC" | "OKP", curve) => {
-            return Err(format!(
-                "curve {curve:?} is not supported (P-256, P-384 and Ed25519 are)"
-            ));
-        }
-        (kty, _) => {
-            return Err(format!(
-                "kty {kty:?} is refused: only RSA, EC and OKP public keys verify tokens"
-            ));
-        }
+        ("EC" | "OKP", curve) => return Err(KeyError::Curve(curve.map(str::to_owned))),
+        (kty, _) => return Err(KeyError::KeyType(kty.to_owned())),
     };
     let algs = match key.alg.as_deref() {
         None => allowed.to_vec(),
         Some(name) => match JwtAlg::from_name(name) {
             Some(alg) if allowed.contains(&alg) => vec![alg],
-            _ => return Err(format!("alg {name:?} does not fit a {} key", key.kty)),
+            _ => {
+                return Err(KeyError::AlgMismatch {
+                    alg: name.to_owned(),
+                    kty: key.kty,
+                });
+            }
         },
     };
     Ok(Jwk {

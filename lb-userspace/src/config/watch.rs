@@ -10,13 +10,32 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// How long to wait for a burst of writes (truncate, write, close) to end before reloading.
 pub const SETTLE: Duration = Duration::from_millis(200);
+
+/// Why the config file cannot be watched.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// The path ends in `..` or is a root.
+    #[error("the config path names no file")]
+    NoFileName,
+    /// inotify could not be set up.
+    #[error("starting the config file watch")]
+    Start(#[source] notify::Error),
+    /// The folder could not be watched.
+    #[error("watching {}", folder.display())]
+    Folder {
+        /// The config file's folder.
+        folder: PathBuf,
+        /// What notify said.
+        #[source]
+        source: notify::Error,
+    },
+}
 
 /// A running watch; dropping it stops watching.
 pub struct ConfigWatch {
@@ -28,10 +47,10 @@ pub struct ConfigWatch {
 
 impl ConfigWatch {
     /// Starts watching `path`'s folder for changes to `path`.
-    pub fn start(path: &Path) -> Result<Self> {
+    pub fn start(path: &Path) -> Result<Self, WatchError> {
         let name: OsString = path
             .file_name()
-            .context("the config path names no file")?
+            .ok_or(WatchError::NoFileName)?
             .to_os_string();
         let folder: PathBuf = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
@@ -51,10 +70,13 @@ impl ConfigWatch {
                     let _ = tx.try_send(());
                 }
             })
-            .context("starting the config file watch")?;
+            .map_err(WatchError::Start)?;
         watcher
             .watch(&folder, RecursiveMode::NonRecursive)
-            .with_context(|| format!("watching {}", folder.display()))?;
+            .map_err(|source| WatchError::Folder {
+                folder: folder.clone(),
+                source,
+            })?;
         Ok(Self {
             _watcher: watcher,
             changes,

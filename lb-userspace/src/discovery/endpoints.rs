@@ -10,6 +10,7 @@ use super::{Event, Outcome};
 use crate::config::Discovery;
 use crate::config::endpoints;
 use crate::config::watch::ConfigWatch;
+use crate::error_chain::Chain;
 
 /// How often to try again to watch a file whose folder does not exist yet.
 const WATCH_RETRY: Duration = Duration::from_secs(5);
@@ -35,7 +36,8 @@ pub async fn follow(pool: String, path: PathBuf, events: mpsc::Sender<Event>) {
         match ConfigWatch::start(&path) {
             Ok(watch) => break watch,
             Err(err) => {
-                let outcome = Outcome::Failed(format!("watching {}: {err:#}", path.display()));
+                let outcome =
+                    Outcome::Failed(format!("watching {}: {}", path.display(), Chain(&err)));
                 if events.send(send(outcome)).await.is_err() {
                     return;
                 }

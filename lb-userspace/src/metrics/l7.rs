@@ -122,7 +122,19 @@ impl Collector for L7Collector {
             "sluice_l7_connections_refused_total",
             "Client connections closed at accept, by listener and reason.",
         );
+        let mut tls_failures = Family::counter(
+            "sluice_l7_tls_handshake_failures_total",
+            "Client TLS handshakes that failed, by listener and reason (client certificate refusals of mTLS by cause, timeout, other).",
+        );
         for (service, stats) in self.stats.listeners() {
+            // Like the local responses, a reason appears with its first failure: a plain
+            // HTTP listener shows none.
+            for (failure, count) in stats.tls_failures().filter(|(_, n)| *n > 0) {
+                tls_failures.count(
+                    &[("service", &*service), ("reason", failure.reason())],
+                    count,
+                );
+            }
             for (status, count) in stats.local_responses() {
                 let status = status.to_string();
                 local.count(&[("service", &*service), ("status", &status)], count);
@@ -171,6 +183,7 @@ impl Collector for L7Collector {
         [
             local,
             refused,
+            tls_failures,
             decisions,
             events,
             overflow,

@@ -28,7 +28,7 @@ use tokio::task::AbortHandle;
 use tracing::debug;
 
 use super::body::RequestBody;
-use super::error::Overload;
+use super::error::{Overload, UpstreamError};
 use crate::config::UpstreamProtocol;
 
 /// Idle connections are closed after this. Below the usual keep-alive timeouts of backend
@@ -46,61 +46,6 @@ const KEEPALIVE: Duration = Duration::from_secs(30);
 const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection given back before hyper marked it ready gets this long to become ready.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Why an exchange with a backend failed.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    /// The TCP connection was refused, unreachable or reset while opening.
-    #[error("connecting to {address}")]
-    Connect {
-        /// The backend.
-        address: SocketAddr,
-        /// What the kernel said.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The TCP connection did not open within the pool's connect timeout.
-    #[error("connecting to {address} took longer than {timeout:?}")]
-    ConnectTimeout {
-        /// The backend.
-        address: SocketAddr,
-        /// The pool's `connect_timeout`.
-        timeout: Duration,
-    },
-    /// The HTTP/2 handshake failed: the backend does not speak HTTP/2 or hung up.
-    #[error("HTTP/2 handshake with {address}")]
-    Handshake {
-        /// The backend.
-        address: SocketAddr,
-        /// What hyper said.
-        #[source]
-        source: hyper::Error,
-    },
-    /// A circuit breaker refused the request before it went out.
-    #[error("{address}: circuit breaker {} open", limit.name())]
-    Overloaded {
-        /// The backend.
-        address: SocketAddr,
-        /// Which limit.
-        limit: Overload,
-    },
-    /// The request went out (or was going out) and no response head came back.
-    #[error("exchange with {address}")]
-    Exchange {
-        /// The backend.
-        address: SocketAddr,
-        /// What hyper said.
-        #[source]
-        source: hyper::Error,
-    },
-}
-
-impl UpstreamError {
-    /// Whether the request never reached the backend because no connection could be made.
-    pub fn is_connect(&self) -> bool {
-        !matches!(self, Self::Exchange { .. } | Self::Overloaded { .. })
-    }
-}
 
 /// A pool's queue of requests waiting for a connection to a backend at its limit.
 #[derive(Debug, Clone, Copy)]

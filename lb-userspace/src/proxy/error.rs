@@ -3,14 +3,70 @@
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use http::StatusCode;
 
-use super::connections::UpstreamError;
 use crate::config::RetryOn;
 
 /// A boxed error from a body, a connection or a client.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Why an exchange with a backend failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The TCP connection was refused, unreachable or reset while opening.
+    #[error("connecting to {address}")]
+    Connect {
+        /// The backend.
+        address: SocketAddr,
+        /// What the kernel said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TCP connection did not open within the pool's connect timeout.
+    #[error("connecting to {address} took longer than {timeout:?}")]
+    ConnectTimeout {
+        /// The backend.
+        address: SocketAddr,
+        /// The pool's `connect_timeout`.
+        timeout: Duration,
+    },
+    /// The HTTP/2 handshake failed: the backend does not speak HTTP/2 or hung up.
+    #[error("HTTP/2 handshake with {address}")]
+    Handshake {
+        /// The backend.
+        address: SocketAddr,
+        /// What hyper said.
+        #[source]
+        source: hyper::Error,
+    },
+    /// A circuit breaker refused the request before it went out.
+    #[error("{address}: circuit breaker {} open", limit.name())]
+    Overloaded {
+        /// The backend.
+        address: SocketAddr,
+        /// Which limit.
+        limit: Overload,
+    },
+    /// The request went out (or was going out) and no response head came back.
+    #[error("exchange with {address}")]
+    Exchange {
+        /// The backend.
+        address: SocketAddr,
+        /// What hyper said.
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+impl UpstreamError {
+    /// Whether the request never reached the backend because no connection could be made.
+    pub fn is_connect(&self) -> bool {
+        !matches!(self, Self::Exchange { .. } | Self::Overloaded { .. })
+    }
+}
 
 /// Where a request failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

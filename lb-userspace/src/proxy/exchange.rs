@@ -28,7 +28,7 @@ use super::forward::{
     upgrade_allowed, upstream_path, upstream_uri,
 };
 use super::grpc;
-use super::handle::ConnCtx;
+use super::listener::ConnCtx;
 use super::retry;
 use super::route::{Route, WeightedPools};
 use super::state::ListenerState;

@@ -4,44 +4,26 @@
 //! Forwarding is in `exchange`, the proxy's own answers in `local_reply`.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use http::header::TRANSFER_ENCODING;
-use http::{HeaderValue, Method, Request, Response, StatusCode, request};
+use http::{Method, Request, Response, StatusCode, request};
 use hyper::body::Incoming;
 
 use super::access_log::RequestRecord;
 use super::body::ResponseBody;
-use super::client_cert::ClientIdentity;
-use super::conn_io::{ConnGuard, ConnShared};
+use super::conn_io::ConnGuard;
 use super::error::{ErrorKind, ProxyError};
 use super::exchange;
 use super::filter::{FilterRequest, Learned};
 use super::forward::redirect_location;
 use super::grpc;
+use super::listener::ConnCtx;
 use super::local_reply::{LocalReply, ReplyTo, local_reply, redirect};
 use super::request_head;
 use super::route::{Action, RequestView, Route, split_host_port};
 use super::state::ListenerState;
-
-/// What every request on a connection shares.
-pub struct ConnCtx {
-    /// The listener's current state, read anew by each request (reloads apply at once).
-    pub listener: Arc<ArcSwap<ListenerState>>,
-    /// The client's address.
-    pub client: SocketAddr,
-    /// The client's IP, ready for X-Forwarded-For.
-    pub client_ip: HeaderValue,
-    /// Whether the connection is TLS.
-    pub https: bool,
-    /// Who the client's verified certificate names (mTLS listeners).
-    pub client_cert: Option<ClientIdentity>,
-    /// The connection's timers and flags.
-    pub shared: Arc<ConnShared>,
-}
 
 /// The hyper service: answers `request`. Never fails; errors become responses.
 pub async fn handle(

@@ -27,9 +27,10 @@ use tracing::{debug, warn};
 
 use super::client_cert::ClientIdentity;
 use super::conn_io::{ConnIo, ConnShared, LocalAnswers};
-use super::handle::{self, ConnCtx};
+use super::handle;
 use super::prefixed::Prefixed;
 use super::state::ListenerState;
+use super::tls::HandshakeFailure;
 
 /// Pending connections the kernel queues for the accept loop.
 const BACKLOG: u32 = 4096;
@@ -146,6 +147,22 @@ pub async fn accept_loop(
     }
 }
 
+/// What every request on a connection shares.
+pub struct ConnCtx {
+    /// The listener's current state, read anew by each request (reloads apply at once).
+    pub listener: Arc<ArcSwap<ListenerState>>,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The client's IP, ready for X-Forwarded-For.
+    pub client_ip: HeaderValue,
+    /// Whether the connection is TLS.
+    pub https: bool,
+    /// Who the client's verified certificate names (mTLS listeners).
+    pub client_cert: Option<ClientIdentity>,
+    /// The connection's timers and flags.
+    pub shared: Arc<ConnShared>,
+}
+
 /// One accepted connection.
 struct Connection {
     state: Arc<ListenerState>,
@@ -185,10 +202,12 @@ impl Connection {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(err)) => {
                     debug!(client = %self.client, error = %err, "TLS handshake failed");
+                    self.state.stats.tls_failure(HandshakeFailure::of(&err));
                     return;
                 }
                 Err(_) => {
                     debug!(client = %self.client, "TLS handshake timed out");
+                    self.state.stats.tls_failure(HandshakeFailure::Timeout);
                     return;
                 }
             };

@@ -5,6 +5,9 @@
 //! `/x/../admin`, `/./admin` and `//admin`, because the backend gets the same path the
 //! route matched.
 //!
+//! Query values are only percent-decoded ([`percent_decode`]), for routes and filters that
+//! match on them.
+//!
 //! Pure and allocation-free for paths that are already normal (the common case).
 
 use std::borrow::Cow;
@@ -188,6 +191,32 @@ fn remove_dot_segments(path: &[u8]) -> Vec<u8> {
         out.push(b'/');
     }
     out
+}
+
+/// Decodes `%XX` escapes; borrows when there are none. Invalid escapes stay as they are.
+pub(crate) fn percent_decode(value: &str) -> Cow<'_, str> {
+    if !value.contains('%') {
+        return value.into();
+    }
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes.get(i), bytes.get(i + 1), bytes.get(i + 2)) {
+            (Some(b'%'), Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                let (h, l) = (hex(h).unwrap_or(0), hex(l).unwrap_or(0));
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (Some(&b), _, _) => {
+                out.push(b);
+                i += 1;
+            }
+            (None, _, _) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned().into()
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Method, StatusCode};
 
 use super::filter::{BuiltFilters, Chain, FilterBuildError};
+use super::normalize::percent_decode;
 use super::route_index::{INDEX_FROM, PathIndex};
 use super::stats::{RouteStats, StatsRegistry};
 use crate::config::{
@@ -411,32 +412,6 @@ fn query_holds(query: Option<&str>, cond: &ValueMatch) -> bool {
         ValueCondition::Exact(want) => values.any(|v| percent_decode(v) == want.as_str()),
         ValueCondition::Regex(re) => values.any(|v| re.0.is_match(&percent_decode(v))),
     }
-}
-
-/// Decodes `%XX` escapes; borrows when there are none. Invalid escapes stay as they are.
-pub(crate) fn percent_decode(value: &str) -> std::borrow::Cow<'_, str> {
-    if !value.contains('%') {
-        return value.into();
-    }
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes.get(i), bytes.get(i + 1), bytes.get(i + 2)) {
-            (Some(b'%'), Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
-                let (h, l) = (hex(h).unwrap_or(0), hex(l).unwrap_or(0));
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (Some(&b), _, _) => {
-                out.push(b);
-                i += 1;
-            }
-            (None, _, _) => break,
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned().into()
 }
 
 /// Splits `host[:port]` (IPv6 literals in brackets) into the host and the port, if valid.

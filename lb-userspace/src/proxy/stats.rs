@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::error::Overload;
+use super::tls::HandshakeFailure;
 
 /// Upper bounds of the latency buckets, in microseconds (the last bucket is unbounded).
 pub const LATENCY_BOUNDS_US: [u64; 14] = [
@@ -129,6 +130,8 @@ pub struct ListenerStats {
     local: [AtomicU64; 500],
     /// Connections closed at accept because their client had `max_connections_per_client`.
     pub refused_per_client: AtomicU64,
+    /// Failed client TLS handshakes, by [`HandshakeFailure::index`].
+    tls_failures: [AtomicU64; HandshakeFailure::ALL.len()],
 }
 
 impl Default for ListenerStats {
@@ -136,6 +139,7 @@ impl Default for ListenerStats {
         Self {
             local: std::array::from_fn(|_| AtomicU64::new(0)),
             refused_per_client: AtomicU64::new(0),
+            tls_failures: Default::default(),
         }
     }
 }
@@ -149,6 +153,21 @@ impl ListenerStats {
         {
             counter.fetch_add(1, Relaxed);
         }
+    }
+
+    /// Counts a client TLS handshake that failed.
+    pub fn tls_failure(&self, failure: HandshakeFailure) {
+        if let Some(counter) = self.tls_failures.get(failure.index()) {
+            counter.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Failed client TLS handshakes so far, by failure.
+    pub fn tls_failures(&self) -> impl Iterator<Item = (HandshakeFailure, u64)> + '_ {
+        HandshakeFailure::ALL
+            .into_iter()
+            .zip(&self.tls_failures)
+            .map(|(failure, counter)| (failure, counter.load(Relaxed)))
     }
 
     /// `(status, count)` of every status answered at least once.

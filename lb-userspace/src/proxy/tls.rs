@@ -1,15 +1,18 @@
 //! TLS termination settings of a listener: its certificates chosen by SNI, ALPN, and the
-//! lowest protocol version, and the client certificates it verifies (mTLS). Every key is checked against its certificate when the listener
-//! is built, so a mismatch is a startup error naming both files, not a failed handshake.
+//! lowest protocol version, and the client certificates it verifies (mTLS). Every key is
+//! checked against its certificate when the listener is built, so a mismatch is a startup
+//! error naming both files, not a failed handshake. A client's failed handshake is
+//! classified here ([`HandshakeFailure`]) for the metrics.
 
 use std::collections::HashMap;
+use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::{ServerConfig, SupportedProtocolVersion};
+use rustls::{CertificateError, ServerConfig, SupportedProtocolVersion};
 
 use crate::config::{Alpn, Certificate, ClientVerifierError, Config, HostPattern, Tls, TlsVersion};
 
@@ -54,6 +57,88 @@ pub enum TlsError {
     /// rustls refused the settings.
     #[error("TLS settings: {0}")]
     Settings(#[source] Box<rustls::Error>),
+}
+
+/// Why a client's TLS handshake failed, as `sluice_l7_tls_handshake_failures_total` counts
+/// it: the client certificate refusals of mTLS by cause, then everything else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// `client_auth = "required"` and the client sent no certificate.
+    NoCertificate,
+    /// The certificate does not chain to `client_ca` (a foreign CA).
+    UnknownCa,
+    /// It names `client_ca` as issuer but the signature does not verify (forged).
+    BadSignature,
+    /// Past its `notAfter`.
+    Expired,
+    /// Before its `notBefore`.
+    NotYetValid,
+    /// Listed in `client_crl`.
+    Revoked,
+    /// Refused for another reason (not for client use, bad encoding, ...).
+    BadCertificate,
+    /// Not finished within the listener's `header_read_timeout`.
+    Timeout,
+    /// Any other failure: the client hung up, spoke something else, or refused our certificate.
+    Other,
+}
+
+impl HandshakeFailure {
+    /// Every reason, in the order [`Self::index`] counts them.
+    pub const ALL: [Self; 9] = [
+        Self::NoCertificate,
+        Self::UnknownCa,
+        Self::BadSignature,
+        Self::Expired,
+        Self::NotYetValid,
+        Self::Revoked,
+        Self::BadCertificate,
+        Self::Timeout,
+        Self::Other,
+    ];
+
+    /// The failure behind the error `tokio_rustls` returned from `accept`.
+    pub fn of(err: &io::Error) -> Self {
+        let rustls = err
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+        match rustls {
+            Some(rustls::Error::NoCertificatesPresented) => Self::NoCertificate,
+            Some(rustls::Error::InvalidCertificate(cert)) => match cert {
+                CertificateError::UnknownIssuer => Self::UnknownCa,
+                CertificateError::BadSignature => Self::BadSignature,
+                CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                    Self::Expired
+                }
+                CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                    Self::NotYetValid
+                }
+                CertificateError::Revoked => Self::Revoked,
+                _ => Self::BadCertificate,
+            },
+            _ => Self::Other,
+        }
+    }
+
+    /// Its position in [`Self::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The metric's `reason` label.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::NoCertificate => "no_certificate",
+            Self::UnknownCa => "unknown_ca",
+            Self::BadSignature => "bad_signature",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::Revoked => "revoked",
+            Self::BadCertificate => "bad_certificate",
+            Self::Timeout => "timeout",
+            Self::Other => "other",
+        }
+    }
 }
 
 /// The rustls server settings for `tls`, with every certificate's key checked.
@@ -246,5 +331,44 @@ mod tests {
             "{text}"
         );
         assert!(matches!(err, TlsError::Mismatch { .. }));
+    }
+
+    #[test]
+    fn handshake_failures_are_told_apart_by_cause() {
+        let failure = |err: rustls::Error| {
+            HandshakeFailure::of(&io::Error::new(io::ErrorKind::InvalidData, err))
+        };
+        let cert = |err: CertificateError| failure(rustls::Error::InvalidCertificate(err));
+        assert_eq!(
+            failure(rustls::Error::NoCertificatesPresented),
+            HandshakeFailure::NoCertificate
+        );
+        assert_eq!(
+            cert(CertificateError::UnknownIssuer),
+            HandshakeFailure::UnknownCa
+        );
+        assert_eq!(
+            cert(CertificateError::BadSignature),
+            HandshakeFailure::BadSignature
+        );
+        assert_eq!(cert(CertificateError::Expired), HandshakeFailure::Expired);
+        assert_eq!(
+            cert(CertificateError::NotValidYet),
+            HandshakeFailure::NotYetValid
+        );
+        assert_eq!(cert(CertificateError::Revoked), HandshakeFailure::Revoked);
+        assert_eq!(
+            cert(CertificateError::InvalidPurpose),
+            HandshakeFailure::BadCertificate
+        );
+        assert_eq!(
+            failure(rustls::Error::HandshakeNotComplete),
+            HandshakeFailure::Other
+        );
+        let hung_up = io::Error::from(io::ErrorKind::UnexpectedEof);
+        assert_eq!(HandshakeFailure::of(&hung_up), HandshakeFailure::Other);
+        for (i, failure) in HandshakeFailure::ALL.into_iter().enumerate() {
+            assert_eq!(failure.index(), i, "{}", failure.reason());
+        }
     }
 }

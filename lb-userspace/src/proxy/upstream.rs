@@ -16,9 +16,9 @@ use http::{HeaderMap, Request};
 use super::balance::{Selector, request_hash};
 use super::body::RequestBody;
 use super::connections::{
-    BackendConnections, ConnectSettings, ConnectionRegistry, Exchange, PendingLimit, UpstreamError,
+    BackendConnections, ConnectSettings, ConnectionRegistry, Exchange, PendingLimit,
 };
-use super::error::{ErrorKind, Overload, ProxyError};
+use super::error::{ErrorKind, Overload, ProxyError, UpstreamError};
 use super::retry::{InFlight, RetryBudget, RetryDenied};
 use super::stats::{BackendStats, PoolStats, StatsRegistry};
 use crate::config::{Pool, SLOW_START_FLOOR, UpstreamProtocol};

@@ -47,16 +47,18 @@ fn certificate(item: &file::Certificate, base_dir: &Path, r: &mut Reporter) -> O
         .collect();
     let (cert_path, chain) = chain?;
     let (key_path, key) = key?;
-    if let Err(problem) = key_matches(&chain, &key) {
-        r.error_in(
-            &item.key.span(),
-            &ctx,
-            format!(
-                "key {} {problem} certificate {}",
-                key_path.display(),
-                cert_path.display()
-            ),
-        );
+    if let Err(mismatch) = key_matches(&chain, &key) {
+        let (key, cert) = (key_path.display(), cert_path.display());
+        let message = match mismatch {
+            KeyMismatch::Unusable(err) => {
+                format!("key {key} cannot be used ({err}) with certificate {cert}")
+            }
+            KeyMismatch::Different => format!("key {key} does not match certificate {cert}"),
+            KeyMismatch::Uncheckable(err) => {
+                format!("key {key} cannot be checked ({err}) against certificate {cert}")
+            }
+        };
+        r.error_in(&item.key.span(), &ctx, message);
         return None;
     }
     Some(Certificate {
@@ -69,26 +71,39 @@ fn certificate(item: &file::Certificate, base_dir: &Path, r: &mut Reporter) -> O
     })
 }
 
+/// Why a key cannot serve a certificate chain.
+#[derive(Debug, thiserror::Error)]
+enum KeyMismatch {
+    /// rustls cannot sign with the key.
+    #[error("the key cannot be used: {0}")]
+    Unusable(#[source] rustls::Error),
+    /// The key is not the leaf certificate's.
+    #[error("the key does not match the certificate")]
+    Different,
+    /// rustls could not compare them.
+    #[error("the key cannot be checked against the certificate: {0}")]
+    Uncheckable(#[source] rustls::Error),
+}
+
 /// Whether `key` is the private key of the chain's leaf certificate, as TLS will need it.
-/// `Err` completes "key K ... certificate C".
 fn key_matches(
     chain: &[CertificateDer<'static>],
     key: &PrivateKeyDer<'static>,
-) -> Result<(), String> {
+) -> Result<(), KeyMismatch> {
     let provider = rustls::crypto::ring::default_provider();
     let signing_key = provider
         .key_provider
         .load_private_key(key.clone_key())
-        .map_err(|err| format!("cannot be used ({err}) with"))?;
+        .map_err(KeyMismatch::Unusable)?;
     let certified = rustls::sign::CertifiedKey::new(chain.to_vec(), signing_key);
     match certified.keys_match() {
         Ok(()) => Ok(()),
         // The key type cannot tell its public key: TLS would find out at the handshake.
         Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(()),
         Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
-            Err("does not match".to_owned())
+            Err(KeyMismatch::Different)
         }
-        Err(err) => Err(format!("cannot be checked ({err}) against")),
+        Err(err) => Err(KeyMismatch::Uncheckable(err)),
     }
 }
 

@@ -14,7 +14,7 @@ use super::build::FilterBuildError;
 use super::headers::header_name;
 use super::{Deny, Filter, FilterRequest, Verdict};
 use crate::config::{ApiKeySpec, key_hash};
-use crate::proxy::route::percent_decode;
+use crate::proxy::normalize::percent_decode;
 
 /// The compiled `api_key` filter.
 pub struct ApiKeyFilter {
