@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version, request};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, request};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -29,6 +29,7 @@ use super::forward::{
 };
 use super::grpc;
 use super::listener::ConnCtx;
+use super::pick;
 use super::retry;
 use super::route::{Route, WeightedPools};
 use super::state::ListenerState;
@@ -70,16 +71,7 @@ pub fn prepare(
     host: &HeaderValue,
     record: &mut RequestRecord,
 ) -> Result<Outbound, ProxyError> {
-    let ticket = if pools.is_split() {
-        fastrand::u32(..pools.total())
-    } else {
-        0
-    };
-    let pool = pools
-        .pick(ticket)
-        .and_then(|id| state.pool(id))
-        .ok_or_else(|| ProxyError::with_source(ErrorKind::Internal, "route names no running pool"))?
-        .clone();
+    let pool = pick::pool(state, pools)?;
     record.pool = Some(pool.stats.clone());
     let h1 = parts.version < Version::HTTP_2;
     let chunked = h1 && parts.headers.contains_key(TRANSFER_ENCODING);
@@ -185,11 +177,7 @@ pub async fn forward(
     let mut last: Option<Arc<UpstreamBackend>> = None;
     let mut _retry_slot = None;
     loop {
-        let backend =
-            pick_avoiding(&pool, &parts.headers, ctx, last.as_ref()).ok_or_else(|| {
-                pool.stats.no_backend.fetch_add(1, Relaxed);
-                ProxyError::new(ErrorKind::NoHealthyBackend)
-            })?;
+        let backend = pick::backend(&pool, &parts.headers, ctx.client.ip(), last.as_ref())?;
         let guard = backend.start();
         let more_tries = replayable.is_some_and(|p| tries < p.attempts);
         let this_body = match (&replayable, &body) {
@@ -281,23 +269,6 @@ pub async fn forward(
             record,
         );
     }
-}
-
-/// Picks a backend, preferring one other than the backend the last try failed on.
-fn pick_avoiding(
-    pool: &UpstreamPool,
-    headers: &HeaderMap,
-    ctx: &ConnCtx,
-    last: Option<&Arc<UpstreamBackend>>,
-) -> Option<Arc<UpstreamBackend>> {
-    let mut pick = pool.pick(headers, ctx.client.ip())?;
-    for _ in 0..2 {
-        match last {
-            Some(last) if Arc::ptr_eq(last, &pick) => pick = pool.pick(headers, ctx.client.ip())?,
-            _ => break,
-        }
-    }
-    Some(pick)
 }
 
 /// The waits a try is bounded by besides the route deadline.

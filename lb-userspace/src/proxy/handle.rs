@@ -1,7 +1,8 @@
 //! One request, as stages: the codec's checks, normalise, route, pick a pool (forward
 //! routes), filters, then the answer (forward, redirect, direct response) and the filters'
 //! response phase. The record made here logs and counts the request when its response ends.
-//! Forwarding is in `exchange`, the proxy's own answers in `local_reply`.
+//! Forwarding is in `exchange`, the proxy's own answers in `local_reply`; `pick` is the one
+//! place a pool and each try's backend are chosen.
 
 use std::convert::Infallible;
 use std::sync::Arc;

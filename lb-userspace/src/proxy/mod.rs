@@ -26,6 +26,7 @@ mod latency;
 mod listener;
 mod local_reply;
 mod normalize;
+mod pick;
 mod prefixed;
 mod request_head;
 mod retry;
