@@ -44,6 +44,7 @@ mod topology;
 mod upgrade;
 mod wait;
 mod xdp;
+pub mod xdp_lab;
 
 pub use agent::{SluiceAgent, sluice_cli};
 pub use artifacts::{ebpf_object, sluice_binary, target_dir, workspace_root};

@@ -259,7 +259,7 @@ fn dsr(family: Family, l4: L4) {
         return;
     }
     let vip_sock = sock(vip(family), VIP_PORT);
-    Lab::new().run(|dp| {
+    Lab::new("xdp").run(|dp| {
         dp.single_backend_service(vip_sock, l4, SERVICE_DSR, 1, sock(backend_ip(0, family), 0));
         open_flow(dp, family, l4, CLIENT_PORT, Reason::ForwardDsr);
         // Every new flow now goes to backend 2.
@@ -321,7 +321,7 @@ fn nat(family: Family, l4: L4, quote_len: Option<usize>) {
         sock(client_ip(family), CLIENT_PORT),
     );
     let backend = sock(backend_ip(0, family), BACKEND_PORT);
-    Lab::new().run(|dp| {
+    Lab::new("xdp").run(|dp| {
         dp.enable_nat();
         dp.single_backend_service(vip_sock, l4, SERVICE_NAT, 1, backend);
         open_flow(dp, family, l4, CLIENT_PORT, Reason::ForwardNat);
@@ -442,7 +442,7 @@ fn nat_backend_port_unreachable_comes_from_the_vip() {
             sock(client_ip(family), CLIENT_PORT),
         );
         let backend = sock(backend_ip(0, family), BACKEND_PORT);
-        Lab::new().run(|dp| {
+        Lab::new("xdp").run(|dp| {
             dp.enable_nat();
             dp.single_backend_service(vip_sock, L4::Udp, SERVICE_NAT, 1, backend);
             open_flow(dp, family, L4::Udp, CLIENT_PORT, Reason::ForwardNat);
@@ -494,7 +494,7 @@ fn broken_quotes_are_passed_and_counted() {
     }
     for family in [Family::V4, Family::V6] {
         let vip_sock = sock(vip(family), VIP_PORT);
-        Lab::new().run(|dp| {
+        Lab::new("xdp").run(|dp| {
             dp.enable_nat();
             let backend = sock(backend_ip(0, family), BACKEND_PORT);
             dp.single_backend_service(vip_sock, L4::Tcp, SERVICE_NAT, 1, backend);
@@ -588,7 +588,7 @@ fn echo_to_a_vip_follows_the_setting() {
     if !sluice_tests::privileged() {
         return;
     }
-    Lab::new().run(|dp| {
+    Lab::new("xdp").run(|dp| {
         for family in [Family::V4, Family::V6] {
             dp.set_vip(vip(family));
         }

@@ -13,7 +13,9 @@ use lb_common::limits::DEFAULT_CONNTRACK_ENTRIES;
 use lb_common::maglev::{BackendKey, MaglevBackend, MaglevTable};
 
 use super::katran::NEXT_HOP_MAC;
-use super::lab::{BACKENDS, Family, Mode, SERVICE_PORT, backend_ip, take, vip};
+use sluice_tests::xdp_lab::{BACKENDS, Family, backend_ip};
+
+use super::services::{Mode, SERVICE_PORT, take, vip};
 
 const RING_SIZE: u32 = 65_537;
 /// `real_definition.flags`: the real's address is IPv6.
@@ -80,7 +82,7 @@ pub fn provision(ebpf: &mut Ebpf, cpu: usize) -> Result<HashMap<MapData, [u8; 40
         let ipv6 = family == Family::V6;
         let first = 1 + vip_num as u32 * BACKENDS as u32;
         let addrs: Vec<SocketAddr> = (0..BACKENDS)
-            .map(|i| SocketAddr::new(backend_ip(i, ipv6), SERVICE_PORT))
+            .map(|i| SocketAddr::new(backend_ip(i, family), SERVICE_PORT))
             .collect();
         for (id, addr) in (first..).zip(&addrs) {
             let real = Real {
