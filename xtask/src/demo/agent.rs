@@ -15,9 +15,9 @@ use nix::unistd::Pid;
 use serde::Deserialize;
 use sluice_tests::Netns;
 
-use super::http;
 use super::signals;
 use super::topology::ADMIN;
+use crate::http;
 
 /// How long the agent may take to stop after SIGTERM (it drains l7 for up to 5 s).
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
