@@ -54,8 +54,8 @@ pub use browser::{Browser, browser_available};
 pub use daemon::{Daemon, DaemonError};
 pub use kernel::{XdpAttachMode, global_counter, program_map, xdp_program};
 pub use link::{
-    add_addr, bridge, disable_tx_offload, enslave, format_mac, if_index, link_up, mac_of,
-    managed_neighbours, route_add, set_mac, sysctl, veth,
+    add_addr, bridge, disable_tx_offload, enslave, format_mac, hold_vip_for_dsr, if_index,
+    ipv4_forwarding, link_up, mac_of, managed_neighbours, route_add, set_mac, sysctl, veth,
 };
 pub use maglev_share::maglev_shares;
 pub use netns::Netns;
