@@ -12,7 +12,6 @@ use aya::{Ebpf, EbpfLoader};
 use lb_common::flow::{FlowKey, FlowValue, NatValue};
 use lb_common::stats::{Counter, Reason};
 use lb_common::{PASS_PROGRAM_NAME, XDP_PROGRAM_NAME, maps};
-
 use sluice_tests::xdp_lab::{packets, test_run};
 
 use super::services::{install_services, take};

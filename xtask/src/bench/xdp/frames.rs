@@ -5,7 +5,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use anyhow::{Context, Result, bail};
 use etherparse::PacketBuilder;
-
 use sluice_tests::xdp_lab::{CLIENT_MAC, ETH0_MAC, Family, backend_index_of_mac, backend_ip};
 
 /// Ethernet header length: the IP header starts here (the bench sends no VLAN tags).

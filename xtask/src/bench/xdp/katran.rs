@@ -12,10 +12,9 @@ use anyhow::{Context, Result, bail};
 use aya::maps::{HashMap, MapData, PerCpuArray};
 use aya::programs::Xdp;
 use aya::{Ebpf, EbpfLoader};
-
-use super::katran_maps::{Stats, provision};
 use sluice_tests::xdp_lab::{BACKENDS, Family, backend_ip};
 
+use super::katran_maps::{Stats, provision};
 use super::services::take;
 use crate::bench::tools::{self, Tool};
 use crate::shell::step;

@@ -82,15 +82,7 @@ pub fn install_services(ebpf: &mut Ebpf) -> Result<std::collections::HashMap<u32
                     .with_context(|| format!("BACKENDS[{id}]"))?;
                 by_id.insert(id, *addr);
             }
-            let members: Vec<MaglevBackend> = addrs
-                .iter()
-                .map(|a| MaglevBackend {
-                    key: BackendKey::from(*a),
-                    weight: 1,
-                })
-                .collect();
-            let table = MaglevTable::build(&members, DEFAULT_TABLE_SIZE, HASH_SEED)
-                .map_err(|e| anyhow::anyhow!("building the Maglev table: {e}"))?;
+            let table = maglev_table(&addrs)?;
             for (index, slot) in (place.ring_offset..).zip(table.slots()) {
                 rings
                     .set(index, place.first_backend + slot, 0)
@@ -125,6 +117,20 @@ pub fn install_services(ebpf: &mut Ebpf) -> Result<std::collections::HashMap<u32
         .set(SETTING_FLAGS, SETTING_FLAG_NAT, 0)
         .context("SETTINGS")?;
     Ok(by_id)
+}
+
+/// The Maglev table of `addrs`, each of weight 1, of 65537 slots: the same for Sluice's
+/// services and Katran's VIPs, so both place a flow on the same backend.
+pub fn maglev_table(addrs: &[SocketAddr]) -> Result<MaglevTable> {
+    let members: Vec<MaglevBackend> = addrs
+        .iter()
+        .map(|a| MaglevBackend {
+            key: BackendKey::from(*a),
+            weight: 1,
+        })
+        .collect();
+    MaglevTable::build(&members, DEFAULT_TABLE_SIZE, HASH_SEED)
+        .map_err(|e| anyhow::anyhow!("building the Maglev table: {e}"))
 }
 
 /// Takes a map out of the object. Only after the programs are loaded: loading needs the maps'
