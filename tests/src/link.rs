@@ -107,9 +107,9 @@ pub fn ipv4_forwarding(ns: &Netns, ifname: &str) {
     sysctl(ns, &format!("net.ipv4.conf.{ifname}.forwarding"), "1");
 }
 
-/// Makes `ns` a direct-server-return backend for the IPv4 VIP `vip_cidr` (e.g. `VIP/32`):
+/// Makes `ns` a direct-server-return backend for the VIP `vip_cidr` (`VIP/32` or `VIP/128`):
 /// the VIP on `lo`, so packets to it are accepted and answered from it, and no ARP answer
-/// for it on `ifname` (the load balancer owns the VIP on the wire).
+/// for an IPv4 VIP on `ifname` (the load balancer owns the VIP on the wire).
 pub fn hold_vip_for_dsr(ns: &Netns, ifname: &str, vip_cidr: &str) {
     add_addr(ns, "lo", vip_cidr);
     for iface in ["all", ifname] {
