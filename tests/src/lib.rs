@@ -24,6 +24,7 @@ mod agent;
 mod artifacts;
 mod bird;
 mod browser;
+mod daemon;
 pub mod dns;
 pub mod grpc_backend;
 mod kernel;
@@ -44,15 +45,17 @@ mod topology;
 mod upgrade;
 mod wait;
 mod xdp;
+pub mod xdp_lab;
 
 pub use agent::{SluiceAgent, sluice_cli};
 pub use artifacts::{ebpf_object, sluice_binary, target_dir, workspace_root};
 pub use bird::{Bird, shipped_bird_config};
 pub use browser::{Browser, browser_available};
+pub use daemon::{Daemon, DaemonError};
 pub use kernel::{XdpAttachMode, global_counter, program_map, xdp_program};
 pub use link::{
-    add_addr, bridge, disable_tx_offload, enslave, format_mac, if_index, link_up, mac_of,
-    managed_neighbours, route_add, set_mac, sysctl, veth,
+    add_addr, bridge, disable_tx_offload, enslave, format_mac, hold_vip_for_dsr, if_index,
+    ipv4_forwarding, link_up, mac_of, managed_neighbours, route_add, set_mac, sysctl, veth,
 };
 pub use maglev_share::maglev_shares;
 pub use netns::Netns;

@@ -100,6 +100,24 @@ pub fn sysctl(ns: &Netns, key: &str, value: &str) {
         .unwrap_or_else(|e| panic!("sysctl {key}={value} in netns {}: {e}", ns.name()));
 }
 
+/// Turns IPv4 forwarding on in `ns`, for all interfaces and for `ifname`: the XDP program's
+/// FIB lookups answer only where forwarding is on.
+pub fn ipv4_forwarding(ns: &Netns, ifname: &str) {
+    sysctl(ns, "net.ipv4.conf.all.forwarding", "1");
+    sysctl(ns, &format!("net.ipv4.conf.{ifname}.forwarding"), "1");
+}
+
+/// Makes `ns` a direct-server-return backend for the VIP `vip_cidr` (`VIP/32` or `VIP/128`):
+/// the VIP on `lo`, so packets to it are accepted and answered from it, and no ARP answer
+/// for an IPv4 VIP on `ifname` (the load balancer owns the VIP on the wire).
+pub fn hold_vip_for_dsr(ns: &Netns, ifname: &str, vip_cidr: &str) {
+    add_addr(ns, "lo", vip_cidr);
+    for iface in ["all", ifname] {
+        sysctl(ns, &format!("net.ipv4.conf.{iface}.arp_ignore"), "1");
+        sysctl(ns, &format!("net.ipv4.conf.{iface}.arp_announce"), "2");
+    }
+}
+
 /// Turns TX checksum offload off on `ifname` (`ethtool -K IF tx off`). Needed on every host
 /// that sends test traffic through native XDP on veth: the XDP path loses the "checksum still
 /// to be filled in" state and the receiver would see bad TCP/UDP checksums.

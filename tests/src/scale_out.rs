@@ -20,8 +20,8 @@ use lb_common::maglev::{BackendKey, MaglevBackend, MaglevTable};
 
 use crate::{
     Bird, Lan, Netns, NsTask, SluiceAgent, XdpPassGuard, add_addr, attach_xdp_pass,
-    disable_tx_offload, eventually, route_add, shipped_bird_config, sluice_cli, sysctl, veth,
-    xdp_program,
+    disable_tx_offload, eventually, hold_vip_for_dsr, ipv4_forwarding, route_add,
+    shipped_bird_config, sluice_cli, sysctl, veth, xdp_program,
 };
 
 /// The VIP every node announces.
@@ -93,11 +93,7 @@ impl ScaleOut {
             let host = Netns::new("backend");
             lan.connect(&host, "eth0");
             add_addr(&host, "eth0", &format!("{addr}/24"));
-            add_addr(&host, "lo", &format!("{VIP}/32"));
-            for iface in ["all", "eth0"] {
-                sysctl(&host, &format!("net.ipv4.conf.{iface}.arp_ignore"), "1");
-                sysctl(&host, &format!("net.ipv4.conf.{iface}.arp_announce"), "2");
-            }
+            hold_vip_for_dsr(&host, "eth0", &format!("{VIP}/32"));
             route_add(&host, "default", ROUTER);
             disable_tx_offload(&host, "eth0");
             servers.push(host.spawn_task(echo_server(
@@ -125,8 +121,7 @@ impl ScaleOut {
             let ns = Netns::new("node");
             let port = site._lan.connect(&ns, "eth0");
             add_addr(&ns, "eth0", &format!("{address}/24"));
-            sysctl(&ns, "net.ipv4.conf.all.forwarding", "1");
-            sysctl(&ns, "net.ipv4.conf.eth0.forwarding", "1");
+            ipv4_forwarding(&ns, "eth0");
             // XDP_TX out of the node's eth0 lands on its bridge port, which must run XDP.
             pass.push(attach_xdp_pass(site._lan.switch(), &port));
             let bird = Bird::start(

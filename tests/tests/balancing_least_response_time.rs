@@ -2,10 +2,6 @@
 //! of the requests in the first second of load after it slowed down, where round robin
 //! would give it a third.
 
-#[expect(
-    unused_imports,
-    reason = "this test runs the lab with backends of its own, not the echo ones"
-)]
 mod l7_support;
 
 use std::net::SocketAddr;

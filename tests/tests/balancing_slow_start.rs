@@ -2,10 +2,6 @@
 //! share of a steady load at the start of its window and close to its full share at the end,
 //! where without slow start it would get its full share at once.
 
-#[expect(
-    unused_imports,
-    reason = "this test runs the lab with backends of its own, not the echo ones"
-)]
 mod l7_support;
 
 use std::net::SocketAddr;

@@ -8,28 +8,16 @@ mod l7_support;
 use std::path::Path;
 use std::time::Duration;
 
-use l7_support::client::{H1, H2, Reply, Req, get};
-use l7_support::{Backend, Lab, Mode, forward_all, local, pool, service};
+use l7_support::client::{H1, H2, Reply, Req, get, with_header};
+use l7_support::{Backend, Lab, Mode, forward_all, gateway_lab, local, pool, service};
 use sluice_tests::{eventually, privileged};
 
 const ACME_KEY: &str = "acme-0123456789abcdef";
 const GLOBEX_KEY: &str = "globex-0123456789abcdef";
 const INITECH_KEY: &str = "initech-0123456789abcdef";
 
-fn with_header(mut req: Req, name: &'static str, value: &str) -> Req {
-    req.headers_mut()
-        .insert(name, value.parse().expect("header value"));
-    req
-}
-
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-}
-
-fn decisions(filter: &str, kind: &str, decision: &str, reason: &str) -> String {
-    format!(
-        "sluice_l7_filter_decisions_total{{service=\"gw\",filter=\"{filter}\",type=\"{kind}\",decision=\"{decision}\",reason=\"{reason}\"}}"
-    )
 }
 
 #[test]
@@ -43,9 +31,7 @@ fn api_keys_identify_partners_and_never_reach_the_backend() {
         &keys,
         &format!("# partners\nacme {ACME_KEY}\n\nglobex {GLOBEX_KEY}\n"),
     );
-    let mut lab = Lab::new();
-    let app = Backend::start(&lab.ns, "app-1", local(9001), Mode::Echo);
-    let listen = local(8080);
+    let (mut lab, app, listen) = gateway_lab();
     let config = format!(
         "{}{}[[service.l7.filter]]\nname = \"keys\"\n\
          api_key = {{ keys_file = {:?}, header = \"x-api-key\", query = \"api_key\" }}\n\
@@ -113,13 +99,13 @@ fn api_keys_identify_partners_and_never_reach_the_backend() {
     }
     assert_eq!(seen[1].path, "/q?a=1&b=2", "the query key is cut out");
 
-    assert_eq!(lab.metric(&decisions("keys", "api_key", "allow", "")), 5.0);
+    assert_eq!(lab.filter_decisions("keys", "api_key", "allow", ""), 5.0);
     assert_eq!(
-        lab.metric(&decisions("keys", "api_key", "deny", "missing_key")),
+        lab.filter_decisions("keys", "api_key", "deny", "missing_key"),
         1.0
     );
     assert_eq!(
-        lab.metric(&decisions("keys", "api_key", "deny", "unknown_key")),
+        lab.filter_decisions("keys", "api_key", "deny", "unknown_key"),
         1.0
     );
     let log = eventually(Duration::from_secs(10), || {
@@ -218,9 +204,7 @@ fn jwt_accepts_signed_tokens_and_refuses_every_forgery() {
     let jwks = files.path().join("jwks.json");
     write(&jwks, &keys::jwks(&[&rsa, &p256, &p384, &ed]));
 
-    let mut lab = Lab::new();
-    let app = Backend::start(&lab.ns, "app-1", local(9001), Mode::Echo);
-    let listen = local(8080);
+    let (mut lab, app, listen) = gateway_lab();
     let config = jwt_config(&app, listen, &format!("jwks_file = {:?}", jwks.display()));
     lab.start(&config);
 
@@ -385,9 +369,9 @@ fn jwt_accepts_signed_tokens_and_refuses_every_forgery() {
         );
         assert_eq!(request.header("x-user-email"), "alice@example.test");
     }
-    let denied = |reason: &str| lab.metric(&decisions("auth", "jwt", "deny", reason));
+    let denied = |reason: &str| lab.filter_decisions("auth", "jwt", "deny", reason);
     assert_eq!(
-        lab.metric(&decisions("auth", "jwt", "allow", "")),
+        lab.filter_decisions("auth", "jwt", "allow", ""),
         (valid.len() + 1) as f64
     );
     assert_eq!(denied("alg_refused"), 3.0);
@@ -559,9 +543,7 @@ fn a_remembered_token_is_refused_once_it_expires() {
     let key = keys::ec("k1", false);
     let jwks = files.path().join("jwks.json");
     write(&jwks, &keys::jwks(&[&key]));
-    let mut lab = Lab::new();
-    let app = Backend::start(&lab.ns, "app-1", local(9001), Mode::Echo);
-    let listen = local(8080);
+    let (mut lab, app, listen) = gateway_lab();
     let config = jwt_config(&app, listen, &format!("jwks_file = {:?}", jwks.display()));
     lab.start(&config);
     // Valid for 2 s, plus the filter's 5 s leeway.
@@ -624,9 +606,7 @@ fn authz_rules_decide_on_principal_claims_method_path_and_client() {
         &format!("acme {ACME_KEY}\nglobex {GLOBEX_KEY}\n"),
     );
 
-    let mut lab = Lab::new();
-    let app = Backend::start(&lab.ns, "app-1", local(9001), Mode::Echo);
-    let listen = local(8080);
+    let (mut lab, app, listen) = gateway_lab();
     let config = format!(
         r#"{}{}
 [[service.l7.filter]]
@@ -735,13 +715,13 @@ forward = {{ pool = "app" }}
         from_other, 403,
         "the client CIDR rule comes before the admin rule"
     );
-    assert_eq!(lab.metric(&decisions("policy", "authz", "allow", "")), 4.0);
+    assert_eq!(lab.filter_decisions("policy", "authz", "allow", ""), 4.0);
     assert_eq!(
-        lab.metric(&decisions("policy", "authz", "deny", "denied_by_default")),
+        lab.filter_decisions("policy", "authz", "deny", "denied_by_default"),
         5.0
     );
     assert_eq!(
-        lab.metric(&decisions("policy", "authz", "deny", "denied_by_rule")),
+        lab.filter_decisions("policy", "authz", "deny", "denied_by_rule"),
         1.0
     );
     assert_eq!(

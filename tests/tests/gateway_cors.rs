@@ -5,20 +5,12 @@
 
 mod l7_support;
 
-use l7_support::client::{H1, H2, Reply, Req, get, request};
-use l7_support::{Backend, Lab, Mode, forward_all, local, pool, service};
+use l7_support::client::{H1, H2, Reply, get, request, with_headers};
+use l7_support::{forward_all, gateway_lab, pool, service};
 use sluice_tests::privileged;
 
 const APP: &str = "https://app.example.test";
 const KEY: &str = "web-0123456789abcdef";
-
-fn with(mut req: Req, headers: &[(&'static str, &str)]) -> Req {
-    for (name, value) in headers {
-        req.headers_mut()
-            .insert(*name, value.parse().expect("header value"));
-    }
-    req
-}
 
 #[test]
 fn cors_answers_preflights_and_marks_responses_for_allowed_origins_only() {
@@ -28,9 +20,7 @@ fn cors_answers_preflights_and_marks_responses_for_allowed_origins_only() {
     let files = tempfile::tempdir().expect("temp dir");
     let keys = files.path().join("keys.txt");
     std::fs::write(&keys, format!("web {KEY}\n")).expect("write the keys file");
-    let mut lab = Lab::new();
-    let app = Backend::start(&lab.ns, "app-1", local(9001), Mode::Echo);
-    let listen = local(8080);
+    let (mut lab, app, listen) = gateway_lab();
     let config = format!(
         "{}{}[[service.l7.filter]]\nname = \"browser\"\n[service.l7.filter.cors]\n\
          allow_origins = [\"{APP}\", \"http://localhost:3000\"]\n\
@@ -46,7 +36,7 @@ fn cors_answers_preflights_and_marks_responses_for_allowed_origins_only() {
     lab.start(&config);
     let host = "gw.test";
     let preflight = |origin: &str, method: &str| {
-        with(
+        with_headers(
             request("OPTIONS", host, "/api/items", ""),
             &[
                 ("origin", origin),
@@ -56,9 +46,9 @@ fn cors_answers_preflights_and_marks_responses_for_allowed_origins_only() {
         )
     };
     let keyed = |origin: Option<&str>| {
-        let mut req = with(get(host, "/api/items"), &[("x-api-key", KEY)]);
+        let mut req = with_headers(get(host, "/api/items"), &[("x-api-key", KEY)]);
         if let Some(origin) = origin {
-            req = with(req, &[("origin", origin)]);
+            req = with_headers(req, &[("origin", origin)]);
         }
         req
     };
@@ -87,7 +77,7 @@ fn cors_answers_preflights_and_marks_responses_for_allowed_origins_only() {
             ("actual", h2.send(keyed(Some(APP))).await.expect("reply")),
             (
                 "actual, denied later",
-                h1.send(with(get(host, "/api/items"), &[("origin", APP)]))
+                h1.send(with_headers(get(host, "/api/items"), &[("origin", APP)]))
                     .await
                     .expect("reply"),
             ),
@@ -100,7 +90,7 @@ fn cors_answers_preflights_and_marks_responses_for_allowed_origins_only() {
             ("no origin", h2.send(keyed(None)).await.expect("reply")),
             (
                 "plain OPTIONS",
-                h1.send(with(
+                h1.send(with_headers(
                     request("OPTIONS", host, "/api/items", ""),
                     &[("origin", APP), ("x-api-key", KEY)],
                 ))
@@ -175,11 +165,8 @@ fn cors_answers_preflights_and_marks_responses_for_allowed_origins_only() {
         seen.iter()
             .all(|s| s.method != "OPTIONS" || s.header("access-control-request-method").is_empty())
     );
-    let decisions = |decision: &str, reason: &str| {
-        lab.metric(&format!(
-            "sluice_l7_filter_decisions_total{{service=\"gw\",filter=\"browser\",type=\"cors\",decision=\"{decision}\",reason=\"{reason}\"}}"
-        ))
-    };
+    let decisions =
+        |decision: &str, reason: &str| lab.filter_decisions("browser", "cors", decision, reason);
     assert_eq!(decisions("deny", "preflight"), 2.0);
     assert_eq!(decisions("deny", "preflight_refused"), 2.0);
     lab.stop();

@@ -9,7 +9,7 @@ mod l7_support;
 use std::path::Path;
 
 use jsonwebtoken::Algorithm;
-use l7_support::client::{H1, H2, Req, get, request};
+use l7_support::client::{H1, H2, get, request, with_headers};
 use l7_support::{Backend, Lab, Mode, local};
 use sluice_tests::{privileged, sluice_cli, tokens};
 
@@ -17,14 +17,6 @@ const HOST: &str = "api.example.com";
 const FRONT_END: &str = "https://app.example.com";
 const ACME: &str = "acme-example-key-4f1d2c9b7a6e5d30";
 const GLOBEX: &str = "globex-example-key-8b2e7c1f0a9d4e63";
-
-fn with(mut req: Req, headers: &[(&'static str, &str)]) -> Req {
-    for (name, value) in headers {
-        req.headers_mut()
-            .insert(*name, value.parse().expect("header value"));
-    }
-    req
-}
 
 /// `text` with `from` replaced by `to`; the example must still contain `from`.
 fn replaced(text: &str, from: &str, to: &str) -> String {
@@ -98,7 +90,7 @@ fn the_shipped_gateway_example_checks_and_runs() {
     let reader = tokens::token(&idp, Algorithm::ES256, &claims("rita", &["reader"]));
     let admin = tokens::token(&idp, Algorithm::ES256, &claims("adam", &["admin"]));
     let user = |method: &str, token: &str| {
-        with(
+        with_headers(
             request(method, HOST, "/api/orders", ""),
             &[
                 ("authorization", &format!("Bearer {token}")),
@@ -106,8 +98,8 @@ fn the_shipped_gateway_example_checks_and_runs() {
             ],
         )
     };
-    let partner = |key: &str| with(get(HOST, "/partners/feed"), &[("x-api-key", key)]);
-    let preflight = with(
+    let partner = |key: &str| with_headers(get(HOST, "/partners/feed"), &[("x-api-key", key)]);
+    let preflight = with_headers(
         request("OPTIONS", HOST, "/api/orders", ""),
         &[
             ("origin", FRONT_END),
@@ -125,9 +117,12 @@ fn the_shipped_gateway_example_checks_and_runs() {
             ("preflight", h2.send(preflight).await.expect("reply")),
             (
                 "no token",
-                h1.send(with(get(HOST, "/api/orders"), &[("origin", FRONT_END)]))
-                    .await
-                    .expect("reply"),
+                h1.send(with_headers(
+                    get(HOST, "/api/orders"),
+                    &[("origin", FRONT_END)],
+                ))
+                .await
+                .expect("reply"),
             ),
             (
                 "reader reads",

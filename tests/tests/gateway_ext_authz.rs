@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use l7_support::client::{H1, H2, Reply, Req, get};
+use l7_support::client::{H1, H2, Reply, get, with_headers};
 use l7_support::{Backend, Lab, Mode, local, pool, service};
 use sluice_tests::{NsTask, privileged};
 
@@ -85,14 +85,6 @@ fn authz_service(lab: &Lab, addr: SocketAddr, checks: Checks) -> NsTask<()> {
     task
 }
 
-fn with(mut req: Req, headers: &[(&'static str, &str)]) -> Req {
-    for (name, value) in headers {
-        req.headers_mut()
-            .insert(*name, value.parse().expect("header value"));
-    }
-    req
-}
-
 #[test]
 fn ext_authz_allows_denies_and_fails_open_or_closed() {
     if !privileged() {
@@ -129,7 +121,7 @@ fn ext_authz_allows_denies_and_fails_open_or_closed() {
     );
     lab.start(&config);
     let bearer = |path: &str, token: &str| {
-        with(
+        with_headers(
             get("gw.test", path),
             &[
                 ("authorization", &format!("Bearer {token}")),
@@ -229,9 +221,7 @@ fn ext_authz_allows_denies_and_fails_open_or_closed() {
     );
 
     let decisions = |filter: &str, decision: &str, reason: &str| {
-        lab.metric(&format!(
-            "sluice_l7_filter_decisions_total{{service=\"gw\",filter=\"{filter}\",type=\"ext_authz\",decision=\"{decision}\",reason=\"{reason}\"}}"
-        ))
+        lab.filter_decisions(filter, "ext_authz", decision, reason)
     };
     assert_eq!(decisions("checked", "allow", ""), 2.0);
     assert_eq!(decisions("checked", "deny", "denied"), 1.0);

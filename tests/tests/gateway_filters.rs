@@ -6,8 +6,8 @@ mod l7_support;
 
 use std::time::Duration;
 
-use l7_support::client::{H1, H2, Reply, get};
-use l7_support::{Backend, Lab, Mode, local, pool, service};
+use l7_support::client::{H1, H2, Reply, get, with_header};
+use l7_support::{Lab, gateway_lab, pool, service};
 use sluice_tests::{eventually, privileged};
 
 const FILTERS: &str = r#"
@@ -45,24 +45,12 @@ forward = { pool = "app" }
 request_headers_add = { x-from = "gateway" }
 "#;
 
-fn with_header(
-    mut req: l7_support::client::Req,
-    name: &'static str,
-    value: &str,
-) -> l7_support::client::Req {
-    req.headers_mut()
-        .insert(name, value.parse().expect("header value"));
-    req
-}
-
 #[test]
 fn a_chain_identifies_limits_and_edits_on_http1_and_http2() {
     if !privileged() {
         return;
     }
-    let mut lab = Lab::new();
-    let app = Backend::start(&lab.ns, "app-1", local(9001), Mode::Echo);
-    let listen = local(8080);
+    let (mut lab, app, listen) = gateway_lab();
     let config = format!(
         "{}{}{FILTERS}{ROUTES}",
         pool("app", &[&app], &[], ""),
@@ -154,24 +142,19 @@ fn a_chain_identifies_limits_and_edits_on_http1_and_http2() {
         "denied requests never reach the backend"
     );
 
-    let series = |filter: &str, kind: &str, decision: &str, reason: &str| {
-        format!(
-            "sluice_l7_filter_decisions_total{{service=\"gw\",filter=\"{filter}\",type=\"{kind}\",decision=\"{decision}\",reason=\"{reason}\"}}"
-        )
-    };
     assert_eq!(
-        lab.metric(&series("per-client", "rate_limit", "allow", "")),
+        lab.filter_decisions("per-client", "rate_limit", "allow", ""),
         3.0
     );
     assert_eq!(
-        lab.metric(&series("per-client", "rate_limit", "deny", "over_limit")),
+        lab.filter_decisions("per-client", "rate_limit", "deny", "over_limit"),
         2.0
     );
     assert_eq!(
-        lab.metric(&series("per-key", "rate_limit", "allow", "")),
+        lab.filter_decisions("per-key", "rate_limit", "allow", ""),
         2.0
     );
-    assert_eq!(lab.metric(&series("ids", "request_id", "allow", "")), 8.0);
+    assert_eq!(lab.filter_decisions("ids", "request_id", "allow", ""), 8.0);
 
     let line = eventually(Duration::from_secs(10), || {
         let log = lab.log();
@@ -194,9 +177,7 @@ fn a_reload_that_adds_a_route_keeps_the_buckets() {
     if !privileged() {
         return;
     }
-    let mut lab = Lab::new();
-    let app = Backend::start(&lab.ns, "app-1", local(9001), Mode::Echo);
-    let listen = local(8080);
+    let (mut lab, app, listen) = gateway_lab();
     let head = format!(
         "{}{}[[service.l7.filter]]\nname = \"rl\"\nrate_limit = {{ rate = 2, per = \"1h\" }}\n",
         pool("app", &[&app], &[], ""),
@@ -242,9 +223,7 @@ fn a_refused_client_request_id_is_answered_400() {
     if !privileged() {
         return;
     }
-    let mut lab = Lab::new();
-    let app = Backend::start(&lab.ns, "app-1", local(9001), Mode::Echo);
-    let listen = local(8080);
+    let (mut lab, app, listen) = gateway_lab();
     let config = format!(
         "{}{}[[service.l7.filter]]\nname = \"ids\"\nrequest_id = {{ client = \"refuse\", echo = false }}\n\
          [[service.l7.virtual_host]]\nname = \"all\"\ndomains = [\"*\"]\n\

@@ -3,7 +3,7 @@
 
 mod l7_support;
 
-use l7_support::{Backend, Lab, Mode, local, pool, service};
+use l7_support::{gateway_lab, pool, service};
 use sluice_tests::{privileged, required_tool};
 
 const RATE: u64 = 400;
@@ -16,9 +16,7 @@ fn a_global_limit_holds_within_five_percent_under_wrk() {
     if !privileged() || !required_tool("wrk", "wrk") {
         return;
     }
-    let mut lab = Lab::new();
-    let app = Backend::start(&lab.ns, "app-1", local(9001), Mode::Echo);
-    let listen = local(8080);
+    let (mut lab, app, listen) = gateway_lab();
     let config = format!(
         "{}{}[[service.l7.filter]]\nname = \"global\"\n\
          rate_limit = {{ rate = {RATE}, per = \"1s\", burst = {BURST}, key = \"global\" }}\n\
@@ -41,12 +39,10 @@ fn a_global_limit_holds_within_five_percent_under_wrk() {
     assert!(output.status.success(), "wrk failed: {stdout}");
 
     let series = |decision: &str, reason: &str| {
-        format!(
-            "sluice_l7_filter_decisions_total{{service=\"gw\",filter=\"global\",type=\"rate_limit\",decision=\"{decision}\",reason=\"{reason}\"}}"
-        )
+        lab.filter_decisions("global", "rate_limit", decision, reason)
     };
-    let allowed = lab.metric(&series("allow", "")) as u64;
-    let denied = lab.metric(&series("deny", "over_limit")) as u64;
+    let allowed = series("allow", "") as u64;
+    let denied = series("deny", "over_limit") as u64;
     assert!(
         denied > allowed,
         "wrk must offer well over the rate for the test to mean anything: {allowed} allowed, {denied} denied\n{stdout}"

@@ -4,10 +4,6 @@
 //! (`sluice_tests::grpc_backend`), so a test can hold an answer or kill a stream mid-way; the
 //! client is tonic with a bytes codec (no generated code).
 
-#[expect(
-    unused_imports,
-    reason = "this test runs the lab with gRPC backends of its own, not the echo ones"
-)]
 mod l7_support;
 
 use std::net::SocketAddr;

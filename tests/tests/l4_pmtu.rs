@@ -139,29 +139,8 @@ impl Topology {
         route_add(&core, "default", &plan.host(2, 1));
         route_add(&backend, "default", &plan.host(3, 1));
         // The bottlenecks: route MTUs the routers honour when forwarding.
-        let f = plan.family();
-        let client_route = plan.host_route(0, 1);
-        edge.ip([
-            f,
-            "route",
-            "add",
-            &client_route,
-            "dev",
-            "c0",
-            "mtu",
-            SMALL_MTU,
-        ]);
-        let backend_route = plan.host_route(3, 2);
-        core.ip([
-            f,
-            "route",
-            "add",
-            &backend_route,
-            "dev",
-            "b0",
-            "mtu",
-            SMALL_MTU,
-        ]);
+        small_hop(&edge, plan, &plan.host_route(0, 1), "c0");
+        small_hop(&core, plan, &plan.host_route(3, 2), "b0");
         // Native XDP on veth loses the "checksum to be filled in" state of locally sent frames.
         disable_tx_offload(&client, "eth0");
         disable_tx_offload(&backend, "eth0");
@@ -195,6 +174,20 @@ impl Topology {
             _core: core,
         }
     }
+}
+
+/// A route to `dest` through `dev` in `router` whose MTU is [`SMALL_MTU`].
+fn small_hop(router: &Netns, plan: &Plan, dest: &str, dev: &str) {
+    router.ip([
+        plan.family(),
+        "route",
+        "add",
+        dest,
+        "dev",
+        dev,
+        "mtu",
+        SMALL_MTU,
+    ]);
 }
 
 /// Byte `i` of the test stream: no period a lost or repeated segment could hide in.

@@ -5,13 +5,13 @@
 //! program there, fills the maps with `lb-common` types, and checks the verdict, every output
 //! byte and the `GLOBAL_STATS` (or `ICMP_STATS`) reason each frame was counted under.
 
-// Helpers: the bench (namespace, program, maps), frames, and table-driven checks.
+// Helpers: frames and table-driven checks. The lab (namespace, program, maps) is the
+// harness's, shared with the XDP bench.
 #[path = "xdp_packets/cases.rs"]
 mod cases;
 #[path = "xdp_packets/frames.rs"]
 mod frames;
-#[path = "xdp_packets/lab.rs"]
-mod lab;
+use sluice_tests::xdp_lab as lab;
 
 // Tests.
 #[path = "xdp_packets/conntrack.rs"]

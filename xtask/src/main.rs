@@ -7,6 +7,7 @@
 mod bench;
 mod demo;
 mod ebpf;
+mod http;
 mod pins;
 mod run;
 mod shell;

@@ -17,7 +17,7 @@ use lb_common::hash::{FlowHashInput, flow_hash, maglev_slot};
 use lb_common::maglev::{BackendKey, MaglevBackend, MaglevTable};
 use sluice_tests::{
     Lan, Netns, NsTask, SluiceAgent, XdpPassGuard, add_addr, attach_xdp_pass, disable_tx_offload,
-    eventually, route_add, sluice_cli, sysctl, xdp_program,
+    eventually, hold_vip_for_dsr, ipv4_forwarding, route_add, sluice_cli, sysctl, xdp_program,
 };
 
 pub const TCP_PORT: u16 = 7000;
@@ -227,8 +227,7 @@ impl Setup {
         );
         // Native XDP on veth loses the "checksum to be filled in" state of locally sent frames.
         disable_tx_offload(&client, "eth0");
-        sysctl(&lb, "net.ipv4.conf.all.forwarding", "1");
-        sysctl(&lb, "net.ipv4.conf.eth0.forwarding", "1");
+        ipv4_forwarding(&lb, "eth0");
         sysctl(&lb, "net.ipv6.conf.all.forwarding", "1");
         // XDP_TX out of lb/eth0 lands on its bridge port, a veth that must run XDP to take it.
         let pass = attach_xdp_pass(lan.switch(), &lb_port);
@@ -242,11 +241,7 @@ impl Setup {
             route_add(&host, "default", plan.lb_backend_side);
             disable_tx_offload(&host, "eth0");
             let bind = if mode == Mode::Dsr {
-                add_addr(&host, "lo", &format!("{}/{host_len}", plan.vip));
-                for iface in ["all", "eth0"] {
-                    sysctl(&host, &format!("net.ipv4.conf.{iface}.arp_ignore"), "1");
-                    sysctl(&host, &format!("net.ipv4.conf.{iface}.arp_announce"), "2");
-                }
+                hold_vip_for_dsr(&host, "eth0", &format!("{}/{host_len}", plan.vip));
                 // Replies go straight to the client, not back through the load balancer.
                 host.ip(["route", "add", plan.client_net, "dev", "eth0"]);
                 // TCP on every local address: the VIP for clients, its own for health

@@ -98,6 +98,14 @@ impl Lab {
         sample(&self.metrics(), series).unwrap_or(0.0)
     }
 
+    /// How many requests filter `filter` (of type `kind`) of the service `gw`, as every
+    /// gateway test names it, decided `decision` for `reason` ("" when allowed).
+    pub fn filter_decisions(&self, filter: &str, kind: &str, decision: &str, reason: &str) -> f64 {
+        self.metric(&format!(
+            "sluice_l7_filter_decisions_total{{service=\"gw\",filter=\"{filter}\",type=\"{kind}\",decision=\"{decision}\",reason=\"{reason}\"}}"
+        ))
+    }
+
     /// `GET /status` as JSON.
     pub fn status(&self) -> serde_json::Value {
         let answer = self.admin("GET", "/status");

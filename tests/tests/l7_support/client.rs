@@ -58,6 +58,22 @@ pub fn get(host: &str, path: &str) -> Req {
     request("GET", host, path, Bytes::new())
 }
 
+/// `req` with `name: value` set (replacing any value it had).
+pub fn with_header(mut req: Req, name: &'static str, value: &str) -> Req {
+    let value = value
+        .parse()
+        .unwrap_or_else(|e| panic!("header {name}: {value:?}: {e}"));
+    req.headers_mut().insert(name, value);
+    req
+}
+
+/// `req` with every `(name, value)` of `headers` set, in order.
+pub fn with_headers(req: Req, headers: &[(&'static str, &str)]) -> Req {
+    headers
+        .iter()
+        .fold(req, |req, (name, value)| with_header(req, name, value))
+}
+
 /// `method path` for `host` with `body`.
 pub fn request(method: &str, host: &str, path: &str, body: impl Into<Bytes>) -> Req {
     Request::builder()

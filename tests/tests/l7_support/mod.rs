@@ -23,6 +23,14 @@ pub use backend::{Backend, Mode};
 /// Time allowed for the agent to start or apply a reload.
 pub const AGENT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The gateway tests' usual start: a fresh [`Lab`], an echoing backend `app-1` on port 9001,
+/// and where the gateway's service is to listen (port 8080).
+pub fn gateway_lab() -> (Lab, Backend, SocketAddr) {
+    let lab = Lab::new();
+    let app = Backend::start(&lab.ns, "app-1", local(9001), Mode::Echo);
+    (lab, app, local(8080))
+}
+
 /// A namespace with the agent running in it; everything talks over its loopback.
 pub struct Lab {
     /// The namespace: run clients with [`Lab::run`], start backends with [`Backend::start`].

@@ -55,7 +55,7 @@ fn established_flows_keep_their_backend(family: Family, flags: u32) {
     let a = Frame::new(L4::Tcp, sock(client_ip(family), 1111), vip);
     let b = Frame::new(L4::Tcp, sock(client_ip(family), 2222), vip);
     let backend = |i: usize| backend_value(sock(backend_ip(i, family), BACKEND_PORT));
-    Lab::new().run(|dp| {
+    Lab::new("xdp").run(|dp| {
         dp.enable_nat();
         // Backend id i + 1 is backend i.
         for i in 0..4 {
@@ -145,7 +145,7 @@ fn nat_reply_translated_after_first_packet_was_passed_up() {
     if !sluice_tests::privileged() {
         return;
     }
-    let lab = Lab::new();
+    let lab = Lab::new("xdp");
     let vip = sock(vip(Family::V4), 80);
     // Index BACKENDS has no neighbour entry until the test adds one.
     let (unresolved, mac) = (backend_ip(BACKENDS, Family::V4), backend_mac(BACKENDS));

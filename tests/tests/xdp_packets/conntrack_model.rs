@@ -170,7 +170,7 @@ fn conntrack_matches_its_model_on_random_sequences() {
         sock(client_ip(family), 40100),
         sock(vip(family), 80),
     );
-    Lab::new().run(|dp| {
+    Lab::new("xdp").run(|dp| {
         two_backend_service(dp, family, L4::Tcp, SERVICE_NAT);
         let mut runner = TestRunner::new(Config {
             cases: 64,

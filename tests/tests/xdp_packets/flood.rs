@@ -42,7 +42,7 @@ fn flood_leaves_established_flows_their_entries(flags: u32) {
     } else {
         ForwardDsr
     };
-    Lab::new().run(|dp| {
+    Lab::new("xdp").run(|dp| {
         stay_on_one_cpu();
         two_backend_service(dp, family, L4::Tcp, flags);
         dp.set_setting(SETTING_NEW_FLOWS_PER_CPU, 3);
@@ -100,7 +100,7 @@ fn a_source_past_its_new_flow_rate_is_dropped() {
     let vip = sock(vip(family), 80);
     let flooder = client_ip(family);
     let other: IpAddr = Ipv4Addr::new(10, 1, 0, 77).into();
-    Lab::new().run(|dp| {
+    Lab::new("xdp").run(|dp| {
         two_backend_service(dp, family, L4::Tcp, SERVICE_DSR);
         two_backend_service(dp, family, L4::Udp, SERVICE_DSR);
         dp.set_setting(SETTING_SOURCE_RATE, 1);

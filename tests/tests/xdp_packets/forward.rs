@@ -46,7 +46,7 @@ fn dsr(family: Family, l4: L4, vlan: Option<u16>) {
     }
     let (port, _) = ports(l4);
     let vip = sock(vip(family), port);
-    Lab::new().run(|dp| {
+    Lab::new("xdp").run(|dp| {
         dp.single_backend_service(vip, l4, SERVICE_DSR, 1, sock(backend_ip(0, family), 9999));
         let mut input = Frame::new(l4, sock(client_ip(family), CLIENT_PORT), vip);
         input.vlan = vlan;
@@ -106,7 +106,7 @@ fn nat(family: Family, l4: L4, edit: impl Fn(&mut Frame) + Sync) {
         sock(client_ip(family), CLIENT_PORT),
     );
     let backend = sock(backend_ip(0, family), backend_port);
-    Lab::new().run(|dp| {
+    Lab::new("xdp").run(|dp| {
         dp.enable_nat();
         dp.single_backend_service(vip, l4, SERVICE_NAT, 1, backend);
         let mut input = Frame::new(l4, client, vip);
@@ -201,7 +201,7 @@ fn nat_ipv4_udp_without_checksum_keeps_it_zero() {
         bytes[at..at + 2].fill(0);
         bytes
     };
-    Lab::new().run(|dp| {
+    Lab::new("xdp").run(|dp| {
         dp.enable_nat();
         dp.single_backend_service(vip, L4::Udp, SERVICE_NAT, 1, backend);
         let input = Frame::new(L4::Udp, client, vip);
@@ -276,7 +276,7 @@ fn nat_udp_checksum_computing_to_zero_is_sent_as_all_ones() {
             ttl: 64,
             ..expected.clone()
         };
-        Lab::new().run(|dp| {
+        Lab::new("xdp").run(|dp| {
             dp.single_backend_service(vip, L4::Udp, SERVICE_NAT, 1, backend);
             let what = format!("{family:?} UDP checksum 0xffff");
             let reasons = [Reason::ForwardNat, Reason::FlowNew];
@@ -291,7 +291,7 @@ fn backend_on_another_interface_is_redirected() {
     if !sluice_tests::privileged() {
         return;
     }
-    Lab::new().run(|dp| {
+    Lab::new("xdp").run(|dp| {
         for (family, far, flags) in [
             (Family::V4, sock(FAR4, 8080), SERVICE_DSR),
             (Family::V6, sock(FAR6, 8080), SERVICE_NAT),
@@ -331,7 +331,7 @@ fn nat_ipv4_udp_padded_short_frame() {
         bytes.resize(60, 0xa5);
         bytes
     };
-    Lab::new().run(|dp| {
+    Lab::new("xdp").run(|dp| {
         dp.single_backend_service(vip, L4::Udp, SERVICE_NAT, 1, backend);
         let input = Frame {
             payload: vec![1, 2, 3],

@@ -8,6 +8,7 @@ use etherparse::{IpHeaders, Ipv4Header, Ipv6Header, PacketBuilder, VlanId};
 use lb_common::addr::{PROTO_TCP, PROTO_UDP};
 use lb_common::conntrack::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
+pub use crate::lab::L4;
 use crate::lab::{CLIENT_MAC, ETH0_MAC};
 
 /// The TCP PSH flag (the conntrack rules ignore it).
@@ -15,21 +16,6 @@ pub const TCP_PSH: u8 = 0x08;
 
 /// Offset of the IP header in an untagged frame.
 pub const L3: usize = 14;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum L4 {
-    Tcp,
-    Udp,
-}
-
-impl L4 {
-    pub fn protocol(self) -> u8 {
-        match self {
-            L4::Tcp => PROTO_TCP,
-            L4::Udp => PROTO_UDP,
-        }
-    }
-}
 
 /// A TCP or UDP packet in an Ethernet frame; `bytes` serialises it with full checksums.
 #[derive(Clone, Debug)]

@@ -4,7 +4,7 @@
 //! requests to a VIP get what the setting says. Output frames are compared byte for byte
 //! with frames etherparse builds from scratch, and every checksum is recomputed here.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use etherparse::{IpHeaders, Ipv4Header, Ipv6Header, PacketBuilder};
 use lb_common::icmp::{IcmpReason, VIP_ECHO_DROP, VIP_ECHO_PASS, VIP_ECHO_REPLY};
@@ -251,6 +251,16 @@ fn open_flow(dp: &Dataplane, family: Family, l4: L4, client_port: u16, forwarded
     );
 }
 
+/// A NAT service at the VIP with backend 0 on `BACKEND_PORT`, and the client's flow
+/// `CLIENT_PORT` -> VIP opened through it. Returns the backend.
+fn nat_flow(dp: &mut Dataplane, family: Family, l4: L4) -> SocketAddr {
+    let backend = sock(backend_ip(0, family), BACKEND_PORT);
+    dp.enable_nat();
+    dp.single_backend_service(sock(vip(family), VIP_PORT), l4, SERVICE_NAT, 1, backend);
+    open_flow(dp, family, l4, CLIENT_PORT, Reason::ForwardNat);
+    backend
+}
+
 /// DSR: an error about an established flow goes to the flow's backend though Maglev now
 /// points elsewhere; one about an unknown flow goes where Maglev places it. Only the MACs
 /// change.
@@ -259,7 +269,7 @@ fn dsr(family: Family, l4: L4) {
         return;
     }
     let vip_sock = sock(vip(family), VIP_PORT);
-    Lab::new().run(|dp| {
+    Lab::new("xdp").run(|dp| {
         dp.single_backend_service(vip_sock, l4, SERVICE_DSR, 1, sock(backend_ip(0, family), 0));
         open_flow(dp, family, l4, CLIENT_PORT, Reason::ForwardDsr);
         // Every new flow now goes to backend 2.
@@ -320,11 +330,8 @@ fn nat(family: Family, l4: L4, quote_len: Option<usize>) {
         sock(vip(family), VIP_PORT),
         sock(client_ip(family), CLIENT_PORT),
     );
-    let backend = sock(backend_ip(0, family), BACKEND_PORT);
-    Lab::new().run(|dp| {
-        dp.enable_nat();
-        dp.single_backend_service(vip_sock, l4, SERVICE_NAT, 1, backend);
-        open_flow(dp, family, l4, CLIENT_PORT, Reason::ForwardNat);
+    Lab::new("xdp").run(|dp| {
+        let backend = nat_flow(dp, family, l4);
 
         let sent = from_vip(family, l4, CLIENT_PORT);
         let error = Icmp::too_big(router(family), vip(family), quote(&sent, quote_len));
@@ -441,11 +448,8 @@ fn nat_backend_port_unreachable_comes_from_the_vip() {
             sock(vip(family), VIP_PORT),
             sock(client_ip(family), CLIENT_PORT),
         );
-        let backend = sock(backend_ip(0, family), BACKEND_PORT);
-        Lab::new().run(|dp| {
-            dp.enable_nat();
-            dp.single_backend_service(vip_sock, L4::Udp, SERVICE_NAT, 1, backend);
-            open_flow(dp, family, L4::Udp, CLIENT_PORT, Reason::ForwardNat);
+        Lab::new("xdp").run(|dp| {
+            let backend = nat_flow(dp, family, L4::Udp);
             let datagram = Frame::new(L4::Udp, client, backend);
             let (kind, code) = match family {
                 Family::V4 => (3, 3),
@@ -493,12 +497,8 @@ fn broken_quotes_are_passed_and_counted() {
         return;
     }
     for family in [Family::V4, Family::V6] {
-        let vip_sock = sock(vip(family), VIP_PORT);
-        Lab::new().run(|dp| {
-            dp.enable_nat();
-            let backend = sock(backend_ip(0, family), BACKEND_PORT);
-            dp.single_backend_service(vip_sock, L4::Tcp, SERVICE_NAT, 1, backend);
-            open_flow(dp, family, L4::Tcp, CLIENT_PORT, Reason::ForwardNat);
+        Lab::new("xdp").run(|dp| {
+            nat_flow(dp, family, L4::Tcp);
             let sent = from_vip(family, L4::Tcp, CLIENT_PORT);
             let short = minimal(family).map(|n| n - 4);
             let mut bad_version = quote(&sent, None);
@@ -588,7 +588,7 @@ fn echo_to_a_vip_follows_the_setting() {
     if !sluice_tests::privileged() {
         return;
     }
-    Lab::new().run(|dp| {
+    Lab::new("xdp").run(|dp| {
         for family in [Family::V4, Family::V6] {
             dp.set_vip(vip(family));
         }

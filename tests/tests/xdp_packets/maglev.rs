@@ -173,7 +173,7 @@ fn random_flows_land_where_the_maglev_model_says() {
         return;
     }
     let mut rng = Rng(RNG_SEED);
-    Lab::new().run(|dp| {
+    Lab::new("xdp").run(|dp| {
         let mut offset = 0;
         let mut tables = Vec::new();
         for (n, svc) in (0u32..).zip(&SERVICES) {

@@ -187,7 +187,7 @@ fn malformed_and_unsupported_frames_pass_untouched() {
         pass("ICMP echo to the VIP", icmp_echo(Family::V4), PassOtherProtocol),
         pass("ICMPv6 echo to the VIP", icmp_echo(Family::V6), PassOtherProtocol),
     ];
-    Lab::new().run(|dp| {
+    Lab::new("xdp").run(|dp| {
         nat_services(dp);
         check(dp, &cases);
         // The same frames, well formed, are forwarded: the defects are what passed them.

@@ -30,7 +30,7 @@ fn one_client_port_two_vips_one_backend(family: Family, l4: L4) {
     let client = sock(client_ip(family), CLIENT_PORT);
     let to_vip1 = Frame::new(l4, client, vip1);
     let to_vip2 = Frame::new(l4, client, vip2);
-    Lab::new().run(|dp| {
+    Lab::new("xdp").run(|dp| {
         dp.enable_nat();
         dp.set_backend(1, backend_value(backend));
         dp.set_ring(0, &[1; 7]);

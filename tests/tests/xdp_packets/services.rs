@@ -48,7 +48,7 @@ fn services_and_routes_that_leave_nothing_to_forward() {
         placed("larger than eth0's MTU", too_big, XDP_PASS, PassNoRoute),
         placed("DSR with TTL 1 is forwarded", ttl1(54), XDP_TX, ForwardDsr),
     ];
-    Lab::new().run(|dp| {
+    Lab::new("xdp").run(|dp| {
         dp.enable_nat();
         let tcp = |port: u16| sock(VIP4, port);
         dp.set_service(tcp(80), L4::Tcp, service(SERVICE_NAT, 0, 0));

@@ -97,7 +97,7 @@ fn tcp_close_through_nat_both_fins_then_syn_is_placed_afresh_ipv4() {
         sock(client_ip(family), 40001),
         sock(vip(family), 80),
     );
-    Lab::new().run(|dp| {
+    Lab::new("xdp").run(|dp| {
         two_backend_service(dp, family, L4::Tcp, SERVICE_NAT);
         assert_eq!(client(dp, &tcp(&flow, TCP_SYN)), (0, vec![FlowNew]), "SYN");
         assert_eq!(state(dp, &flow), 0);
@@ -147,7 +147,7 @@ fn tcp_rst_either_way_and_timeouts_nat_ipv6() {
         sock(client_ip(family), 40003),
         sock(vip(family), 80),
     );
-    Lab::new().run(|dp| {
+    Lab::new("xdp").run(|dp| {
         two_backend_service(dp, family, L4::Tcp, SERVICE_NAT);
         assert_eq!(client(dp, &tcp(&flow, TCP_SYN)), (0, vec![FlowNew]));
         assert_eq!(client(dp, &tcp(&other, TCP_SYN)), (0, vec![FlowNew]));
@@ -215,7 +215,7 @@ fn dsr_client_fin_alone_closes_and_udp_times_out_ipv4() {
         sock(client_ip(family), 40005),
         sock(vip(family), 80),
     );
-    Lab::new().run(|dp| {
+    Lab::new("xdp").run(|dp| {
         two_backend_service(dp, family, L4::Tcp, SERVICE_DSR);
         two_backend_service(dp, family, L4::Udp, SERVICE_DSR);
         assert_eq!(client(dp, &tcp(&flow, TCP_SYN)), (0, vec![FlowNew]));
@@ -249,7 +249,7 @@ fn last_seen_is_refreshed_once_per_granularity() {
         sock(client_ip(family), 40006),
         sock(vip(family), 80),
     );
-    Lab::new().run(|dp| {
+    Lab::new("xdp").run(|dp| {
         two_backend_service(dp, family, L4::Udp, SERVICE_NAT);
         assert_eq!(client(dp, &udp), (0, vec![FlowNew]));
         let key = udp.flow_key();

@@ -3,21 +3,19 @@
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde::Deserialize;
-use sluice_tests::Netns;
+use sluice_tests::{Daemon, Netns};
 
-use super::http;
 use super::signals;
 use super::topology::ADMIN;
+use crate::http;
 
 /// How long the agent may take to stop after SIGTERM (it drains l7 for up to 5 s).
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,10 +50,11 @@ impl Status {
     }
 }
 
-/// A running `sluice run`; stopped with SIGTERM when dropped.
+/// A running `sluice run` (a `Daemon`, in a process group of its own: a terminal's Ctrl-C
+/// reaches only the demo, which then stops the agent in order); stopped with SIGTERM when
+/// dropped.
 pub struct Agent {
-    child: Option<Child>,
-    log: PathBuf,
+    daemon: Daemon,
     sluice: PathBuf,
     pin_dir: PathBuf,
 }
@@ -63,13 +62,7 @@ pub struct Agent {
 impl Agent {
     /// Starts `sluice run --config CONFIG` inside `ns`, logging to `log`.
     pub fn start(ns: &Netns, sluice: &Path, config: &Path, log: &Path) -> Result<Agent> {
-        let file = std::fs::File::create(log)
-            .with_context(|| format!("creating the agent's log {}", log.display()))?;
-        let stderr = file.try_clone().context("duplicating a file handle")?;
         let mut cmd = ns.command(sluice);
-        // Its own process group: a terminal's Ctrl-C reaches only the demo, which then stops
-        // the agent in order.
-        cmd.process_group(0);
         // A pin folder of its own, removed when the agent stops: a later demo (whose
         // namespaces and interfaces are new) must not adopt this one's data path.
         let pin_dir = PathBuf::from(crate::pins::unique_pin_dir("demo"));
@@ -82,10 +75,7 @@ impl Agent {
         ])
         .arg(&pin_dir)
         .arg("--config")
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(file)
-        .stderr(stderr);
+        .arg(config);
         // SAFETY: only async-signal-safe calls (sigprocmask, prctl), touching no memory of
         // the parent. The agent gets SIGTERM if the demo dies without tearing down (SIGKILL),
         // so it detaches its XDP program and exits rather than living on in a namespace
@@ -100,12 +90,10 @@ impl Agent {
                 }
             });
         }
-        let child = cmd
-            .spawn()
+        let daemon = Daemon::spawn("sluice", cmd, log)
             .with_context(|| format!("starting {} (is nsenter installed?)", sluice.display()))?;
         Ok(Agent {
-            child: Some(child),
-            log: log.to_path_buf(),
+            daemon,
             sluice: sluice.to_path_buf(),
             pin_dir,
         })
@@ -113,33 +101,18 @@ impl Agent {
 
     /// Fails with the end of the agent's log if it has exited.
     pub fn check_running(&mut self) -> Result<()> {
-        let Some(child) = self.child.as_mut() else {
-            bail!("sluice was stopped");
-        };
-        if let Some(status) = child.try_wait().context("checking on sluice")? {
-            self.child = None;
-            bail!(
-                "sluice exited ({status}); the end of its log:\n{}",
-                self.log_tail(20)
-            );
-        }
-        Ok(())
+        Ok(self.daemon.check_running()?)
     }
 
-    /// The last `lines` lines of the agent's log.
-    pub fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+    /// The end of the agent's log.
+    pub fn log_tail(&self) -> String {
+        self.daemon.log_tail()
     }
 
     /// Sends SIGTERM and waits for the exit (SIGKILL after a while); `None` if it had
-    /// already exited or been stopped.
+    /// already been stopped.
     pub fn stop(&mut self) -> Result<Option<ExitStatus>> {
-        let Some(child) = self.child.take() else {
-            return Ok(None);
-        };
-        let stopped = self.stop_child(child);
+        let stopped = self.daemon.stop(STOP_TIMEOUT);
         // An agent that was killed (the scale-out demo kills a node) could not detach:
         // remove what it pinned, so nothing of this demo outlives it.
         if self.pin_dir.exists() {
@@ -150,30 +123,7 @@ impl Agent {
                 .stderr(Stdio::null())
                 .status();
         }
-        stopped
-    }
-
-    fn stop_child(&self, mut child: Child) -> Result<Option<ExitStatus>> {
-        if child.try_wait()?.is_none() {
-            let pid = Pid::from_raw(i32::try_from(child.id()).context("pid out of range")?);
-            kill(pid, Signal::SIGTERM).context("sending SIGTERM to sluice")?;
-        }
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                return Ok(Some(status));
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let status = child.wait()?;
-                bail!(
-                    "sluice did not stop within {STOP_TIMEOUT:?} of SIGTERM; killed ({status}). \
-                     The end of its log:\n{}",
-                    self.log_tail(20)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        Ok(stopped?)
     }
 }
 

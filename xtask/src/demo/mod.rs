@@ -10,7 +10,6 @@
 mod agent;
 mod backend;
 mod display;
-mod http;
 mod scale_out;
 mod script;
 mod signals;

@@ -350,10 +350,7 @@ fn failures(lab: &Lab) -> (u64, u64) {
 }
 
 fn log(lab: &Lab) -> String {
-    lab.agent
-        .as_ref()
-        .map(|a| a.log_tail(20))
-        .unwrap_or_default()
+    lab.agent.as_ref().map(|a| a.log_tail()).unwrap_or_default()
 }
 
 #[cfg(test)]

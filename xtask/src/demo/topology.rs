@@ -7,8 +7,8 @@ use std::path::Path;
 
 use anyhow::{Result, anyhow};
 use sluice_tests::{
-    Lan, Netns, XdpPassGuard, add_addr, attach_xdp_pass_from, disable_tx_offload, route_add,
-    sysctl, xdp_program,
+    Lan, Netns, XdpPassGuard, add_addr, attach_xdp_pass_from, disable_tx_offload, hold_vip_for_dsr,
+    ipv4_forwarding, route_add, xdp_program,
 };
 
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 70, 0, 1);
@@ -108,9 +108,7 @@ impl Topology {
         let lb = Netns::new("lb");
         let lb_port = plug(&lan, &lb, LB);
         add_addr(&lb, "lo", &format!("{}/32", APP_VIP.ip()));
-        // The XDP program asks the FIB for next hops, which answers only where forwarding is on.
-        sysctl(&lb, "net.ipv4.conf.all.forwarding", "1");
-        sysctl(&lb, "net.ipv4.conf.eth0.forwarding", "1");
+        ipv4_forwarding(&lb, "eth0");
         // XDP_TX out of the load balancer's eth0 arrives on its bridge port, a veth, which
         // drops it unless an XDP program runs there too.
         let pass = attach_xdp_pass_from(lan.switch(), &lb_port, ebpf_object);
@@ -120,13 +118,7 @@ impl Topology {
             let ns = Netns::new(&plan.name.replace('-', ""));
             plug(&lan, &ns, plan.address);
             if plan.tier == Tier::L4 {
-                // DSR: the backend accepts packets for the VIP, answers from it, and never
-                // answers ARP for it (the load balancer owns the VIP on the wire).
-                add_addr(&ns, "lo", &format!("{}/32", WEB_VIP.ip()));
-                for iface in ["all", "eth0"] {
-                    sysctl(&ns, &format!("net.ipv4.conf.{iface}.arp_ignore"), "1");
-                    sysctl(&ns, &format!("net.ipv4.conf.{iface}.arp_announce"), "2");
-                }
+                hold_vip_for_dsr(&ns, "eth0", &format!("{}/32", WEB_VIP.ip()));
             }
             backends.push(ns);
         }

@@ -17,9 +17,9 @@ use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use sluice_tests::Netns;
 
-use super::http;
 use super::tls::SERVER_NAME;
 use super::topology::{APP_VIP, WEB_VIP};
+use crate::http;
 
 /// Clients per service.
 const WORKERS: usize = 2;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
-use sluice_tests::{Netns, add_addr, sysctl, veth};
+use sluice_tests::{Netns, add_addr, ipv4_forwarding, veth};
 
 use crate::bench::agent::{ADMIN, Agent};
 use crate::bench::{interrupt, write};
@@ -62,8 +62,7 @@ pub fn measure(sluice: &Path, rounds: u32) -> Result<ReloadReport> {
     let peer = Netns::new("peer");
     veth(&lb, "eth0", &peer, "eth0");
     add_addr(&lb, "eth0", LB_ADDR);
-    sysctl(&lb, "net.ipv4.conf.all.forwarding", "1");
-    sysctl(&lb, "net.ipv4.conf.eth0.forwarding", "1");
+    ipv4_forwarding(&lb, "eth0");
     let log = dir.path().join("sluice.log");
     let agent = Agent::start(sluice, &lb, None, &config, &log)?;
 

@@ -10,7 +10,8 @@
 
 use anyhow::Result;
 use sluice_tests::{
-    Lan, Netns, XdpPassGuard, add_addr, attach_xdp_pass, disable_tx_offload, route_add, sysctl,
+    Lan, Netns, XdpPassGuard, add_addr, attach_xdp_pass, disable_tx_offload, hold_vip_for_dsr,
+    ipv4_forwarding, route_add, sysctl,
 };
 
 use super::server::Servers;
@@ -54,8 +55,7 @@ impl Topology {
             // Tens of thousands of connections per second cycle through ports fast.
             sysctl(ns, "net.ipv4.ip_local_port_range", "1024 65535");
         }
-        sysctl(&lb, "net.ipv4.conf.all.forwarding", "1");
-        sysctl(&lb, "net.ipv4.conf.eth0.forwarding", "1");
+        ipv4_forwarding(&lb, "eth0");
         // XDP_TX out of lb/eth0 lands on its bridge port, a veth that must run XDP to take it.
         let pass = attach_xdp_pass(lan.switch(), &lb_port);
 
@@ -65,14 +65,10 @@ impl Topology {
             let host = Netns::new("backend");
             lan.connect(&host, "eth0");
             add_addr(&host, "eth0", &format!("{addr}/24"));
-            add_addr(&host, "lo", &format!("{VIP}/32"));
+            hold_vip_for_dsr(&host, "eth0", &format!("{VIP}/32"));
             route_add(&host, "default", LB_BACK);
             // DSR: answers go straight to the client.
             host.ip(["route", "add", CLIENT_NET, "dev", "eth0"]);
-            for iface in ["all", "eth0"] {
-                sysctl(&host, &format!("net.ipv4.conf.{iface}.arp_ignore"), "1");
-                sysctl(&host, &format!("net.ipv4.conf.{iface}.arp_announce"), "2");
-            }
             disable_tx_offload(&host, "eth0");
             servers.push(Servers::start(&host)?);
             backends.push(host);

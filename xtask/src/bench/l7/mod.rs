@@ -211,7 +211,8 @@ pub fn run(opts: &Options) -> Result<L7Report> {
         report.sluice_versus = versus(&report);
         reports.push(report);
     }
-    backend.stop(Duration::from_secs(3));
+    // Killed if it lingers past the grace period; every figure is taken by now.
+    let _ = backend.stop(Duration::from_secs(3));
     let gateway_versus_plain = sluice_rps(&reports, Case::Gateway)
         .zip(sluice_rps(&reports, Case::KeepAlive))
         .map(|(gateway, plain)| gateway / plain);
@@ -319,7 +320,8 @@ fn measure(
     daemon.check_running()?;
     let peak_memory_kib = daemon.peak_memory_kib()?;
     let threads = daemon.threads();
-    daemon.stop(Duration::from_secs(8));
+    // Killed if it lingers past the grace period; the figures of this run are taken.
+    let _ = daemon.stop(Duration::from_secs(8));
     if load.requests == 0 {
         anyhow::bail!(
             "no request completed; the end of the proxy's log:\n{}",

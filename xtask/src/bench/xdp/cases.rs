@@ -6,11 +6,12 @@ use std::net::SocketAddr;
 use anyhow::{Result, bail};
 use lb_common::flow::FlowKey;
 use lb_common::stats::Reason;
+use sluice_tests::xdp_lab::{Family, client_ip};
 
 use super::dataplane::{Dataplane, Program};
 use super::frames::{self, Output, Segment};
 use super::katran::Route;
-use super::lab::{Family, Mode, SERVICE_PORT, client_ip, vip};
+use super::services::{Mode, SERVICE_PORT, vip};
 
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;

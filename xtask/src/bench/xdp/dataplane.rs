@@ -7,13 +7,14 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use aya::maps::{HashMap, MapData, PerCpuArray};
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::programs::Xdp;
 use aya::{Ebpf, EbpfLoader};
 use lb_common::flow::{FlowKey, FlowValue, NatValue};
 use lb_common::stats::{Counter, Reason};
 use lb_common::{PASS_PROGRAM_NAME, XDP_PROGRAM_NAME, maps};
+use sluice_tests::xdp_lab::{packets, test_run};
 
-use super::lab::{install_services, take};
+use super::services::{install_services, take};
 
 /// Which program of the object a case runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,22 +163,8 @@ impl Dataplane {
 /// only `repeat = 1` is safe for a program that rewrites the frame, unless a wrapper restores
 /// it (see `warm`); `Run::ns` is the average.
 pub fn run(program: &Xdp, ifindex: u32, frame: &[u8], out: &mut [u8], repeat: u32) -> Result<Run> {
-    let len = u32::try_from(frame.len()).context("frame longer than 4 GiB")?;
-    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
-    // egress_ifindex. data is the metadata length (none), data_end the frame's length.
-    let ctx: Vec<u8> = [0, len, 0, ifindex, 0, 0]
-        .iter()
-        .flat_map(|w: &u32| w.to_ne_bytes())
-        .collect();
-    let result = program
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(out),
-            ctx_in: Some(&ctx),
-            repeat,
-            ..TestRunOptions::new()
-        })
-        .with_context(|| format!("BPF_PROG_TEST_RUN on a {len}-byte frame"))?;
+    let result = test_run(program, ifindex, frame, out, repeat)
+        .with_context(|| format!("BPF_PROG_TEST_RUN on a {}-byte frame", frame.len()))?;
     Ok(Run {
         verdict: result.return_value,
         ns: u32::try_from(result.duration.as_nanos()).unwrap_or(u32::MAX),
@@ -190,10 +177,8 @@ pub fn global_counts(stats: &PerCpuArray<MapData, Counter>) -> Result<Vec<u64>> 
     Reason::ALL
         .iter()
         .map(|reason| {
-            let per_cpu = stats
-                .get(&(*reason as u32), 0)
-                .with_context(|| format!("reading GLOBAL_STATS[{reason:?}]"))?;
-            Ok(per_cpu.iter().map(|c| c.packets).sum())
+            packets(stats, *reason as u32)
+                .with_context(|| format!("reading GLOBAL_STATS[{reason:?}]"))
         })
         .collect()
 }

@@ -5,8 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use anyhow::{Context, Result, bail};
 use etherparse::PacketBuilder;
-
-use super::lab::{CLIENT_MAC, ETH0_MAC, backend_index_of_mac, backend_ip};
+use sluice_tests::xdp_lab::{CLIENT_MAC, ETH0_MAC, Family, backend_index_of_mac, backend_ip};
 
 /// Ethernet header length: the IP header starts here (the bench sends no VLAN tags).
 const L3: usize = 14;
@@ -103,7 +102,7 @@ pub fn check(expect: Output, input: &[u8], output: &[u8]) -> Result<(), String> 
         Output::Nat => {
             let i =
                 backend_index_of_mac(dmac).ok_or_else(|| format!("{dmac:02x?} is no backend's"))?;
-            let want = backend_ip(i, ipv6);
+            let want = backend_ip(i, Family::from_ipv6(ipv6));
             if dst != want {
                 return Err(format!(
                     "NAT sent to MAC {dmac:02x?} with destination {dst}"

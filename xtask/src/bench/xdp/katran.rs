@@ -12,9 +12,10 @@ use anyhow::{Context, Result, bail};
 use aya::maps::{HashMap, MapData, PerCpuArray};
 use aya::programs::Xdp;
 use aya::{Ebpf, EbpfLoader};
+use sluice_tests::xdp_lab::{BACKENDS, Family, backend_ip};
 
 use super::katran_maps::{Stats, provision};
-use super::lab::{BACKENDS, backend_ip, take};
+use super::services::take;
 use crate::bench::tools::{self, Tool};
 use crate::shell::step;
 use crate::workspace;
@@ -339,7 +340,7 @@ pub fn check_output(path: Route, input: &[u8], output: &[u8]) -> Result<(), Stri
             .unwrap_or_default()
             .into()
     };
-    if !(0..BACKENDS).any(|i| backend_ip(i, ipv6) == dst) {
+    if !(0..BACKENDS).any(|i| backend_ip(i, Family::from_ipv6(ipv6)) == dst) {
         return Err(format!("encapsulated to {dst}, which is no backend"));
     }
     Ok(())
@@ -351,7 +352,7 @@ mod tests {
 
     use super::*;
     use crate::bench::xdp::frames::{self, Segment};
-    use crate::bench::xdp::lab::{Family, Mode, SERVICE_PORT, vip};
+    use crate::bench::xdp::services::{Mode, SERVICE_PORT, vip};
 
     /// The input behind an outer IPv4 header to `dst`, sent to `mac`: Katran's output shape.
     fn encapsulated(input: &[u8], mac: [u8; 6], dst: [u8; 4]) -> Vec<u8> {
@@ -375,8 +376,8 @@ mod tests {
     #[test]
     fn encapsulation_to_a_backend_via_the_next_hop_passes() {
         let input = input();
-        let IpAddr::V4(backend) = backend_ip(3, false) else {
-            panic!("backend_ip(_, false) is IPv4")
+        let IpAddr::V4(backend) = backend_ip(3, Family::V4) else {
+            panic!("backend_ip(_, V4) is IPv4")
         };
         let out = encapsulated(&input, NEXT_HOP_MAC, backend.octets());
         assert_eq!(check_output(Route::Established, &input, &out), Ok(()));
@@ -385,7 +386,7 @@ mod tests {
     #[test]
     fn wrong_next_hop_backend_or_inner_packet_fails() {
         let input = input();
-        let good = backend_ip(0, false);
+        let good = backend_ip(0, Family::V4);
         let IpAddr::V4(good) = good else {
             panic!("IPv4")
         };

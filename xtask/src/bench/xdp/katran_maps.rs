@@ -10,10 +10,10 @@ use aya::Ebpf;
 use aya::maps::{Array, ArrayOfMaps, HashMap, Map, MapData};
 use lb_common::hash::DEFAULT_TABLE_SIZE;
 use lb_common::limits::DEFAULT_CONNTRACK_ENTRIES;
-use lb_common::maglev::{BackendKey, MaglevBackend, MaglevTable};
+use sluice_tests::xdp_lab::{BACKENDS, Family, backend_ip};
 
 use super::katran::NEXT_HOP_MAC;
-use super::lab::{BACKENDS, Family, Mode, SERVICE_PORT, backend_ip, take, vip};
+use super::services::{Mode, SERVICE_PORT, maglev_table, take, vip};
 
 const RING_SIZE: u32 = 65_537;
 /// `real_definition.flags`: the real's address is IPv6.
@@ -80,7 +80,7 @@ pub fn provision(ebpf: &mut Ebpf, cpu: usize) -> Result<HashMap<MapData, [u8; 40
         let ipv6 = family == Family::V6;
         let first = 1 + vip_num as u32 * BACKENDS as u32;
         let addrs: Vec<SocketAddr> = (0..BACKENDS)
-            .map(|i| SocketAddr::new(backend_ip(i, ipv6), SERVICE_PORT))
+            .map(|i| SocketAddr::new(backend_ip(i, family), SERVICE_PORT))
             .collect();
         for (id, addr) in (first..).zip(&addrs) {
             let real = Real {
@@ -92,15 +92,7 @@ pub fn provision(ebpf: &mut Ebpf, cpu: usize) -> Result<HashMap<MapData, [u8; 40
                 .set(id, real, 0)
                 .with_context(|| format!("reals[{id}]"))?;
         }
-        let members: Vec<MaglevBackend> = addrs
-            .iter()
-            .map(|a| MaglevBackend {
-                key: BackendKey::from(*a),
-                weight: 1,
-            })
-            .collect();
-        let table = MaglevTable::build(&members, DEFAULT_TABLE_SIZE, 0x5eed)
-            .map_err(|e| anyhow::anyhow!("building the Maglev table: {e}"))?;
+        let table = maglev_table(&addrs)?;
         if table.table_size() != RING_SIZE {
             bail!("Katran's rings have {RING_SIZE} slots, the bench's tables {DEFAULT_TABLE_SIZE}");
         }

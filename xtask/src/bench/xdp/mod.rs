@@ -16,7 +16,7 @@ mod dataplane;
 mod frames;
 mod katran;
 mod katran_maps;
-mod lab;
+mod services;
 mod summary;
 mod warm;
 
@@ -25,11 +25,11 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use nix::sched::{CpuSet, sched_setaffinity};
 use nix::unistd::Pid;
+use sluice_tests::xdp_lab::Lab;
 
 use self::dataplane::{Dataplane, Program};
 use self::katran::Katran;
 pub use self::katran::objects as katran_objects;
-use self::lab::Lab;
 pub use self::summary::XdpReport;
 use self::summary::{CaseRound, Round};
 use self::warm::Warm;
@@ -57,8 +57,8 @@ const METHOD: &str = "BPF_PROG_TEST_RUN. Fresh frames: repeat = 1, one fresh fra
 
 /// Creates the namespace, then measures on a thread inside it pinned to `options.cpu`.
 pub fn run(object: &Path, options: &Options) -> Result<XdpReport> {
-    let lab = Lab::new();
-    lab.ns.in_ns(|| measure(object, lab.eth0, options))
+    let lab = Lab::new("bench");
+    lab.ns().in_ns(|| measure(object, lab.eth0(), options))
 }
 
 fn measure(object: &Path, eth0: u32, options: &Options) -> Result<XdpReport> {

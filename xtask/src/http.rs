@@ -1,5 +1,6 @@
-//! Just enough of an HTTP/1.1 client for the demo: one request, its response read by
-//! `content-length`, chunks, or to the end of the stream. Plain TCP or TLS underneath.
+//! Just enough of an HTTP/1.1 client for the demo and the bench (the admin API, the demo's
+//! traffic): one request, its response read by `content-length`, chunks, or to the end of the
+//! stream. Plain TCP or TLS underneath.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -33,16 +34,29 @@ pub fn exchange<S: Read + Write>(
     read_response(conn)
 }
 
-/// One request on a new plain-TCP connection from the calling thread's namespace.
+/// One request on a new plain-TCP connection from the calling thread's namespace, `timeout`
+/// for connecting and for each read and write.
 pub fn request(
     addr: SocketAddr,
     method: &str,
     path: &str,
     timeout: Duration,
 ) -> io::Result<Response> {
-    let stream = TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
+    request_with(addr, method, path, timeout, timeout)
+}
+
+/// As [`request`], with a read and write timeout of its own (`io_timeout`): the admin API
+/// answers a reload only once it is applied.
+pub fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    connect_timeout: Duration,
+    io_timeout: Duration,
+) -> io::Result<Response> {
+    let stream = TcpStream::connect_timeout(&addr, connect_timeout)?;
+    stream.set_read_timeout(Some(io_timeout))?;
+    stream.set_write_timeout(Some(io_timeout))?;
     exchange(
         &mut BufReader::new(stream),
         method,
@@ -134,4 +148,26 @@ fn read_chunks<R: BufRead>(conn: &mut R, body: &mut Vec<u8>) -> io::Result<()> {
 
 fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_plain_chunked_and_unframed_answers() {
+        let plain = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n";
+        let got = read_response(&mut &plain[..]).ok();
+        assert_eq!(got.map(|r| (r.status, r.body)), Some((200, "ok\n".into())));
+        let chunked = b"HTTP/1.1 400 Bad\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        let got = read_response(&mut &chunked[..]).ok();
+        assert_eq!(
+            got.map(|r| (r.status, r.body, r.close)),
+            Some((400, "abcde".into(), true))
+        );
+        let unframed = b"HTTP/1.1 200 OK\r\n\r\nto the end";
+        let got = read_response(&mut &unframed[..]).ok();
+        assert_eq!(got.map(|r| r.body), Some("to the end".into()));
+        assert!(read_response(&mut &b"garbage\r\n\r\n"[..]).is_err());
+    }
 }
