@@ -8,7 +8,7 @@ mod l7_support;
 use std::path::Path;
 use std::time::Duration;
 
-use l7_support::client::{H1, H2, Reply, Req, get, with_header};
+use l7_support::client::{H1, H2, Reply, Req, bearer, get, with_header};
 use l7_support::{Backend, Lab, Mode, forward_all, gateway_lab, local, pool, service};
 use sluice_tests::{eventually, privileged};
 
@@ -167,14 +167,6 @@ fn api_keys_identify_partners_and_never_reach_the_backend() {
 }
 
 use sluice_tests::tokens as keys;
-
-fn bearer(path: &str, token: &str) -> Req {
-    with_header(
-        get("gw.test", path),
-        "authorization",
-        &format!("Bearer {token}"),
-    )
-}
 
 /// A `jwt` filter named `auth` over `keys` (`jwks_file = "..."` or `jwks_url = ...`), and
 /// a catch-all route.

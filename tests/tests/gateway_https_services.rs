@@ -21,8 +21,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use l7_support::certs::TestCa;
-use l7_support::client::{H1, Req, get};
-use l7_support::{Backend, Lab, Mode, local, pool, service};
+use l7_support::client::{H1, Req, bearer};
+use l7_support::{Backend, Lab, gateway_lab, local, pool, service};
 use sluice_tests::tokens as keys;
 use sluice_tests::{NsTask, eventually, privileged};
 
@@ -118,15 +118,6 @@ fn config(app: &Backend, listen: SocketAddr, ca: &std::path::Path) -> String {
     )
 }
 
-fn bearer(path: &str, token: &str) -> Req {
-    let mut req = get("gw.test", path);
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("header value"),
-    );
-    req
-}
-
 /// The statuses of `requests`, sent in order on one HTTP/1.1 connection.
 fn statuses(lab: &Lab, listen: SocketAddr, requests: Vec<Req>) -> Vec<u16> {
     lab.run(async move {
@@ -154,7 +145,7 @@ fn filters_reach_https_services_they_trust_and_keep_their_connections() {
         &keys::claims("alice"),
     );
     let seen = Arc::new(Seen::default());
-    let mut lab = Lab::new();
+    let (mut lab, app, listen) = gateway_lab();
     let server = https_server(
         &lab,
         local(9443),
@@ -162,8 +153,6 @@ fn filters_reach_https_services_they_trust_and_keep_their_connections() {
         keys::jwks(&[&signer]),
         seen.clone(),
     );
-    let app = Backend::start(&lab.ns, "app-1", local(9001), Mode::Echo);
-    let listen = local(8080);
     lab.start(&config(&app, listen, &bundle));
 
     // The key set is fetched over TLS: the token verifies.
@@ -218,7 +207,7 @@ fn filters_refuse_an_https_service_whose_certificate_they_do_not_trust() {
         &keys::claims("alice"),
     );
     let seen = Arc::new(Seen::default());
-    let mut lab = Lab::new();
+    let (mut lab, app, listen) = gateway_lab();
     let server = https_server(
         &lab,
         local(9443),
@@ -226,8 +215,6 @@ fn filters_refuse_an_https_service_whose_certificate_they_do_not_trust() {
         keys::jwks(&[&signer]),
         seen.clone(),
     );
-    let app = Backend::start(&lab.ns, "app-1", local(9001), Mode::Echo);
-    let listen = local(8080);
     lab.start(&config(&app, listen, &foreign));
 
     let failures = "sluice_l7_filter_events_total{service=\"gw\",filter=\"auth\",type=\"jwt\",event=\"jwks_fetch_failed\"}";

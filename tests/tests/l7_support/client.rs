@@ -67,6 +67,15 @@ pub fn with_header(mut req: Req, name: &'static str, value: &str) -> Req {
     req
 }
 
+/// `GET path` for `gw.test` carrying `token` as `Authorization: Bearer`.
+pub fn bearer(path: &str, token: &str) -> Req {
+    with_header(
+        get("gw.test", path),
+        "authorization",
+        &format!("Bearer {token}"),
+    )
+}
+
 /// `req` with every `(name, value)` of `headers` set, in order.
 pub fn with_headers(req: Req, headers: &[(&'static str, &str)]) -> Req {
     headers
