@@ -12,6 +12,7 @@ pub mod stats;
 pub mod sync;
 mod vips;
 
+use std::collections::HashSet;
 use std::ffi::CString;
 use std::sync::Arc;
 
@@ -227,6 +228,8 @@ impl Dataplane {
 
     fn labels(&self, desired: &DesiredState) -> StatsLabels {
         let mut labels = StatsLabels::default();
+        // Ids already labelled: a scan of the labels per backend was quadratic.
+        let mut seen = HashSet::new();
         for service in desired.services.values() {
             let Some(l4) = &service.l4 else { continue };
             if let Some(id) = self.sync.service_id(&service.key) {
@@ -234,7 +237,7 @@ impl Dataplane {
             }
             for backend in &l4.backends {
                 if let Some(id) = self.sync.backend_id(backend)
-                    && !labels.backends.iter().any(|(b, _, _)| *b == id)
+                    && seen.insert(id)
                 {
                     labels
                         .backends
