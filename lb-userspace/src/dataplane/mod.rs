@@ -1,6 +1,7 @@
 //! The kernel side of the agent: the only code that touches BPF. It loads the embedded XDP
 //! object, attaches it to interfaces and reads its maps.
 
+mod batch;
 mod conntrack;
 mod error;
 pub mod inspect;
