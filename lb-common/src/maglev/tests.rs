@@ -273,3 +273,128 @@ fn modulus_reduces_exactly() {
         }
     }
 }
+
+/// `n` IPv4 backends 10.0.0.1:80 onwards, as the bench and a config list them.
+fn v4_backends(n: u32, weight: impl Fn(u32) -> u32) -> Vec<MaglevBackend> {
+    (0..n)
+        .map(|i| MaglevBackend {
+            key: BackendKey::from(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(0x0a00_0000 | (i + 1)),
+                80,
+            ))),
+            weight: weight(i),
+        })
+        .collect()
+}
+
+/// Whole tables of the bench's sizes and more, pinned before the build was made faster: any
+/// rewrite of `fill` must give these same tables (the kernel, the L7 balancer and maps
+/// pinned by a running agent depend on them).
+#[test]
+fn golden_tables_at_scale() {
+    let cases: [(&str, Vec<MaglevBackend>, u32, u32, u64); 12] = [
+        (
+            "1 equal",
+            v4_backends(1, |_| 1),
+            DEFAULT_TABLE_SIZE,
+            0,
+            0x4ebe_9b86_711e_13f5,
+        ),
+        (
+            "2 equal",
+            v4_backends(2, |_| 1),
+            DEFAULT_TABLE_SIZE,
+            0,
+            0x80f2_2acc_7989_40a5,
+        ),
+        (
+            "10 equal",
+            v4_backends(10, |_| 1),
+            DEFAULT_TABLE_SIZE,
+            0,
+            0xe08b_10ec_233d_0c83,
+        ),
+        (
+            "100 equal",
+            v4_backends(100, |_| 1),
+            DEFAULT_TABLE_SIZE,
+            0,
+            0xdfb3_3e29_17c5_86b1,
+        ),
+        (
+            "1000 equal",
+            v4_backends(1000, |_| 1),
+            DEFAULT_TABLE_SIZE,
+            0,
+            0x3de2_266a_7815_1ebb,
+        ),
+        (
+            "10000 equal",
+            v4_backends(10_000, |_| 1),
+            DEFAULT_TABLE_SIZE,
+            0,
+            0x7b13_74f1_75a4_394a,
+        ),
+        (
+            "3 weighted",
+            v4_backends(3, |i| 1 + i % 5),
+            DEFAULT_TABLE_SIZE,
+            7,
+            0x205e_baab_5940_5705,
+        ),
+        (
+            "1000 weighted",
+            v4_backends(1000, |i| 1 + i % 5),
+            DEFAULT_TABLE_SIZE,
+            7,
+            0xc2c0_87d2_ef90_d979,
+        ),
+        (
+            "10000 weighted",
+            v4_backends(10_000, |i| 1 + i % 5),
+            DEFAULT_TABLE_SIZE,
+            7,
+            0xb701_ed33_5cf4_7af9,
+        ),
+        (
+            "1000 with zero weights, M = 655373",
+            v4_backends(1000, |i| if i % 3 == 0 { 0 } else { 1 + i % 2 }),
+            655_373,
+            42,
+            0xd4bd_f7d9_9977_bdc0,
+        ),
+        (
+            "50 equal, M = 1009",
+            v4_backends(50, |_| 1),
+            1009,
+            3,
+            0x657e_874d_c469_890d,
+        ),
+        (
+            "50 equal, M = 1031",
+            v4_backends(50, |_| 1),
+            1031,
+            3,
+            0xa1fa_c774_d3b7_36fa,
+        ),
+    ];
+    for (name, list, table_size, seed, golden) in cases {
+        let table = build(&list, table_size, seed);
+        assert_eq!(fingerprint(table.slots()), golden, "{name}");
+        let mut reversed = list;
+        reversed.reverse();
+        let table = build(&reversed, table_size, seed);
+        let back: Vec<u32> = table
+            .slots()
+            .iter()
+            .map(|&s| {
+                if s == EMPTY {
+                    EMPTY
+                } else {
+                    table.keys.len() as u32 - 1 - s
+                }
+            })
+            .collect();
+        assert_eq!(fingerprint(&back), golden, "{name}, input reversed");
+    }
+}

@@ -43,6 +43,13 @@ pub enum DataplaneError {
     #[error("the XDP object has no map named {0:?}; it does not match this agent")]
     MissingMap(&'static str),
 
+    #[error("duplicating the descriptor of the {map} map")]
+    MapFd {
+        map: &'static str,
+        #[source]
+        source: io::Error,
+    },
+
     #[error("reading a BPF map")]
     Map {
         #[source]

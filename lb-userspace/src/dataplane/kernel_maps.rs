@@ -1,14 +1,16 @@
 //! The real maps behind [`MapWriter`]: typed aya handles taken from the loaded object.
 
+use std::os::fd::{AsFd, OwnedFd};
+
 use aya::Ebpf;
-use aya::maps::{Array, HashMap, MapData};
+use aya::maps::{Array, HashMap, Map, MapData};
 use lb_common::backend::BackendValue;
 use lb_common::limits::SETTING_FLAGS;
 use lb_common::maps;
 use lb_common::service::{ServiceKey, ServiceValue};
 
-use super::DataplaneError;
 use super::sync::{MapWriter, Snapshot, SyncError};
+use super::{DataplaneError, batch};
 
 /// The maps the agent writes.
 pub struct KernelMaps {
@@ -16,6 +18,10 @@ pub struct KernelMaps {
     backends: Array<MapData, BackendValue>,
     rings: Array<MapData, u32>,
     settings: Array<MapData, u32>,
+    /// Second descriptors of `backends` and `rings`, for batched writes (aya 0.14 keeps its
+    /// own private).
+    backends_fd: OwnedFd,
+    rings_fd: OwnedFd,
 }
 
 impl KernelMaps {
@@ -24,14 +30,20 @@ impl KernelMaps {
         let mut take =
             |name: &'static str| ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name));
         let services = HashMap::try_from(take(maps::SERVICES)?).map_err(DataplaneError::map)?;
-        let backends = Array::try_from(take(maps::BACKENDS)?).map_err(DataplaneError::map)?;
-        let rings = Array::try_from(take(maps::MAGLEV_RINGS)?).map_err(DataplaneError::map)?;
+        let backends = take(maps::BACKENDS)?;
+        let backends_fd = array_fd(&backends, maps::BACKENDS)?;
+        let backends = Array::try_from(backends).map_err(DataplaneError::map)?;
+        let rings = take(maps::MAGLEV_RINGS)?;
+        let rings_fd = array_fd(&rings, maps::MAGLEV_RINGS)?;
+        let rings = Array::try_from(rings).map_err(DataplaneError::map)?;
         let settings = Array::try_from(take(maps::SETTINGS)?).map_err(DataplaneError::map)?;
         Ok(Self {
             services,
             backends,
             rings,
             settings,
+            backends_fd,
+            rings_fd,
         })
     }
 }
@@ -69,6 +81,18 @@ impl KernelMaps {
     }
 }
 
+/// A second descriptor of an array map.
+fn array_fd(map: &Map, name: &'static str) -> Result<OwnedFd, DataplaneError> {
+    match map {
+        Map::Array(data) => data
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|source| DataplaneError::MapFd { map: name, source }),
+        _ => Err(DataplaneError::MissingMap(name)),
+    }
+}
+
 fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> SyncError {
     move |e| SyncError::Map {
         map,
@@ -83,8 +107,19 @@ impl MapWriter for KernelMaps {
             .map_err(map_error(maps::BACKENDS))
     }
 
+    fn set_backends(&mut self, backends: &[(u32, BackendValue)]) -> Result<(), SyncError> {
+        let (ids, values): (Vec<u32>, Vec<BackendValue>) = backends.iter().copied().unzip();
+        let done = batch::update(self.backends_fd.as_fd(), &ids, &values);
+        for (id, value) in &backends[done..] {
+            self.set_backend(*id, value)?;
+        }
+        Ok(())
+    }
+
     fn set_ring_slots(&mut self, slots: &[(u32, u32)]) -> Result<(), SyncError> {
-        for (index, backend_id) in slots {
+        let (indices, ids): (Vec<u32>, Vec<u32>) = slots.iter().copied().unzip();
+        let done = batch::update(self.rings_fd.as_fd(), &indices, &ids);
+        for (index, backend_id) in &slots[done..] {
             self.rings
                 .set(*index, backend_id, 0)
                 .map_err(map_error(maps::MAGLEV_RINGS))?;

@@ -1,6 +1,7 @@
 //! The kernel side of the agent: the only code that touches BPF. It loads the embedded XDP
 //! object, attaches it to interfaces and reads its maps.
 
+mod batch;
 mod conntrack;
 mod error;
 pub mod inspect;
@@ -12,6 +13,7 @@ pub mod stats;
 pub mod sync;
 mod vips;
 
+use std::collections::HashSet;
 use std::ffi::CString;
 use std::sync::Arc;
 
@@ -227,6 +229,8 @@ impl Dataplane {
 
     fn labels(&self, desired: &DesiredState) -> StatsLabels {
         let mut labels = StatsLabels::default();
+        // Ids already labelled: a scan of the labels per backend was quadratic.
+        let mut seen = HashSet::new();
         for service in desired.services.values() {
             let Some(l4) = &service.l4 else { continue };
             if let Some(id) = self.sync.service_id(&service.key) {
@@ -234,7 +238,7 @@ impl Dataplane {
             }
             for backend in &l4.backends {
                 if let Some(id) = self.sync.backend_id(backend)
-                    && !labels.backends.iter().any(|(b, _, _)| *b == id)
+                    && seen.insert(id)
                 {
                     labels
                         .backends

@@ -30,7 +30,9 @@ impl Neighbours {
     /// Makes sure the kernel keeps the next hop toward each of `backends` resolved. Work is
     /// done only for backends not seen before. Failures are logged, not fatal: the program
     /// then passes those backends' packets up, counted as `pass_no_neighbour`, until the
-    /// neighbour resolves another way; the next call tries them again.
+    /// neighbour resolves another way; the next call tries them again. Once the kernel's
+    /// table is full the rest are not tried: each would fail the same way, and with
+    /// thousands of backends those futile route lookups and entries took most of a reload.
     pub fn ensure(&mut self, backends: impl IntoIterator<Item = IpAddr>) {
         let mut new: Vec<IpAddr> = backends
             .into_iter()
@@ -48,33 +50,32 @@ impl Neighbours {
                 return;
             }
         };
-        let routes = routes_to(&mut netlink, &new);
-        let mut wanted: Vec<&NextHop> = Vec::new();
-        for backend in &new {
-            match routes.get(backend) {
-                Some(hop) if self.created.contains(&entry(hop)) => {
-                    self.covered.insert(*backend);
-                }
-                Some(hop) => wanted.push(hop),
-                None => {}
-            }
-        }
-        wanted.sort_unstable_by_key(|hop| entry(hop));
-        wanted.dedup_by_key(|hop| entry(hop));
-        // One warning for however many fail: a full table fails every entry of a reload.
-        let (mut failed, mut first_error, mut table_full) = (0usize, None, false);
-        for hop in wanted {
-            match netlink.replace_managed_neighbour(hop.neighbour(), hop.ifindex) {
-                Ok(()) => {
-                    debug!(next_hop = %hop.neighbour(), dev = hop.device, "managed neighbour entry");
-                    self.created.insert(entry(hop));
-                }
-                Err(error) => {
-                    failed += 1;
-                    table_full |= error.errno() == Some(libc::ENOBUFS);
-                    first_error.get_or_insert(error);
+        // One warning for however many fail.
+        let (mut failed, mut first_error, mut untried) = (0usize, None, None);
+        for (done, backend) in new.iter().enumerate() {
+            let Some(hop) = route_to(&mut netlink, *backend) else {
+                continue;
+            };
+            let wanted = entry(&hop);
+            if !self.created.contains(&wanted) {
+                match netlink.replace_managed_neighbour(hop.neighbour(), hop.ifindex) {
+                    Ok(()) => {
+                        debug!(next_hop = %hop.neighbour(), dev = hop.device, "managed neighbour entry");
+                        self.created.insert(wanted);
+                    }
+                    Err(error) => {
+                        failed += 1;
+                        let full = error.errno() == Some(libc::ENOBUFS);
+                        first_error.get_or_insert(error);
+                        if full {
+                            untried = Some(new.len() - done - 1);
+                            break;
+                        }
+                        continue;
+                    }
                 }
             }
+            self.covered.insert(*backend);
         }
         if let Some(error) = first_error {
             warn!(
@@ -83,20 +84,14 @@ impl Neighbours {
                 "could not add managed neighbour entries (needs Linux >= 5.16); the first error"
             );
         }
-        if table_full {
+        if let Some(untried) = untried {
             warn!(
-                "the kernel's neighbour table is full: raise \
+                untried,
+                "the kernel's neighbour table is full (the backends after the first failure were \
+                 not tried): raise \
                  net.ipv4.neigh.default.gc_thresh3 (and net.ipv6.neigh.default.gc_thresh3) \
                  above the number of on-link backends"
             );
-        }
-        for backend in new {
-            if routes
-                .get(&backend)
-                .is_some_and(|hop| self.created.contains(&entry(hop)))
-            {
-                self.covered.insert(backend);
-            }
         }
     }
 
@@ -157,20 +152,25 @@ pub fn next_hop_of(addr: IpAddr) -> Option<(IpAddr, String, Option<String>)> {
 
 /// The next hop of each of `addrs` the kernel has a route for; the others are logged.
 fn routes_to(netlink: &mut Netlink, addrs: &[IpAddr]) -> HashMap<IpAddr, NextHop> {
-    let mut routes = HashMap::with_capacity(addrs.len());
-    for addr in addrs {
-        match netlink.route_to(*addr) {
-            Ok(hop) => {
-                routes.insert(*addr, hop);
-            }
-            Err(error) => warn!(
+    addrs
+        .iter()
+        .filter_map(|addr| Some((*addr, route_to(netlink, *addr)?)))
+        .collect()
+}
+
+/// The next hop toward `addr`, or `None` (logged) when the kernel has no route to it.
+fn route_to(netlink: &mut Netlink, addr: IpAddr) -> Option<NextHop> {
+    match netlink.route_to(addr) {
+        Ok(hop) => Some(hop),
+        Err(error) => {
+            warn!(
                 backend = %addr,
                 %error,
                 "no route to the backend; its packets will be passed up"
-            ),
+            );
+            None
         }
     }
-    routes
 }
 
 /// Deletes `entries`; returns how many were there to delete.

@@ -31,6 +31,12 @@ use rings::{RingAllocator, RingRegion};
 /// Writes to the kernel's maps. Implemented by the real maps and by an in-memory fake.
 pub trait MapWriter {
     fn set_backend(&mut self, id: u32, value: &BackendValue) -> Result<(), SyncError>;
+    /// Writes several backends (the real maps in one batch).
+    fn set_backends(&mut self, backends: &[(u32, BackendValue)]) -> Result<(), SyncError> {
+        backends
+            .iter()
+            .try_for_each(|(id, value)| self.set_backend(*id, value))
+    }
     /// Writes `(index, backend_id)` pairs into the ring map.
     fn set_ring_slots(&mut self, slots: &[(u32, u32)]) -> Result<(), SyncError>;
     fn set_service(&mut self, key: &ServiceKey, value: &ServiceValue) -> Result<(), SyncError>;
@@ -130,13 +136,15 @@ impl MapSync {
 
         // 1. Backends that appear: written active before any table can point at them.
         let wanted = desired_backends(desired);
+        let mut added = Vec::new();
         for backend in &wanted {
             if self.backends.id(backend).is_none() {
                 let (id, generation) = self.backends.allocate(backend)?;
-                maps.set_backend(id, &backend_value(backend, generation))?;
-                report.backends_added += 1;
+                added.push((id, backend_value(backend, generation)));
             }
         }
+        maps.set_backends(&added)?;
+        report.backends_added += added.len();
 
         // 2. Services added or changed: tables first, then the flip.
         for (key, service) in &desired.services {
@@ -176,13 +184,20 @@ impl MapSync {
         }
 
         // 4. Backends no service references any more: deactivated, so flows on them re-steer.
-        for (backend, id, generation) in self.backends.unreferenced(&wanted) {
-            let mut value = backend_value(&backend, generation);
-            value.flags = 0;
-            maps.set_backend(id, &value)?;
-            self.backends.free(&backend);
-            report.backends_removed += 1;
+        let unreferenced = self.backends.unreferenced(&wanted);
+        let deactivated: Vec<(u32, BackendValue)> = unreferenced
+            .iter()
+            .map(|(backend, id, generation)| {
+                let mut value = backend_value(backend, *generation);
+                value.flags = 0;
+                (*id, value)
+            })
+            .collect();
+        maps.set_backends(&deactivated)?;
+        for (backend, _, _) in &unreferenced {
+            self.backends.free(backend);
         }
+        report.backends_removed += unreferenced.len();
 
         let flags = if desired.nat_in_use() {
             SETTING_FLAG_NAT

@@ -2,7 +2,7 @@
 //! rules that change it. No tasks and no clock: callers pass the time, and learn what to
 //! publish and which probe tasks to start or stop.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
 use thiserror::Error;
@@ -93,15 +93,26 @@ impl Registry {
                     .as_ref()
                     .is_some_and(|p| p.config.health_check == pool.health_check);
             let needs_task = pool.health_check.kind != HealthCheckKind::None;
+            // The previous entries, found by address through an index: a scan per backend
+            // was quadratic, a noticeable part of a reload of 10,000 backends.
+            let mut left: Vec<Option<Entry>> = previous
+                .as_mut()
+                .map(|p| std::mem::take(&mut p.backends))
+                .unwrap_or_default()
+                .into_iter()
+                .map(Some)
+                .collect();
+            let mut index: HashMap<SocketAddr, usize> = HashMap::with_capacity(left.len());
+            for (at, entry) in left.iter().enumerate() {
+                if let Some(entry) = entry {
+                    index.entry(entry.address).or_insert(at);
+                }
+            }
             let mut backends = Vec::with_capacity(pool.backends.len());
             for backend in &pool.backends {
-                let kept = previous.as_mut().and_then(|p| {
-                    let at = p
-                        .backends
-                        .iter()
-                        .position(|e| e.address == backend.address)?;
-                    Some(p.backends.swap_remove(at))
-                });
+                let kept = index
+                    .get(&backend.address)
+                    .and_then(|&at| left.get_mut(at)?.take());
                 let key = BackendKey {
                     pool: pool.name.clone(),
                     address: backend.address,
@@ -129,12 +140,11 @@ impl Registry {
                 backends.push(entry);
             }
             // Backends of the pool that went away.
-            if let Some(previous) = previous.filter(PoolEntry::probed) {
-                plan.stop
-                    .extend(previous.backends.iter().map(|e| BackendKey {
-                        pool: pool.name.clone(),
-                        address: e.address,
-                    }));
+            if previous.as_ref().is_some_and(PoolEntry::probed) {
+                plan.stop.extend(left.iter().flatten().map(|e| BackendKey {
+                    pool: pool.name.clone(),
+                    address: e.address,
+                }));
             }
             let config = pool.clone();
             self.pools
