@@ -220,8 +220,12 @@ pub fn main(cli: Cli) -> ExitCode {
                 pin_dir,
             },
         ) {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(()) => {
+                logging::access::flush();
+                ExitCode::SUCCESS
+            }
             Err(err) => {
+                logging::access::flush();
                 tracing::error!("{err:#}");
                 ExitCode::FAILURE
             }

@@ -1,5 +1,7 @@
 //! Log setup: `tracing` to stderr, human-readable or JSON, level from `--log-level` or
-//! `RUST_LOG`.
+//! `RUST_LOG`; the access log's lines go through their own batched writer (`access`).
+
+pub mod access;
 
 use std::io::IsTerminal;
 
@@ -30,6 +32,7 @@ pub fn init(level: &str, format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+    access::start(format);
 }
 
 /// The DNS resolver logs whole DNS messages at debug level: `--log-level debug` is for
