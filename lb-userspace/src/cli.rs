@@ -220,12 +220,8 @@ pub fn main(cli: Cli) -> ExitCode {
                 pin_dir,
             },
         ) {
-            Ok(()) => {
-                logging::access::flush();
-                ExitCode::SUCCESS
-            }
+            Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
-                logging::access::flush();
                 tracing::error!("{err:#}");
                 ExitCode::FAILURE
             }

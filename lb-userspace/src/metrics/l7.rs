@@ -180,14 +180,7 @@ impl Collector for L7Collector {
             }
         }
 
-        let mut access_dropped = Family::counter(
-            "sluice_access_log_dropped_lines_total",
-            "Access-log lines dropped because the log's buffer was full (the writer could not keep up); requests never wait for the log.",
-        );
-        access_dropped.count(&[], crate::logging::access::dropped());
-
         [
-            access_dropped,
             local,
             refused,
             tls_failures,

@@ -1,7 +1,5 @@
 //! Log setup: `tracing` to stderr, human-readable or JSON, level from `--log-level` or
-//! `RUST_LOG`; the access log's lines go through their own batched writer (`access`).
-
-pub mod access;
+//! `RUST_LOG`.
 
 use std::io::IsTerminal;
 
@@ -32,7 +30,6 @@ pub fn init(level: &str, format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
-    access::start(format);
 }
 
 /// The DNS resolver logs whole DNS messages at debug level: `--log-level debug` is for
