@@ -504,6 +504,9 @@ impl Agent {
         } else {
             self.health.enable(pool, address)?;
         }
+        // The health view is already updated: the status says so before the answer goes, so
+        // a client that reads it next sees its own change (the maps follow in the main loop).
+        self.publish_status();
         let verb = if drain { "draining" } else { "enabled" };
         info!(pool, %address, "{verb} by the admin API");
         Ok(format!("{pool}/{backend} ({address}) {verb}"))
