@@ -130,14 +130,35 @@ fn statuses(lab: &Lab, listen: SocketAddr, requests: Vec<Req>) -> Vec<u16> {
     })
 }
 
-#[test]
-fn filters_reach_https_services_they_trust_and_keep_their_connections() {
-    if !privileged() {
-        return;
-    }
+/// Which CA bundle the filters are given.
+enum Trust {
+    /// The CA that signed the server's certificate.
+    ServerCa,
+    /// Another CA.
+    OtherCa,
+}
+
+/// A running lab: the https server, the app and the agent with [`config`].
+struct Started {
+    lab: Lab,
+    app: Backend,
+    listen: SocketAddr,
+    seen: Arc<Seen>,
+    /// A token the server's key set verifies.
+    token: String,
+    server: NsTask<()>,
+    /// Kept while the lab runs: the CA files live in its folders.
+    _cas: (TestCa, TestCa),
+}
+
+fn start(trust: Trust) -> Started {
     let ca = TestCa::named("sluice https services test CA");
+    let other = TestCa::named("sluice https services other CA");
     let leaf = ca.issue("keys-and-policy", &["127.0.0.1"]);
-    let bundle = ca.write_ca("services-ca.pem");
+    let bundle = match trust {
+        Trust::ServerCa => ca.write_ca("services-ca.pem"),
+        Trust::OtherCa => other.write_ca("other-ca.pem"),
+    };
     let signer = keys::ec("k1", false);
     let token = keys::token(
         &signer,
@@ -154,6 +175,31 @@ fn filters_reach_https_services_they_trust_and_keep_their_connections() {
         seen.clone(),
     );
     lab.start(&config(&app, listen, &bundle));
+    Started {
+        lab,
+        app,
+        listen,
+        seen,
+        token,
+        server,
+        _cas: (ca, other),
+    }
+}
+
+#[test]
+fn filters_reach_https_services_they_trust_and_keep_their_connections() {
+    if !privileged() {
+        return;
+    }
+    let Started {
+        lab,
+        app,
+        listen,
+        seen,
+        token,
+        server,
+        _cas,
+    } = start(Trust::ServerCa);
 
     // The key set is fetched over TLS: the token verifies.
     eventually(Duration::from_secs(10), || {
@@ -196,26 +242,15 @@ fn filters_refuse_an_https_service_whose_certificate_they_do_not_trust() {
     if !privileged() {
         return;
     }
-    let ca = TestCa::named("sluice https services test CA");
-    let other = TestCa::named("sluice https services other CA");
-    let leaf = ca.issue("keys-and-policy", &["127.0.0.1"]);
-    let foreign = other.write_ca("other-ca.pem");
-    let signer = keys::ec("k1", false);
-    let token = keys::token(
-        &signer,
-        jsonwebtoken::Algorithm::ES256,
-        &keys::claims("alice"),
-    );
-    let seen = Arc::new(Seen::default());
-    let (mut lab, app, listen) = gateway_lab();
-    let server = https_server(
-        &lab,
-        local(9443),
-        ca.server_presenting(&leaf),
-        keys::jwks(&[&signer]),
-        seen.clone(),
-    );
-    lab.start(&config(&app, listen, &foreign));
+    let Started {
+        lab,
+        app,
+        listen,
+        seen,
+        token,
+        server,
+        _cas,
+    } = start(Trust::OtherCa);
 
     let failures = "sluice_l7_filter_events_total{service=\"gw\",filter=\"auth\",type=\"jwt\",event=\"jwks_fetch_failed\"}";
     eventually(Duration::from_secs(15), || match lab.metric(failures) {
