@@ -151,6 +151,13 @@ struct Started {
     _cas: (TestCa, TestCa),
 }
 
+impl Started {
+    fn stop(self) {
+        drop(self.server);
+        self.lab.stop();
+    }
+}
+
 fn start(trust: Trust) -> Started {
     let ca = TestCa::named("sluice https services test CA");
     let other = TestCa::named("sluice https services other CA");
@@ -191,50 +198,49 @@ fn filters_reach_https_services_they_trust_and_keep_their_connections() {
     if !privileged() {
         return;
     }
-    let Started {
-        lab,
-        app,
-        listen,
-        seen,
-        token,
-        server,
-        _cas,
-    } = start(Trust::ServerCa);
+    let started = start(Trust::ServerCa);
+    let (lab, listen, token) = (&started.lab, started.listen, &started.token);
 
     // The key set is fetched over TLS: the token verifies.
     eventually(Duration::from_secs(10), || {
-        match statuses(&lab, listen, vec![bearer("/jwt/a", &token)])[..] {
+        match statuses(lab, listen, vec![bearer("/jwt/a", token)])[..] {
             [200] => Ok(()),
             ref other => Err(format!("a valid token answered {other:?}")),
         }
     });
 
     // Checks go over TLS too, and reuse their connections.
-    let before = seen.connections.load(Relaxed);
+    let before = started.seen.connections.load(Relaxed);
     let mut requests = Vec::new();
     for _ in 0..20 {
         requests.push(bearer("/authz/a", "good"));
         requests.push(bearer("/authz/a", "bad"));
     }
-    let answered = statuses(&lab, listen, requests);
+    let answered = statuses(lab, listen, requests);
     let expected: Vec<u16> = (0..20).flat_map(|_| [200, 403]).collect();
     assert_eq!(
         answered, expected,
         "good allowed, bad refused by the service"
     );
-    assert!(seen.checks.load(Relaxed) >= 40, "every request was checked");
-    let opened = seen.connections.load(Relaxed) - before;
+    assert!(
+        started.seen.checks.load(Relaxed) >= 40,
+        "every request was checked"
+    );
+    let opened = started.seen.connections.load(Relaxed) - before;
     // The JWKS refresh (every second) opens its own; checks should need one or two.
     assert!(
         opened <= 6,
         "40 sequential checks opened {opened} connections: they are not kept alive"
     );
     assert!(
-        app.seen().iter().any(|r| r.header("x-user") == "alice"),
+        started
+            .app
+            .seen()
+            .iter()
+            .any(|r| r.header("x-user") == "alice"),
         "the service's x-user reached the backend"
     );
-    drop(server);
-    lab.stop();
+    started.stop();
 }
 
 #[test]
@@ -242,15 +248,8 @@ fn filters_refuse_an_https_service_whose_certificate_they_do_not_trust() {
     if !privileged() {
         return;
     }
-    let Started {
-        lab,
-        app,
-        listen,
-        seen,
-        token,
-        server,
-        _cas,
-    } = start(Trust::OtherCa);
+    let started = start(Trust::OtherCa);
+    let (lab, listen, token) = (&started.lab, started.listen, &started.token);
 
     let failures = "sluice_l7_filter_events_total{service=\"gw\",filter=\"auth\",type=\"jwt\",event=\"jwks_fetch_failed\"}";
     eventually(Duration::from_secs(15), || match lab.metric(failures) {
@@ -258,22 +257,25 @@ fn filters_refuse_an_https_service_whose_certificate_they_do_not_trust() {
         n => Err(format!("{n} failed fetches")),
     });
     let answered = statuses(
-        &lab,
+        lab,
         listen,
-        vec![bearer("/jwt/a", &token), bearer("/authz/a", "good")],
+        vec![bearer("/jwt/a", token), bearer("/authz/a", "good")],
     );
     assert_eq!(
         answered,
         [401, 503],
         "no keys from an untrusted server; no check by an untrusted service (closed)"
     );
-    assert_eq!(seen.checks.load(Relaxed), 0, "no request went over TLS");
-    assert_eq!(app.count(), 0, "nothing reached the backend");
+    assert_eq!(
+        started.seen.checks.load(Relaxed),
+        0,
+        "no request went over TLS"
+    );
+    assert_eq!(started.app.count(), 0, "nothing reached the backend");
     let log = lab.log();
     assert!(
         log.contains("JWKS fetch failed") && log.contains("TLS handshake"),
         "the failed handshake is logged:\n{log}"
     );
-    drop(server);
-    lab.stop();
+    started.stop();
 }
