@@ -11,7 +11,7 @@ use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -54,6 +54,8 @@ pub struct RateLimitFilter {
     source: Option<KeySource>,
     buckets: Arc<Buckets<DefaultClock>>,
     shared: Option<Arc<SharedLimit>>,
+    /// `RateLimit-Limit` for this filter's burst.
+    limit_value: HeaderValue,
 }
 
 impl RateLimitFilter {
@@ -73,6 +75,7 @@ impl RateLimitFilter {
             source,
             buckets: Arc::new(Buckets::new(spec, DefaultClock::default())?),
             shared,
+            limit_value: HeaderValue::from(spec.burst),
         })
     }
 
@@ -125,11 +128,29 @@ impl Filter for RateLimitFilter {
     fn on_response(&self, headers: &mut HeaderMap, learned: &Learned) {
         if let Some((limit, remaining)) = learned.rate_limit {
             let refill = self.buckets.refill_time(limit.saturating_sub(remaining));
-            headers.insert(RATELIMIT_LIMIT.clone(), HeaderValue::from(limit));
+            // The limit is this filter's own (or a tighter filter's) and the reset mostly a
+            // few seconds: both made once, not per response.
+            let limit = if limit == self.buckets.burst {
+                self.limit_value.clone()
+            } else {
+                HeaderValue::from(limit)
+            };
+            headers.insert(RATELIMIT_LIMIT.clone(), limit);
             headers.insert(RATELIMIT_REMAINING.clone(), HeaderValue::from(remaining));
-            headers.insert(RATELIMIT_RESET.clone(), HeaderValue::from(refill));
+            headers.insert(RATELIMIT_RESET.clone(), seconds_value(refill));
         }
     }
+}
+
+/// `seconds` as a header value; those up to a minute made once.
+fn seconds_value(seconds: u64) -> HeaderValue {
+    static MINUTE: LazyLock<Vec<HeaderValue>> =
+        LazyLock::new(|| (0..=60_u64).map(HeaderValue::from).collect());
+    usize::try_from(seconds)
+        .ok()
+        .and_then(|s| MINUTE.get(s))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(seconds))
 }
 
 /// The 429 for a request that may be retried after `wait`, under a limit of `limit`.

@@ -50,3 +50,13 @@ fn a_million_keys_stay_within_max_keys() {
     assert!(buckets.take(ip(999_999)).is_err());
     assert_eq!(buckets.take(ip(0)), Ok(0));
 }
+
+#[test]
+fn reset_seconds_read_the_same_made_once_or_per_response() {
+    for seconds in [0, 1, 59, 60, 61, 3_600, u64::MAX] {
+        assert_eq!(
+            seconds_value(seconds).to_str().ok(),
+            Some(seconds.to_string().as_str())
+        );
+    }
+}

@@ -3,6 +3,7 @@
 //! replaced or refused as configured; a valid `traceparent` is kept, anything else starts a
 //! new trace.
 
+use http::header::Entry;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use super::build::FilterBuildError;
@@ -39,9 +40,9 @@ impl RequestIdFilter {
 
 impl Filter for RequestIdFilter {
     fn on_request(&self, request: &mut FilterRequest<'_>) -> Verdict {
-        let sent = request.headers.get(&self.header);
-        let id = match (self.client, sent) {
-            (ClientIds::Refuse, Some(_)) => {
+        // One lookup per header (the entry API), not a look and then an insert.
+        let id = match request.headers.entry(self.header.clone()) {
+            Entry::Occupied(_) if self.client == ClientIds::Refuse => {
                 return Verdict::Deny(Deny {
                     status: StatusCode::BAD_REQUEST,
                     reason: "client_id",
@@ -49,24 +50,37 @@ impl Filter for RequestIdFilter {
                     headers: Vec::new(),
                 });
             }
-            (ClientIds::Keep, Some(value)) if is_acceptable_id(value) => value.clone(),
-            _ => generated_id(),
+            Entry::Occupied(sent)
+                if self.client == ClientIds::Keep && is_acceptable_id(sent.get()) =>
+            {
+                sent.get().clone()
+            }
+            Entry::Occupied(mut sent) => {
+                let id = generated_id();
+                sent.insert(id.clone());
+                id
+            }
+            Entry::Vacant(slot) => slot.insert(generated_id()).clone(),
         };
-        request.headers.insert(self.header.clone(), id.clone());
         request.learned.request_id = Some(id);
         if self.traceparent {
-            let kept = request
-                .headers
-                .get(&TRACEPARENT)
-                .filter(|v| is_valid_traceparent(v.as_bytes()))
-                .cloned();
-            let trace = match kept {
-                Some(trace) => trace,
-                None => {
-                    // A broken trace context is dropped whole (W3C Trace Context §3.3).
-                    request.headers.remove(&TRACESTATE);
+            let trace = match request.headers.entry(TRACEPARENT.clone()) {
+                Entry::Occupied(kept) if is_valid_traceparent(kept.get().as_bytes()) => {
+                    kept.get().clone()
+                }
+                entry => {
                     let trace = new_traceparent();
-                    request.headers.insert(TRACEPARENT.clone(), trace.clone());
+                    match entry {
+                        Entry::Occupied(mut broken) => {
+                            broken.insert(trace.clone());
+                        }
+                        Entry::Vacant(slot) => {
+                            slot.insert(trace.clone());
+                        }
+                    }
+                    // A broken or absent trace context is dropped whole (W3C Trace Context
+                    // §3.3).
+                    request.headers.remove(&TRACESTATE);
                     trace
                 }
             };
@@ -97,16 +111,43 @@ fn is_acceptable_id(value: &HeaderValue) -> bool {
 /// A random (version 4) UUID.
 fn generated_id() -> HeaderValue {
     let bits = (fastrand::u128(..) & !(0xf000 << 64) | (0x4000 << 64)) & !(0xc << 60) | (0x8 << 60);
-    let hex = format!("{bits:032x}");
-    let text = format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    );
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    let mut text = [b'-'; 36];
+    let mut hex = [0; 32];
+    lower_hex(&mut hex, bits);
+    // 8-4-4-4-12 hex digits.
+    for (digits, at) in [
+        (0..8, 0),
+        (8..12, 9),
+        (12..16, 14),
+        (16..20, 19),
+        (20..32, 24),
+    ] {
+        let len = digits.len();
+        text[at..at + len].copy_from_slice(&hex[digits]);
+    }
+    header_value(&text)
+}
+
+/// `value`'s digits in lower-case hex, zero-padded to `out`'s length (formatting through
+/// `format!` cost more than every other filter in the chain together).
+fn lower_hex(out: &mut [u8], mut value: u128) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    // Two digits a step: `out`'s length is even in every use here.
+    let mut pairs = out.rchunks_exact_mut(2);
+    for pair in &mut pairs {
+        let byte = (value & 0xff) as usize;
+        pair[0] = DIGITS[byte >> 4];
+        pair[1] = DIGITS[byte & 0xf];
+        value >>= 8;
+    }
+    if let [digit] = pairs.into_remainder() {
+        *digit = DIGITS[(value & 0xf) as usize];
+    }
+}
+
+/// A header value of ASCII hex digits and dashes (always valid).
+fn header_value(text: &[u8]) -> HeaderValue {
+    HeaderValue::from_bytes(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, ids not all zero, version
@@ -140,10 +181,10 @@ pub fn is_valid_traceparent(value: &[u8]) -> bool {
 
 /// A new trace: random ids, not sampled.
 fn new_traceparent() -> HeaderValue {
-    let trace = fastrand::u128(1..);
-    let parent = fastrand::u64(1..);
-    HeaderValue::from_str(&format!("00-{trace:032x}-{parent:016x}-00"))
-        .unwrap_or_else(|_| HeaderValue::from_static("-"))
+    let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    lower_hex(&mut text[3..35], fastrand::u128(1..));
+    lower_hex(&mut text[36..52], u128::from(fastrand::u64(1..)));
+    header_value(&text)
 }
 
 #[cfg(test)]
@@ -161,6 +202,22 @@ mod tests {
             assert!(is_acceptable_id(&id));
         }
         assert_ne!(generated_id(), generated_id());
+    }
+
+    #[test]
+    fn hex_is_zero_padded_lower_case() {
+        let mut out = [0; 8];
+        lower_hex(&mut out, 0xab_cdef);
+        assert_eq!(&out, b"00abcdef");
+        let mut odd = [0; 5];
+        lower_hex(&mut odd, 0x1_2345);
+        assert_eq!(&odd, b"12345");
+        let mut out = [0; 32];
+        lower_hex(&mut out, u128::MAX);
+        assert_eq!(&out, b"ffffffffffffffffffffffffffffffff");
+        let trace = new_traceparent();
+        let text = trace.to_str().expect("ascii");
+        assert!(text.starts_with("00-") && text.ends_with("-00"), "{text}");
     }
 
     #[test]
