@@ -196,11 +196,7 @@ impl JwtFilter {
         let bearer = request
             .headers
             .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, token) = v.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            });
+            .and_then(|v| bearer_token(v.as_bytes()));
         if bearer.is_some() {
             return bearer;
         }
@@ -295,6 +291,19 @@ impl JwtFilter {
         let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
         verified.put(token.into(), entry);
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value. Read as bytes (`HeaderValue::to_str`
+/// checks a byte at a time, and a token is hundreds of bytes); a token with bytes no real token
+/// has is refused by the cache lookup and the verification alike.
+fn bearer_token(value: &[u8]) -> Option<&str> {
+    let value = value.trim_ascii();
+    let space = value.iter().position(|b| *b == b' ')?;
+    let (scheme, token) = value.split_at(space);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return None;
+    }
+    std::str::from_utf8(token.trim_ascii()).ok()
 }
 
 fn unix_now() -> i64 {
@@ -402,5 +411,28 @@ fn algorithm(alg: JwtAlg) -> Algorithm {
         JwtAlg::ES256 => Algorithm::ES256,
         JwtAlg::ES384 => Algorithm::ES384,
         JwtAlg::EdDSA => Algorithm::EdDSA,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_token_is_read_from_the_authorization_value() {
+        assert_eq!(bearer_token(b"Bearer abc.def.ghi"), Some("abc.def.ghi"));
+        assert_eq!(bearer_token(b" bEaReR   abc.def \t"), Some("abc.def"));
+        for refused in [
+            &b"Basic abc"[..],
+            b"Bearer",
+            b"Bearer ",
+            b"Bearerabc",
+            b"",
+            b" ",
+        ] {
+            assert_eq!(bearer_token(refused), None, "{refused:?}");
+        }
+        // Not UTF-8: no token.
+        assert_eq!(bearer_token(b"Bearer \xff\xfe"), None);
     }
 }
