@@ -1,7 +1,8 @@
 //! The proxy's HTTP/1.1 exchange against a hostile or broken backend, end to end: a scripted
 //! raw backend writes exact bytes (conflicting lengths, a bad chunk, an early close, an
-//! answer before the upload, 1xx responses, bodiless responses, responses nobody asked for,
-//! malformed heads) and a real client checks what comes out of a real agent. A backend
+//! answer before the upload, 1xx responses, bodiless responses with and without stray bytes
+//! after them, responses nobody asked for, malformed and oversized heads, a protocol switch
+//! nobody asked for) and a real client checks what comes out of a real agent. A backend
 //! connection whose framing cannot be trusted must never carry another request: each
 //! script keeps serving after its hostile answer, so a reused connection shows up as a
 //! wrong answer, and the backend counts the connections it accepted.
@@ -534,6 +535,42 @@ fn bodiless_responses_come_back_at_once_on_a_kept_connection() {
 }
 
 #[test]
+fn bodies_where_none_belong_never_reach_a_client() {
+    if !privileged() {
+        return;
+    }
+    // Each answer carries bytes after a head that allows no body: they are not the body,
+    // and a connection that carried them must not take the next request.
+    let (lab, backend, listen) = hostile_lab(vec![
+        answer_then_serve("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nleaked"),
+        answer_then_serve("HTTP/1.1 204 No Content\r\n\r\nleaked"),
+        answer_then_serve("HTTP/1.1 304 Not Modified\r\nContent-Length: 6\r\n\r\nleaked"),
+    ]);
+    let seen = backend.seen();
+    run(&lab, async move {
+        let mut client = connect(listen).await;
+        let head = send(&mut client, request("HEAD", "a.test", "/head", "")).await;
+        assert_eq!(head.status, 200, "{head:?}");
+        assert!(head.body.is_empty(), "{head:?}");
+
+        let no_content = send(&mut client, get("a.test", "/no-content")).await;
+        assert_eq!(no_content.status, 204, "{no_content:?}");
+        assert!(no_content.body.is_empty(), "{no_content:?}");
+        assert_eq!(seen.accepted(), 2, "the HEAD's connection was not reused");
+
+        let not_modified = send(&mut client, get("a.test", "/not-modified")).await;
+        assert_eq!(not_modified.status, 304, "{not_modified:?}");
+        assert!(not_modified.body.is_empty(), "{not_modified:?}");
+        assert_eq!(seen.accepted(), 3, "the 204's connection was not reused");
+
+        let after = send(&mut client, get("a.test", "/after")).await;
+        assert_healthy(&after);
+        assert_eq!(seen.accepted(), 4, "the 304's connection was not reused");
+    });
+    lab.stop();
+}
+
+#[test]
 fn responses_nobody_asked_for_never_answer_a_later_request() {
     if !privileged() {
         return;
@@ -582,21 +619,25 @@ fn malformed_response_heads_get_a_502_and_their_connection_is_dropped() {
     if !privileged() {
         return;
     }
+    let many_headers: String = (0..200).map(|i| format!("X-Many-{i}: x\r\n")).collect();
+    let huge_header = format!("X-Huge: {}\r\n", "h".repeat(1 << 20));
     let heads = [
-        ("garbage status line", "HTTX/1.1 200 OK\r\n"),
-        ("status code not a number", "HTTP/1.1 2x0 OK\r\n"),
+        ("garbage status line", "HTTX/1.1 200 OK\r\n".to_string()),
+        ("status code not a number", "HTTP/1.1 2x0 OK\r\n".into()),
         (
             "header without a colon",
-            "HTTP/1.1 200 OK\r\nX-Evil leaked\r\n",
+            "HTTP/1.1 200 OK\r\nX-Evil leaked\r\n".into(),
         ),
         (
             "NUL in a header value",
-            "HTTP/1.1 200 OK\r\nX-Evil: a\0b\r\n",
+            "HTTP/1.1 200 OK\r\nX-Evil: a\0b\r\n".into(),
         ),
         (
             "bare CR in a header value",
-            "HTTP/1.1 200 OK\r\nX-Evil: a\rb\r\n",
+            "HTTP/1.1 200 OK\r\nX-Evil: a\rb\r\n".into(),
         ),
+        ("200 headers", format!("HTTP/1.1 200 OK\r\n{many_headers}")),
+        ("a 1 MiB head", format!("HTTP/1.1 200 OK\r\n{huge_header}")),
     ];
     let scripts = heads
         .iter()
@@ -604,18 +645,46 @@ fn malformed_response_heads_get_a_502_and_their_connection_is_dropped() {
         .collect();
     let (lab, backend, listen) = hostile_lab(scripts);
     let seen = backend.seen();
+    let whats: Vec<&'static str> = heads.iter().map(|(what, _)| *what).collect();
     run(&lab, async move {
         let mut client = connect(listen).await;
-        for (i, (what, _)) in heads.iter().enumerate() {
+        for (i, what) in whats.iter().enumerate() {
             let reply = send(&mut client, get("a.test", "/malformed")).await;
             assert_eq!(reply.status, 502, "{what}: {reply:?}");
             assert!(!reply.text().contains("leaked"), "{what}: {reply:?}");
             assert!(reply.header("x-evil").is_empty(), "{what}: {reply:?}");
+            assert!(reply.header("x-many-0").is_empty(), "{what}: {reply:?}");
             assert_eq!(seen.accepted(), i + 1, "{what}: a new connection each time");
         }
         let after = send(&mut client, get("a.test", "/after")).await;
         assert_healthy(&after);
-        assert_eq!(seen.accepted(), heads.len() + 1);
+        assert_eq!(seen.accepted(), whats.len() + 1);
+    });
+    lab.stop();
+}
+
+#[test]
+fn a_protocol_switch_nobody_asked_for_gets_a_502() {
+    if !privileged() {
+        return;
+    }
+    let (lab, backend, listen) = hostile_lab(vec![answer_then_serve(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: evil\r\nConnection: upgrade\r\n\r\n\
+         raw bytes of another protocol",
+    )]);
+    let seen = backend.seen();
+    run(&lab, async move {
+        let mut client = connect(listen).await;
+        let switched = send(&mut client, get("a.test", "/plain")).await;
+        assert_eq!(switched.status, 502, "{switched:?}");
+        assert!(!switched.text().contains("raw bytes"), "{switched:?}");
+        let after = send(&mut client, get("a.test", "/after")).await;
+        assert_healthy(&after);
+        assert_eq!(
+            seen.accepted(),
+            2,
+            "the switched connection was not used again"
+        );
     });
     lab.stop();
 }
