@@ -36,6 +36,7 @@ mod privileged;
 mod process;
 mod prometheus;
 pub mod scale_out;
+pub mod scripted_backend;
 pub mod slow_backend;
 mod sweep;
 mod task;

@@ -316,11 +316,30 @@ async fn send(
                 pool.stats.overflowed(limit);
             }
             err
-        }),
+        }).and_then(refuse_double_framing),
         () = deadline => Err(ProxyError::new(waits.deadline)),
         () = try_timeout => Err(ProxyError::new(ErrorKind::PerTryTimeout)),
         () = idle_timeout => Err(ProxyError::new(ErrorKind::StreamIdleTimeout)),
     }
+}
+
+/// Refuses a response framed both by `Content-Length` and `Transfer-Encoding` (RFC 9112
+/// §6.3: to be handled as an error, a sign of response splitting). hyper reads its body by
+/// `Transfer-Encoding` and would keep the connection, but the `Content-Length` would go on
+/// to the client, which frames the body by it. Answered 502 instead, and the connection is
+/// closed: whatever follows the body on it cannot be trusted.
+fn refuse_double_framing(exchange: Exchange) -> Result<Exchange, ProxyError> {
+    let headers = exchange.response.headers();
+    if !(headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH)) {
+        return Ok(exchange);
+    }
+    if let Some(checkin) = &exchange.checkin {
+        checkin.closer().abort();
+    }
+    Err(ProxyError::with_source(
+        ErrorKind::UpstreamProtocol,
+        "response with both Content-Length and Transfer-Encoding",
+    ))
 }
 
 /// Reads what must be read before a backend sees the request: a body to buffer for
