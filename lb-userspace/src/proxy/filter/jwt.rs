@@ -243,9 +243,30 @@ const VERIFIED_TOKENS: NonZeroUsize = NonZeroUsize::new(4096).expect("not zero")
 /// that drops its key must refuse it).
 struct Verified {
     keys: Arc<KeySet>,
-    claims: Arc<Map<String, Value>>,
+    identity: Identity,
     exp: i64,
     nbf: Option<i64>,
+}
+
+/// What a verified token says of its bearer: its claims, and its `sub` as the principal
+/// (made once per token, not per request).
+#[derive(Clone)]
+struct Identity {
+    claims: Arc<Map<String, Value>>,
+    principal: Option<Arc<str>>,
+}
+
+impl Identity {
+    fn new(claims: Map<String, Value>) -> Self {
+        let principal = match claims.get("sub") {
+            Some(Value::String(sub)) => Some(sub.as_str().into()),
+            _ => None,
+        };
+        Self {
+            claims: Arc::new(claims),
+            principal,
+        }
+    }
 }
 
 impl JwtFilter {
@@ -255,7 +276,7 @@ impl JwtFilter {
         &self,
         token: &str,
         keys: &Arc<KeySet>,
-    ) -> Option<Result<Arc<Map<String, Value>>, &'static str>> {
+    ) -> Option<Result<Identity, &'static str>> {
         let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
         let entry = verified.get(token)?;
         if !Arc::ptr_eq(&entry.keys, keys) {
@@ -274,17 +295,18 @@ impl JwtFilter {
         {
             return Some(Err("not_yet_valid"));
         }
-        Some(Ok(entry.claims.clone()))
+        Some(Ok(entry.identity.clone()))
     }
 
-    fn remember(&self, token: &str, keys: &Arc<KeySet>, claims: &Arc<Map<String, Value>>) {
+    fn remember(&self, token: &str, keys: &Arc<KeySet>, identity: &Identity) {
+        let claims = &identity.claims;
         let Some(exp) = claims.get("exp").and_then(Value::as_i64) else {
             return; // always required, so never the case for a verified token
         };
         let nbf = claims.get("nbf").and_then(Value::as_i64);
         let entry = Verified {
             keys: keys.clone(),
-            claims: claims.clone(),
+            identity: identity.clone(),
             exp,
             nbf,
         };
@@ -329,20 +351,20 @@ impl Filter for JwtFilter {
             return self.refuse("missing_token");
         };
         let keys = self.keys.load_full();
-        let claims = match self.remembered(token, &keys) {
-            Some(Ok(claims)) => claims,
+        let identity = match self.remembered(token, &keys) {
+            Some(Ok(identity)) => identity,
             Some(Err(reason)) => return self.refuse(reason),
             None => match self.verify(token, &keys) {
                 Ok(claims) => {
-                    let claims = Arc::new(claims);
-                    self.remember(token, &keys, &claims);
-                    claims
+                    let identity = Identity::new(claims);
+                    self.remember(token, &keys, &identity);
+                    identity
                 }
                 Err(reason) => return self.refuse(reason),
             },
         };
         for (claim, header) in &self.forward {
-            let value = match claims.get(claim) {
+            let value = match identity.claims.get(claim) {
                 Some(Value::String(text)) => HeaderValue::from_str(text).ok(),
                 Some(other) => HeaderValue::from_str(&other.to_string()).ok(),
                 None => None,
@@ -351,10 +373,10 @@ impl Filter for JwtFilter {
                 request.headers.insert(header.clone(), value);
             }
         }
-        if let Some(Value::String(sub)) = claims.get("sub") {
-            request.learned.principal = Some(sub.as_str().into());
+        if let Some(principal) = identity.principal {
+            request.learned.principal = Some(principal);
         }
-        request.learned.claims = Some(claims);
+        request.learned.claims = Some(identity.claims);
         Verdict::Continue
     }
 }

@@ -3,6 +3,7 @@
 //! replaced or refused as configured; a valid `traceparent` is kept, anything else starts a
 //! new trace.
 
+use bytes::Bytes;
 use http::header::Entry;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
@@ -125,7 +126,7 @@ fn generated_id() -> HeaderValue {
         let len = digits.len();
         text[at..at + len].copy_from_slice(&hex[digits]);
     }
-    header_value(&text)
+    header_value(text)
 }
 
 /// `value`'s digits in lower-case hex, zero-padded to `out`'s length (formatting through
@@ -145,9 +146,12 @@ fn lower_hex(out: &mut [u8], mut value: u128) {
     }
 }
 
-/// A header value of ASCII hex digits and dashes (always valid).
-fn header_value(text: &[u8]) -> HeaderValue {
-    HeaderValue::from_bytes(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+/// A header value of ASCII hex digits and dashes (always valid). The bytes live in one
+/// reference-counted allocation: the value is cloned for the log, and a copied-in value
+/// would allocate again on its first clone.
+fn header_value<const N: usize>(text: [u8; N]) -> HeaderValue {
+    HeaderValue::from_maybe_shared(Bytes::from_owner(text))
+        .unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`, ids not all zero, version
@@ -184,7 +188,7 @@ fn new_traceparent() -> HeaderValue {
     let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
     lower_hex(&mut text[3..35], fastrand::u128(1..));
     lower_hex(&mut text[36..52], u128::from(fastrand::u64(1..)));
-    header_value(&text)
+    header_value(text)
 }
 
 #[cfg(test)]
