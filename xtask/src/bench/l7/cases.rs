@@ -25,12 +25,18 @@ pub enum Case {
     TlsFull,
     /// Keep-alive through Sluice's jwt + rate_limit + request_id chain.
     Gateway,
+    /// Keep-alive on a virtual host of [`configs::ROUTES`] prefix routes, matching the first.
+    RoutesFirst,
+    /// The same, matching the last: what the route index saves.
+    RoutesLast,
 }
 
 impl Case {
-    pub const ALL: [Case; 6] = [
+    pub const ALL: [Case; 8] = [
         Case::KeepAlive,
         Case::Gateway,
+        Case::RoutesFirst,
+        Case::RoutesLast,
         Case::Close,
         Case::H2c,
         Case::Tls,
@@ -45,6 +51,12 @@ impl Case {
             Case::Tls => "HTTPS new connection per request (wrk, resumption offered)",
             Case::TlsFull => "HTTPS full handshake per request (openssl s_time -new)",
             Case::Gateway => "HTTP/1.1 keep-alive, jwt + rate_limit + request_id (Sluice only)",
+            Case::RoutesFirst => {
+                "HTTP/1.1 keep-alive, 10,000 prefix routes, the first matching (Sluice only)"
+            }
+            Case::RoutesLast => {
+                "HTTP/1.1 keep-alive, 10,000 prefix routes, the last matching (Sluice only)"
+            }
         }
     }
 
@@ -54,12 +66,13 @@ impl Case {
             Case::H2c => configs::H2C_PORT,
             Case::Tls | Case::TlsFull => configs::TLS_PORT,
             Case::Gateway => configs::GATEWAY_PORT,
+            Case::RoutesFirst | Case::RoutesLast => configs::ROUTES_PORT,
         }
     }
 
     /// Whether only Sluice runs it: the others have no such filters to compare.
     pub fn sluice_only(self) -> bool {
-        self == Case::Gateway
+        matches!(self, Case::Gateway | Case::RoutesFirst | Case::RoutesLast)
     }
 
     /// The load generator's command line (for `s_time`, that of one of its loops).
@@ -106,6 +119,22 @@ impl Case {
                 &format!("http://{host}:{}/", self.port()),
             )
             .with_header(&format!("Authorization: Bearer {bearer}")),
+            Case::RoutesFirst => load::wrk(
+                c,
+                duration,
+                false,
+                &format!("http://{host}:{}{}", self.port(), configs::route_path(0)),
+            ),
+            Case::RoutesLast => load::wrk(
+                c,
+                duration,
+                false,
+                &format!(
+                    "http://{host}:{}{}",
+                    self.port(),
+                    configs::route_path(configs::ROUTES - 1)
+                ),
+            ),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! self-signed certificate) on [`TLS_PORT`], every request forwarded to one keep-alive pool
 //! of the same backend with `X-Forwarded-For/-Proto/-Host` set, as Sluice does.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -18,6 +19,10 @@ pub const H2C_PORT: u16 = 8082;
 pub const TLS_PORT: u16 = 8443;
 /// Sluice only: the keep-alive route behind a filter chain.
 pub const GATEWAY_PORT: u16 = 8084;
+/// Sluice only: a virtual host of [`ROUTES`] prefix routes.
+pub const ROUTES_PORT: u16 = 8085;
+/// The routes on [`ROUTES_PORT`].
+pub const ROUTES: usize = 10_000;
 /// The gateway's key set, beside the config file.
 pub const JWKS_FILE: &str = "jwks.json";
 pub const BACKEND_PORT: u16 = 9001;
@@ -151,6 +156,48 @@ backend = [{{ address = \"{HOST}\", port = {BACKEND_PORT} }}]
         tls = service("tls", TLS_PORT, "tls = { certificates = [\"bench\"] }\n"),
         gateway = service("gateway", GATEWAY_PORT, ""),
     )
+}
+
+/// A path only route `index` of [`many_routes`] matches (`/r1/` is no prefix of `/r10/x`).
+pub fn route_path(index: usize) -> String {
+    format!("/r{index}/x")
+}
+
+/// Sluice for the many-routes cases alone (so the other cases' memory figures are not those
+/// of 10,000 routes): the h1 service again, with [`ROUTES`] prefix routes in one virtual
+/// host, each to the same pool. A request matching the last costs a scan of them all unless
+/// the routes are indexed.
+pub fn sluice_many_routes() -> String {
+    let mut out = format!(
+        "[admin]
+listen = \"{ADMIN}\"
+
+[[pool]]
+name = \"backend\"
+health_check = {{ kind = \"none\" }}
+backend = [{{ address = \"{HOST}\", port = {BACKEND_PORT} }}]
+
+[[service]]
+name = \"routes\"
+vip = \"{HOST}\"
+port = {ROUTES_PORT}
+protocol = \"tcp\"
+[service.l7]
+[service.l7.limits]
+max_connections = 100000
+[[service.l7.virtual_host]]
+name = \"many\"
+domains = [\"*\"]
+"
+    );
+    for index in 0..ROUTES {
+        let _ = write!(
+            out,
+            "[[service.l7.virtual_host.route]]\nmatch = {{ path_prefix = \"/r{index}/\" }}\n\
+             forward = {{ pool = \"backend\" }}\n"
+        );
+    }
+    out
 }
 
 /// nginx: one worker, upstream keep-alive, HTTP/2 on a plain port (prior knowledge) and ALPN.

@@ -46,6 +46,9 @@ pub struct Options {
 pub struct L7Report {
     /// Sluice's req/s through the gateway's filter chain over the same route without it.
     pub gateway_versus_plain: Option<f64>,
+    /// Sluice's req/s matching the last of 10,000 prefix routes over matching the one route
+    /// of the plain keep-alive case.
+    pub last_of_many_routes_versus_one: Option<f64>,
     pub method: &'static str,
     pub proxy_cpu: usize,
     pub load_cpu: usize,
@@ -146,6 +149,10 @@ pub fn run(opts: &Options) -> Result<L7Report> {
     let cert = configs::certificate(dir)?;
     write(&dir.join("backend.conf"), &configs::backend(dir))?;
     write(&dir.join("sluice.toml"), &configs::sluice(&cert))?;
+    write(
+        &dir.join("sluice-routes.toml"),
+        &configs::sluice_many_routes(),
+    )?;
     write(&dir.join("nginx.conf"), &configs::nginx(dir, &cert))?;
     write(&dir.join("haproxy.cfg"), &configs::haproxy(&cert))?;
     let bearer = gateway_token(dir)?;
@@ -216,8 +223,12 @@ pub fn run(opts: &Options) -> Result<L7Report> {
     let gateway_versus_plain = sluice_rps(&reports, Case::Gateway)
         .zip(sluice_rps(&reports, Case::KeepAlive))
         .map(|(gateway, plain)| gateway / plain);
+    let last_of_many_routes_versus_one = sluice_rps(&reports, Case::RoutesLast)
+        .zip(sluice_rps(&reports, Case::KeepAlive))
+        .map(|(last, one)| last / one);
     Ok(L7Report {
         gateway_versus_plain,
+        last_of_many_routes_versus_one,
         method: METHOD,
         proxy_cpu: opts.proxy_cpu,
         load_cpu: opts.load_cpu,
@@ -266,15 +277,25 @@ fn start_backend(ns: &Netns, dir: &Path, cpu: usize) -> Result<Daemon> {
     Ok(daemon)
 }
 
-fn start(contender: Contender, ns: &Netns, dir: &Path, opts: &Options) -> Result<Running> {
+fn start(
+    contender: Contender,
+    case: Case,
+    ns: &Netns,
+    dir: &Path,
+    opts: &Options,
+) -> Result<Running> {
     let cpu = Some(opts.proxy_cpu);
     let log = dir.join(format!("{}.log", contender.name()));
+    let sluice_config = match case {
+        Case::RoutesFirst | Case::RoutesLast => "sluice-routes.toml",
+        _ => "sluice.toml",
+    };
     Ok(match contender {
         Contender::Sluice => Running::Sluice(Agent::start(
             &opts.sluice,
             ns,
             cpu,
-            &dir.join("sluice.toml"),
+            &dir.join(sluice_config),
             &log,
         )?),
         Contender::Nginx => {
@@ -303,7 +324,7 @@ fn measure(
     opts: &Options,
     bearer: &str,
 ) -> Result<Run> {
-    let mut proxy = start(contender, ns, dir, opts)?;
+    let mut proxy = start(contender, case, ns, dir, opts)?;
     let addr = format!("{}:{}", configs::HOST, case.port()).parse()?;
     wait_listening(ns, addr, proxy.daemon(), Duration::from_secs(30))?;
     if !opts.warmup.is_zero() {

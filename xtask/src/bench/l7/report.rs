@@ -9,6 +9,9 @@ use crate::bench::compare::{Contender, cell, ratio_cell};
 pub const RPS_TARGET: f64 = 1.2;
 /// Target: the gateway's filter chain keeps at least this share of the plain route's req/s.
 pub const GATEWAY_TARGET: f64 = 0.9;
+/// Target: matching the last of 10,000 prefix routes keeps at least this share of the req/s
+/// of a virtual host with one route.
+pub const MANY_ROUTES_TARGET: f64 = 0.95;
 
 pub fn markdown(report: &L7Report) -> String {
     let mut out = String::new();
@@ -99,6 +102,18 @@ pub fn markdown(report: &L7Report) -> String {
             "\nSluice through jwt + rate_limit + request_id: {ratio:.2}x its req/s on the same \
              route without filters (target: at least {GATEWAY_TARGET}x; {}).",
             if ratio >= GATEWAY_TARGET {
+                "✓ met"
+            } else {
+                "✗ not met"
+            }
+        );
+    }
+    if let Some(ratio) = report.last_of_many_routes_versus_one {
+        let _ = writeln!(
+            out,
+            "\nSluice matching the last of 10,000 prefix routes: {ratio:.2}x its req/s with one \
+             route (target: at least {MANY_ROUTES_TARGET}x; {}).",
+            if ratio >= MANY_ROUTES_TARGET {
                 "✓ met"
             } else {
                 "✗ not met"
