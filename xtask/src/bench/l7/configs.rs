@@ -158,7 +158,7 @@ backend = [{{ address = \"{HOST}\", port = {BACKEND_PORT} }}]
     )
 }
 
-/// A path only route `index` of [`many_routes`] matches (`/r1/` is no prefix of `/r10/x`).
+/// A path only route `index` of [`sluice_many_routes`] matches (`/r1/` is no prefix of `/r10/x`).
 pub fn route_path(index: usize) -> String {
     format!("/r{index}/x")
 }
