@@ -220,8 +220,12 @@ pub fn main(cli: Cli) -> ExitCode {
                 pin_dir,
             },
         ) {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(()) => {
+                crate::access_log_writer::stop_global();
+                ExitCode::SUCCESS
+            }
             Err(err) => {
+                crate::access_log_writer::stop_global();
                 tracing::error!("{err:#}");
                 ExitCode::FAILURE
             }

@@ -4,6 +4,7 @@
 //! The binary (`sluice`, in `main.rs`) is a thin CLI over this library, so integration tests
 //! and benchmarks can drive the same code.
 
+pub mod access_log_writer;
 pub mod admin;
 pub mod announce;
 pub mod balancer;

@@ -57,6 +57,7 @@ pub fn run(config_path: &Path, worker_threads: Option<usize>, lifecycle: Lifecyc
         )
     })?;
     info!(path = %config_path.display(), "config loaded");
+    crate::logging::apply_access_log(&config.log).context("setting up the access log")?;
 
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = worker_threads {
@@ -337,6 +338,13 @@ impl Agent {
             sources.follows(name, source)
         });
         self.sources.sync(&config);
+        // Reopened at each reload, so that a rotated file is let go.
+        if let Err(err) = crate::logging::apply_access_log(&config.log) {
+            error!(
+                "the access log keeps its previous destination: {}",
+                Chain(&err)
+            );
+        }
         self.file_config = config;
         self.config = effective;
         self.version += 1;

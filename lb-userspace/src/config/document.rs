@@ -23,6 +23,7 @@ pub(crate) struct Document {
     pub admin: Option<Spanned<file::Admin>>,
     pub announce: Option<Spanned<file::Announce>>,
     pub dataplane: Option<Spanned<file::Dataplane>>,
+    pub log: Option<Spanned<file::Log>>,
     pub certificates: Vec<Spanned<file::Certificate>>,
     pub pools: Vec<PoolItem>,
     pub services: Vec<ServiceItem>,
@@ -55,7 +56,7 @@ pub(crate) struct VirtualHostItem {
 }
 
 const TOP_LEVEL_KEYS: &str =
-    "`interface`, `admin`, `announce`, `dataplane`, `certificate`, `pool`, `service`";
+    "`interface`, `admin`, `announce`, `dataplane`, `log`, `certificate`, `pool`, `service`";
 
 /// Parses `text`; item errors are reported and the item skipped. `None` after syntax errors.
 pub(crate) fn read(text: &str, r: &mut Reporter) -> Option<Document> {
@@ -83,6 +84,7 @@ pub(crate) fn read(text: &str, r: &mut Reporter) -> Option<Document> {
             "admin" => doc.admin = decode(value, "admin", r),
             "announce" => doc.announce = decode(value, "announce", r),
             "dataplane" => doc.dataplane = decode(value, "dataplane", r),
+            "log" => doc.log = decode(value, "log", r),
             "certificate" => {
                 for (n, item) in items(value, "certificate", r).into_iter().enumerate() {
                     let context = context("certificate", &item, n);

@@ -15,6 +15,7 @@ mod dataplane;
 mod discovery;
 mod filter;
 mod l7;
+mod log;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -25,6 +26,7 @@ pub use dataplane::Dataplane;
 pub use discovery::{Discovery, Dns};
 pub use filter::{Cors, Filter, Headers, RateLimit, RequestId};
 pub use l7::*;
+pub use log::Log;
 
 use super::model::{ForwardingMode, Protocol, UpstreamProtocol, WhenNoHealthy, XdpMode};
 

@@ -10,6 +10,7 @@ mod dataplane;
 mod discovery;
 mod filter;
 mod l7;
+mod log;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ pub use dataplane::{
 pub use discovery::{Discovery, DnsDiscovery, DnsRecord};
 pub use filter::*;
 pub use l7::*;
+pub use log::{AccessLogFormat, LogSettings};
 
 /// Everything one config file describes.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +47,8 @@ pub struct Config {
     pub announce: Option<Announce>,
     /// `[dataplane]`: pins that outlive the agent.
     pub dataplane: DataplaneSettings,
+    /// `[log]`: where the access log goes and in what format.
+    pub log: LogSettings,
 }
 
 impl Config {

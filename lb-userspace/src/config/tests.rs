@@ -4,6 +4,7 @@
 mod client_auth;
 mod edge;
 mod filters;
+mod log;
 mod readme;
 mod rules;
 
@@ -216,7 +217,7 @@ fn unknown_top_level_key_and_wrong_shape() {
     assert_eq!(
         errors(text),
         [
-            "1:1: unknown top-level key `pools`, expected one of `interface`, `admin`, `announce`, `dataplane`, `certificate`, `pool`, `service`",
+            "1:1: unknown top-level key `pools`, expected one of `interface`, `admin`, `announce`, `dataplane`, `log`, `certificate`, `pool`, `service`",
             "2:1: `pool` must be an array of tables (`[[pool]]`), found a table",
         ]
     );

@@ -14,6 +14,7 @@ mod discovery;
 mod filter;
 mod health;
 mod l7;
+mod log;
 mod pool;
 mod route;
 
@@ -42,6 +43,7 @@ pub(crate) fn validate(doc: &Document, base_dir: &Path, r: &mut Reporter) -> Opt
     let admin = admin(doc.admin.as_ref(), base_dir, r);
     let announce = announce::announce(doc.announce.as_ref(), &doc.services, r);
     let dataplane = dataplane::dataplane(doc.dataplane.as_ref(), r);
+    let log = log::log(doc.log.as_ref(), base_dir, r);
     let certificates = certificate::certificates(&doc.certificates, base_dir, r);
     let pools = pool::pools(&doc.pools, base_dir, r);
     let names = Names::new(doc, base_dir);
@@ -62,6 +64,7 @@ pub(crate) fn validate(doc: &Document, base_dir: &Path, r: &mut Reporter) -> Opt
         services: services?,
         announce: announce?,
         dataplane: dataplane?,
+        log: log?,
     })
 }
 

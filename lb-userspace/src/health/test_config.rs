@@ -72,6 +72,7 @@ pub fn config(pools: Vec<Pool>) -> Config {
         services: Vec::new(),
         announce: None,
         dataplane: Default::default(),
+        log: Default::default(),
     }
 }
 

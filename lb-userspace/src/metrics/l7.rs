@@ -180,7 +180,17 @@ impl Collector for L7Collector {
             }
         }
 
+        let mut access_dropped = Family::counter(
+            "sluice_access_log_dropped_lines_total",
+            "Access-log lines dropped because the log's buffer was full (its destination could not keep up) or a write failed; requests never wait for the log.",
+        );
+        access_dropped.count(
+            &[],
+            crate::access_log_writer::global().map_or(0, |w| w.dropped()),
+        );
+
         [
+            access_dropped,
             local,
             refused,
             tls_failures,

@@ -1,7 +1,12 @@
-//! What is known about a request when its response ends: one access-log line (a tracing
-//! event on target `sluice::access`, when the service has `access_log` on) and the counters
-//! of its route, pool and backend.
+//! What is known about a request when its response ends: one access-log line (when the
+//! service has `access_log` on and target `sluice::access` is enabled at info level) and the
+//! counters of its route, pool and backend. Lines are made here (`line`) and handed to the
+//! batched writer of `access_log_writer`, so a request makes no system call for its line.
 
+mod line;
+
+use std::cell::RefCell;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -13,6 +18,10 @@ use super::conn_io::ConnGuard;
 use super::filter::Learned;
 use super::stats::{PoolStats, RouteStats};
 use super::upstream::{BackendGuard, PoolSlot};
+use crate::access_log_writer;
+
+pub use line::set_json;
+use line::{Line, Ms};
 
 /// A request on its way, finished by [`RequestRecord::finish`] when its response body ends.
 /// Dropping it also releases what the request held (connection and backend in-flight slots).
@@ -63,6 +72,9 @@ impl RequestRecord {
     }
 
     fn log(&self, bytes: u64, elapsed: Duration) {
+        if !access_enabled() {
+            return;
+        }
         let started = SystemTime::now()
             .checked_sub(elapsed)
             .unwrap_or(SystemTime::UNIX_EPOCH);
@@ -72,52 +84,81 @@ impl RequestRecord {
             .and_then(|h| h.to_str().ok())
             .unwrap_or("-");
         let route = self.route.as_ref().map_or("-", |(name, _)| &**name);
-        let text = |v: &Option<HeaderValue>| {
-            v.as_ref()
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-")
-                .to_owned()
-        };
+        fn text(v: &Option<HeaderValue>) -> &str {
+            v.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-")
+        }
         let learned = &self.learned;
-        tracing::info!(
-            target: "sluice::access",
-            time = %humantime::format_rfc3339_millis(started),
-            service = %self.service,
-            client = %self.client,
-            host,
-            method = %self.method,
-            path = self.path.as_ref().map_or("/", |p| p.as_str()),
-            status = self.status,
-            bytes,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            upstream = %self.upstream.map_or_else(|| "-".to_owned(), |u| u.to_string()),
-            route,
-            filters = %learned.decisions_text(),
-            principal = learned.principal.as_deref().unwrap_or("-"),
-            request_id = %text(&learned.request_id),
-            traceparent = %text(&learned.traceparent),
-            "access"
-        );
+        write_line(|line| {
+            line.shown("time", humantime::format_rfc3339_millis(started));
+            line.shown("service", &self.service);
+            line.shown("client", self.client);
+            line.quoted("host", host);
+            line.shown("method", &self.method);
+            line.quoted("path", self.path.as_ref().map_or("/", |p| p.as_str()));
+            line.number("status", self.status);
+            line.number("bytes", bytes);
+            line.number("duration_ms", Ms(elapsed));
+            match self.upstream {
+                Some(upstream) => line.shown("upstream", upstream),
+                None => line.shown("upstream", "-"),
+            }
+            line.quoted("route", route);
+            line.decisions("filters", learned);
+            line.quoted("principal", learned.principal.as_deref().unwrap_or("-"));
+            line.shown("request_id", text(&learned.request_id));
+            line.shown("traceparent", text(&learned.traceparent));
+        });
     }
 }
 
 /// Logs an answer a connection wrote outside any request (a 408 to a slow head, a 400 or
 /// 431 hyper sent for a head it could not parse).
 pub fn connection_answer(service: &str, client: SocketAddr, status: u16, why: &str) {
-    tracing::info!(
-        target: "sluice::access",
-        time = %humantime::format_rfc3339_millis(SystemTime::now()),
-        service,
-        client = %client,
-        host = "-",
-        method = "-",
-        path = "-",
-        status,
-        bytes = 0u64,
-        duration_ms = 0.0,
-        upstream = "-",
-        route = "-",
-        reason = why,
-        "access"
-    );
+    if !access_enabled() {
+        return;
+    }
+    write_line(|line| {
+        line.shown("time", humantime::format_rfc3339_millis(SystemTime::now()));
+        line.quoted("service", service);
+        line.shown("client", client);
+        line.quoted("host", "-");
+        line.quoted("method", "-");
+        line.quoted("path", "-");
+        line.number("status", status);
+        line.number("bytes", 0u64);
+        line.number("duration_ms", Ms(Duration::ZERO));
+        line.quoted("upstream", "-");
+        line.quoted("route", "-");
+        line.quoted("reason", why);
+    });
+}
+
+/// Whether access lines are wanted: target `sluice::access` at info level, as the log filter
+/// (`--log-level`, `RUST_LOG`) says, as when the lines were tracing events.
+fn access_enabled() -> bool {
+    tracing::enabled!(target: "sluice::access", tracing::Level::INFO)
+}
+
+thread_local! {
+    /// Where this thread makes its lines, kept so that a line allocates nothing.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
+}
+
+/// Makes one line with `fields` and hands it to the access log's writer (straight to stderr
+/// when none runs, as in unit tests).
+fn write_line(fields: impl FnOnce(&mut Line<'_>)) {
+    SCRATCH.with_borrow_mut(|buf| {
+        buf.clear();
+        let mut line = Line::start(buf);
+        fields(&mut line);
+        line.finish();
+        match access_log_writer::global() {
+            Some(writer) => writer.append(buf),
+            None => {
+                let _ = std::io::stderr().lock().write_all(buf);
+            }
+        }
+        // One huge line (a long path) is not kept for the thread's lifetime.
+        buf.shrink_to(4096);
+    });
 }

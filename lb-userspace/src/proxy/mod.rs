@@ -48,6 +48,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{Semaphore, watch};
 use tracing::{info, warn};
 
+pub use access_log::set_json as set_access_log_json;
 pub use error::{ErrorKind, Overload, ProxyError};
 pub use state::BuildError;
 pub use stats::{BackendStats, Histogram, PoolStats, RequestStats, StatsRegistry};
