@@ -186,8 +186,10 @@ pub fn is_valid_traceparent(value: &[u8]) -> bool {
 /// A new trace: random ids, not sampled.
 fn new_traceparent() -> HeaderValue {
     let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
-    lower_hex(&mut text[3..35], fastrand::u128(1..));
-    lower_hex(&mut text[36..52], u128::from(fastrand::u64(1..)));
+    // Ids may not be all zeros; `max(1)` rather than a range, whose sampling costs a 128-bit
+    // division (and changes one value in 2^64).
+    lower_hex(&mut text[3..35], fastrand::u128(..).max(1));
+    lower_hex(&mut text[36..52], u128::from(fastrand::u64(..).max(1)));
     header_value(text)
 }
 
