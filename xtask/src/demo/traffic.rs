@@ -19,7 +19,7 @@ use sluice_tests::Netns;
 
 use super::tls::SERVER_NAME;
 use super::topology::{APP_VIP, WEB_VIP};
-use crate::http;
+use sluice_tests::http;
 
 /// Clients per service.
 const WORKERS: usize = 2;
