@@ -167,16 +167,7 @@ impl Daemon {
 
     /// Fails, with the log, when the process has exited.
     pub fn check_running(&mut self) -> Result<(), DaemonError> {
-        let Some(child) = self.child.as_mut() else {
-            return Err(DaemonError::Stopped {
-                name: self.name.clone(),
-            });
-        };
-        let exited = child.try_wait().map_err(|source| DaemonError::Wait {
-            name: self.name.clone(),
-            source,
-        })?;
-        match exited {
+        match self.exit_status()? {
             Some(status) => Err(DaemonError::Exited {
                 name: self.name.clone(),
                 status,
@@ -185,6 +176,19 @@ impl Daemon {
             }),
             None => Ok(()),
         }
+    }
+
+    /// How the process exited, `None` while it runs.
+    fn exit_status(&mut self) -> Result<Option<ExitStatus>, DaemonError> {
+        let Some(child) = self.child.as_mut() else {
+            return Err(DaemonError::Stopped {
+                name: self.name.clone(),
+            });
+        };
+        child.try_wait().map_err(|source| DaemonError::Wait {
+            name: self.name.clone(),
+            source,
+        })
     }
 
     /// Sends `signal` to the process alone (SIGHUP: the agent re-reads its config).
@@ -206,19 +210,10 @@ impl Daemon {
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, DaemonError> {
         let deadline = Instant::now() + timeout;
         loop {
-            let Some(child) = self.child.as_mut() else {
-                return Err(DaemonError::Stopped {
-                    name: self.name.clone(),
-                });
-            };
-            let exited = child.try_wait().map_err(|source| DaemonError::Wait {
-                name: self.name.clone(),
-                source,
-            })?;
-            if let Some(status) = exited {
-                let pid = pid_of(child);
-                self.child = None;
-                self.kill_leftovers(pid);
+            if let Some(status) = self.exit_status()? {
+                if let Some(child) = self.child.take() {
+                    self.kill_leftovers(pid_of(&child));
+                }
                 return Ok(status);
             }
             if Instant::now() >= deadline {
