@@ -6,7 +6,10 @@ use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{AgentOptions, AgentProcess, Netns, PinDir, sluice_binary};
+use crate::{
+    AgentOptions, AgentProcess, Netns, PinDir, XdpAttachMode, eventually, sluice_binary,
+    xdp_program,
+};
 
 /// A running agent. Dropping it kills the process; [`SluiceAgent::stop`] asks it to shut down
 /// with SIGTERM, as an init system would. Its data path is pinned in a [`PinDir`] of its own
@@ -89,6 +92,37 @@ impl SluiceAgent {
         if let Err(e) = self.process.check_running() {
             panic!("sluice exited early: {e}; its log:\n{}", self.log());
         }
+    }
+
+    /// Waits up to `timeout` for the agent to log that it runs (its config applied, its
+    /// listeners bound); panics, with the log, if it exits first or takes longer.
+    #[track_caller]
+    pub fn wait_running(&mut self, timeout: Duration) {
+        eventually(timeout, || {
+            self.assert_running();
+            let log = self.log();
+            if log.contains("sluice is running") {
+                Ok(())
+            } else {
+                Err(format!("agent not running yet; log:\n{log}"))
+            }
+        });
+    }
+
+    /// Waits up to `timeout` for an XDP program on `ifname` in `ns` (the agent's namespace)
+    /// and returns its id and mode; panics if the agent exits first or it takes longer.
+    #[track_caller]
+    pub fn wait_attached(
+        &mut self,
+        ns: &Netns,
+        ifname: &str,
+        timeout: Duration,
+    ) -> (u32, XdpAttachMode) {
+        eventually(timeout, || {
+            self.assert_running();
+            xdp_program(ns, ifname)
+                .ok_or_else(|| format!("no XDP program on {}/{ifname} yet", ns.name()))
+        })
     }
 
     /// Sends SIGHUP: the agent re-reads its config file.

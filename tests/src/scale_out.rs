@@ -21,7 +21,7 @@ use lb_common::maglev::{BackendKey, MaglevBackend, MaglevTable};
 use crate::{
     Bird, Lan, Netns, NsTask, SluiceAgent, XdpPassGuard, add_addr, attach_xdp_pass,
     disable_tx_offload, eventually, hold_vip_for_dsr, ipv4_forwarding, route_add,
-    shipped_bird_config, sluice_cli, sysctl, veth, xdp_program,
+    shipped_bird_config, sluice_cli, sysctl, veth,
 };
 
 /// The VIP every node announces.
@@ -136,10 +136,7 @@ impl ScaleOut {
                 ),
             );
             let mut agent = SluiceAgent::start(&ns, &site.node_config());
-            eventually(Duration::from_secs(20), || {
-                agent.assert_running();
-                xdp_program(&ns, "eth0").ok_or_else(|| "not attached yet".to_string())
-            });
+            agent.wait_attached(&ns, "eth0", Duration::from_secs(20));
             site.nodes.push(Node {
                 agent: Some(agent),
                 bird: Some(bird),
