@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::http;
+use crate::http_client;
 use crate::netns::in_netns;
 use crate::{Daemon, DaemonError, Netns, PinDir};
 
@@ -260,10 +260,10 @@ impl AgentProcess {
         method: &str,
         path: &str,
         io_timeout: Duration,
-    ) -> Result<http::Response, AgentError> {
+    ) -> Result<http_client::Response, AgentError> {
         let addr = self.admin;
         in_netns(&self.netns, || {
-            http::request_with(addr, method, path, Duration::from_secs(1), io_timeout)
+            http_client::request_with(addr, method, path, Duration::from_secs(1), io_timeout)
         })
         .map_err(|source| AgentError::Admin {
             method: method.to_owned(),
@@ -279,7 +279,7 @@ impl AgentProcess {
         method: &str,
         path: &str,
         io_timeout: Duration,
-    ) -> Result<http::Response, AgentError> {
+    ) -> Result<http_client::Response, AgentError> {
         let response = self.admin_request(method, path, io_timeout)?;
         if response.status != 200 {
             return Err(AgentError::AdminStatus {

@@ -28,7 +28,7 @@ mod browser;
 mod daemon;
 pub mod dns;
 pub mod grpc_backend;
-pub mod http;
+pub mod http_client;
 mod kernel;
 mod link;
 mod maglev_share;

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use sluice_tests::{AgentOptions, AgentProcess, Netns, OnDrop};
 
 use super::topology::ADMIN;
-use sluice_tests::http;
+use sluice_tests::http_client;
 
 /// How long the agent may take to stop after SIGTERM (it drains l7 for up to 5 s).
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -117,9 +117,9 @@ impl Drop for Agent {
 }
 
 /// `METHOD path` on the admin API, from inside the load balancer's namespace.
-pub fn admin(lb: &Netns, method: &str, path: &str) -> Result<http::Response> {
+pub fn admin(lb: &Netns, method: &str, path: &str) -> Result<http_client::Response> {
     let response = lb
-        .in_ns(|| http::request(ADMIN.into(), method, path, Duration::from_secs(5)))
+        .in_ns(|| http_client::request(ADMIN.into(), method, path, Duration::from_secs(5)))
         .with_context(|| format!("{method} http://{ADMIN}{path} in {}", lb.name()))?;
     if response.status != 200 {
         bail!(
@@ -145,10 +145,11 @@ impl StatusWatch {
         let (out, flag) = (Arc::clone(&latest), Arc::clone(&stop));
         let thread = lb.spawn_thread("status".into(), move || {
             while !flag.load(Ordering::Relaxed) {
-                let status = http::request(ADMIN.into(), "GET", "/status", Duration::from_secs(1))
-                    .ok()
-                    .filter(|r| r.status == 200)
-                    .and_then(|r| serde_json::from_str::<Status>(&r.body).ok());
+                let status =
+                    http_client::request(ADMIN.into(), "GET", "/status", Duration::from_secs(1))
+                        .ok()
+                        .filter(|r| r.status == 200)
+                        .and_then(|r| serde_json::from_str::<Status>(&r.body).ok());
                 if status.is_some() {
                     *out.lock().unwrap_or_else(|p| p.into_inner()) = status;
                 }
