@@ -1,7 +1,8 @@
-//! Long-running processes of the bench and the demo (the agent, proxies, backends): each in a
-//! process group of its own with its output in a log file, stopped with its children on drop.
-//! Unlike [`ChildGuard`](crate::ChildGuard), which panics as tests want, every call reports
-//! a [`DaemonError`].
+//! Long-running processes (the agent of the tests, the bench and the demo; the bench's proxies
+//! and backends) with their output in a log file: in a process group of their own, stopped
+//! with their children on drop, or (a test's agent) in the caller's group, so a Ctrl-C of the
+//! test run takes them too. Unlike [`ChildGuard`](crate::ChildGuard), which panics as tests
+//! want, every call reports a [`DaemonError`].
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
