@@ -10,8 +10,7 @@ use sluice_tests::{Netns, http_client};
 use super::Lab;
 
 /// Where the agent's admin API listens in the lab (the `[admin]` default).
-pub const ADMIN: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9100);
+pub const ADMIN: SocketAddr = sluice_tests::DEFAULT_ADMIN;
 
 /// Time one control-plane call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
