@@ -1,19 +1,23 @@
-//! A `sluice run` process inside a namespace, with its config and its log in a temp folder.
+//! A test's `sluice run` inside a namespace, with its config and its log in a temp folder: the
+//! shared [`AgentProcess`] with a test's options, panicking where the runner reports errors.
 
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{ChildGuard, Netns, PinDir, sluice_binary};
+use crate::{
+    AgentOptions, AgentProcess, Netns, PinDir, XdpAttachMode, eventually, sluice_binary,
+    xdp_program,
+};
 
 /// A running agent. Dropping it kills the process; [`SluiceAgent::stop`] asks it to shut down
 /// with SIGTERM, as an init system would. Its data path is pinned in a [`PinDir`] of its own
 /// (`--pin-dir`), removed when the last agent sharing it is dropped.
 pub struct SluiceAgent {
-    child: ChildGuard,
+    // Before `dir`: the process goes before its config and log.
+    process: AgentProcess,
     dir: tempfile::TempDir,
-    pins: Arc<PinDir>,
 }
 
 impl SluiceAgent {
@@ -39,39 +43,28 @@ impl SluiceAgent {
         let config_path = dir.path().join("sluice.toml");
         std::fs::write(&config_path, config)
             .unwrap_or_else(|e| panic!("writing {}: {e}", config_path.display()));
-        let log_path = dir.path().join("sluice.log");
-        let log = std::fs::File::create(&log_path)
-            .unwrap_or_else(|e| panic!("creating {}: {e}", log_path.display()));
-        let stderr = log
-            .try_clone()
-            .unwrap_or_else(|e| panic!("duplicating the log file handle: {e}"));
-        let mut command = ns.command(sluice_binary());
-        command
-            .args(["--log-level", "debug", "run", "--pin-dir"])
-            .arg(pins.path())
-            .args(extra)
-            .arg("--config")
-            .arg(&config_path)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(stderr);
-        let child = ns.spawn(command);
-        SluiceAgent { child, dir, pins }
+        let mut options = AgentOptions::new(sluice_binary())
+            .pins(pins)
+            .args(extra.iter().copied());
+        for (key, value) in env {
+            options = options.env(key, value);
+        }
+        let process =
+            AgentProcess::start(ns, &config_path, &dir.path().join("sluice.log"), options)
+                .unwrap_or_else(|e| panic!("starting sluice in netns {}: {e}", ns.name()));
+        SluiceAgent { process, dir }
     }
 
     /// Where this agent pins its data path.
     pub fn pins(&self) -> Arc<PinDir> {
-        Arc::clone(&self.pins)
+        self.process.pins()
     }
 
     /// Kills the agent with SIGKILL, as a crash would, and reaps it.
     pub fn kill(mut self) -> ExitStatus {
-        let pid = nix::unistd::Pid::from_raw(self.child.pid() as i32);
-        if let Err(e) = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL) {
-            panic!("sending SIGKILL to sluice: {e}; its log:\n{}", self.log());
-        }
-        self.child.wait_timeout(Duration::from_secs(10))
+        self.process
+            .kill()
+            .unwrap_or_else(|| panic!("sluice was already reaped; its log:\n{}", self.log()))
     }
 
     /// The config file the agent was started with (rewrite it to test reloads).
@@ -81,7 +74,7 @@ impl SluiceAgent {
 
     /// The agent's process id (in the host's pid namespace).
     pub fn pid(&self) -> u32 {
-        self.child.pid()
+        self.process.pid()
     }
 
     /// The folder holding the config and the log.
@@ -91,42 +84,80 @@ impl SluiceAgent {
 
     /// Everything the agent has logged so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("sluice.log")).unwrap_or_default()
+        self.process.log()
     }
 
     /// Panics with the log if the agent has already exited.
     pub fn assert_running(&mut self) {
-        if let Some(status) = self.child.try_wait() {
-            panic!("sluice exited early ({status}); its log:\n{}", self.log());
+        if let Err(e) = self.process.check_running() {
+            panic!("sluice exited early: {e}; its log:\n{}", self.log());
         }
+    }
+
+    /// Waits up to `timeout` for the agent to log that it runs (its config applied, its
+    /// listeners bound); panics, with the log, if it exits first or takes longer.
+    #[track_caller]
+    pub fn wait_running(&mut self, timeout: Duration) {
+        eventually(timeout, || {
+            self.assert_running();
+            let log = self.log();
+            if log.contains("sluice is running") {
+                Ok(())
+            } else {
+                Err(format!("agent not running yet; log:\n{log}"))
+            }
+        });
+    }
+
+    /// Waits up to `timeout` for an XDP program on `ifname` in `ns` (the agent's namespace)
+    /// and returns its id and mode; panics if the agent exits first or it takes longer.
+    #[track_caller]
+    pub fn wait_attached(
+        &mut self,
+        ns: &Netns,
+        ifname: &str,
+        timeout: Duration,
+    ) -> (u32, XdpAttachMode) {
+        eventually(timeout, || {
+            self.assert_running();
+            xdp_program(ns, ifname)
+                .ok_or_else(|| format!("no XDP program on {}/{ifname} yet", ns.name()))
+        })
     }
 
     /// Sends SIGHUP: the agent re-reads its config file.
     pub fn reload(&self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.pid() as i32);
-        if let Err(e) = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP) {
-            panic!("sending SIGHUP to sluice: {e}; its log:\n{}", self.log());
+        if let Err(e) = self.process.reload() {
+            panic!("{e}; its log:\n{}", self.log());
         }
     }
 
     /// Waits for the agent to exit by itself; returns how, and everything it logged.
     pub fn wait_with_log(mut self, timeout: Duration) -> (ExitStatus, String) {
-        let status = self.child.wait_timeout(timeout);
+        let status = self.wait_exit(timeout);
         (status, self.log())
     }
 
     /// Waits for the agent to exit by itself.
     pub fn wait(mut self, timeout: Duration) -> ExitStatus {
-        self.child.wait_timeout(timeout)
+        self.wait_exit(timeout)
     }
 
-    /// Sends SIGTERM and waits for the agent to exit.
+    /// Sends SIGTERM and waits for the agent to exit; panics, with the log, if it had to be
+    /// killed.
     pub fn stop(mut self, timeout: Duration) -> ExitStatus {
-        let pid = nix::unistd::Pid::from_raw(self.child.pid() as i32);
-        if let Err(e) = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM) {
-            panic!("sending SIGTERM to sluice: {e}; its log:\n{}", self.log());
+        match self.process.stop(timeout) {
+            Ok(Some(status)) => status,
+            Ok(None) => panic!("sluice was already reaped"),
+            Err(e) => panic!("stopping sluice: {e}"),
         }
-        self.child.wait_timeout(timeout)
+    }
+
+    #[track_caller]
+    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        self.process
+            .wait_exit(timeout)
+            .unwrap_or_else(|e| panic!("waiting for sluice to exit: {e}"))
     }
 }
 

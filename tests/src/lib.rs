@@ -21,12 +21,14 @@
 //! ```
 
 mod agent;
+mod agent_process;
 mod artifacts;
 mod bird;
 mod browser;
 mod daemon;
 pub mod dns;
 pub mod grpc_backend;
+pub mod http_client;
 mod kernel;
 mod link;
 mod maglev_share;
@@ -49,6 +51,7 @@ mod xdp;
 pub mod xdp_lab;
 
 pub use agent::{SluiceAgent, sluice_cli};
+pub use agent_process::{AgentError, AgentOptions, AgentProcess, DEFAULT_ADMIN, OnDrop};
 pub use artifacts::{ebpf_object, sluice_binary, target_dir, workspace_root};
 pub use bird::{Bird, shipped_bird_config};
 pub use browser::{Browser, browser_available};

@@ -76,6 +76,19 @@ impl Netns {
         cmd
     }
 
+    /// As [`Netns::command`], pinned to `cpu` when given (`taskset -c CPU`, which execs, so
+    /// the pid is the program's).
+    pub fn command_on_cpu(&self, cpu: Option<usize>, program: impl AsRef<OsStr>) -> Command {
+        match cpu {
+            Some(cpu) => {
+                let mut cmd = self.command("taskset");
+                cmd.arg("-c").arg(cpu.to_string()).arg(program);
+                cmd
+            }
+            None => self.command(program),
+        }
+    }
+
     /// Runs `program args...` inside the namespace and returns its stdout. Panics with the
     /// command line, exit status and stderr when it fails.
     pub fn run<I, S>(&self, program: &str, args: I) -> String

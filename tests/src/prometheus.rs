@@ -1,12 +1,11 @@
 //! A real Prometheus server (Debian's `prometheus`) in a namespace, scraping one target
 //! every second, and instant queries through its HTTP API.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::{ChildGuard, Netns};
+use crate::{ChildGuard, Netns, http_client};
 
 /// A Prometheus server with its config and data in a temp folder. Dropping it kills the
 /// server, then removes the folder.
@@ -76,25 +75,18 @@ impl<'a> PrometheusServer<'a> {
 
     fn get(&self, path: &str) -> Result<String, String> {
         let addr = self.listen;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-        self.ns.in_ns(move || {
-            let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-                .map_err(|e| format!("connect {addr}: {e}"))?;
-            stream
-                .set_read_timeout(Some(Duration::from_secs(30)))
-                .map_err(|e| e.to_string())?;
-            stream
-                .write_all(request.as_bytes())
-                .map_err(|e| format!("write: {e}"))?;
-            let mut raw = Vec::new();
-            stream
-                .read_to_end(&mut raw)
-                .map_err(|e| format!("read: {e}"))?;
-            let text = String::from_utf8_lossy(&raw).into_owned();
-            text.split_once("\r\n\r\n")
-                .map(|(_, body)| body.to_string())
-                .ok_or_else(|| format!("no complete answer: {text:?}"))
-        })
+        self.ns
+            .in_ns(|| {
+                http_client::request_with(
+                    addr,
+                    "GET",
+                    path,
+                    Duration::from_secs(5),
+                    Duration::from_secs(30),
+                )
+            })
+            .map(|response| response.body)
+            .map_err(|e| format!("GET {path} from {addr}: {e}"))
     }
 }
 

@@ -19,9 +19,9 @@ use lb_common::hash::{FlowHashInput, flow_hash, maglev_slot};
 use lb_common::maglev::{BackendKey, MaglevBackend, MaglevTable};
 
 use crate::{
-    Bird, Lan, Netns, NsTask, SluiceAgent, XdpPassGuard, add_addr, attach_xdp_pass,
-    disable_tx_offload, eventually, hold_vip_for_dsr, ipv4_forwarding, route_add,
-    shipped_bird_config, sluice_cli, sysctl, veth, xdp_program,
+    Bird, DEFAULT_ADMIN, Lan, Netns, NsTask, SluiceAgent, XdpPassGuard, add_addr, attach_xdp_pass,
+    disable_tx_offload, eventually, hold_vip_for_dsr, http_client, ipv4_forwarding, route_add,
+    shipped_bird_config, sluice_cli, sysctl, veth,
 };
 
 /// The VIP every node announces.
@@ -136,10 +136,7 @@ impl ScaleOut {
                 ),
             );
             let mut agent = SluiceAgent::start(&ns, &site.node_config());
-            eventually(Duration::from_secs(20), || {
-                agent.assert_running();
-                xdp_program(&ns, "eth0").ok_or_else(|| "not attached yet".to_string())
-            });
+            agent.wait_attached(&ns, "eth0", Duration::from_secs(20));
             site.nodes.push(Node {
                 agent: Some(agent),
                 bird: Some(bird),
@@ -254,7 +251,11 @@ impl ScaleOut {
     pub fn metric(&self, i: usize, name: &str) -> f64 {
         let text = self.nodes[i]
             .ns
-            .in_ns(|| http_get("127.0.0.1:9100", "/metrics"));
+            .in_ns(|| {
+                http_client::request(DEFAULT_ADMIN, "GET", "/metrics", Duration::from_secs(5))
+            })
+            .unwrap_or_else(|e| panic!("GET /metrics of node {i}: {e}"))
+            .body;
         text.lines()
             .filter(|l| {
                 l.strip_prefix(name)
@@ -380,26 +381,6 @@ async fn echo_server(name: String, bind: SocketAddr) {
 }
 
 /// A plain HTTP/1.1 GET; the body.
-fn http_get(addr: &str, path: &str) -> String {
-    let mut stream =
-        TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap_or_else(|e| panic!("{e}"));
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-    let mut text = String::new();
-    stream
-        .read_to_string(&mut text)
-        .unwrap_or_else(|e| panic!("reading GET {path}: {e}"));
-    text.split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default()
-}
-
 fn ip(addr: &str) -> IpAddr {
     addr.parse().unwrap_or_else(|e| panic!("{addr}: {e}"))
 }

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use sluice_tests::{
     Netns, SluiceAgent, XdpPassGuard, add_addr, attach_xdp_pass, disable_tx_offload, eventually,
-    privileged, route_add, sysctl, veth, xdp_program,
+    privileged, route_add, sysctl, veth,
 };
 
 const BYTES: usize = 1 << 20;
@@ -159,10 +159,7 @@ impl Topology {
         );
         let mut agent = SluiceAgent::start(&lb, &config);
         for dev in ["eth0", "eth1"] {
-            eventually(Duration::from_secs(20), || {
-                agent.assert_running();
-                xdp_program(&lb, dev).ok_or_else(|| format!("not attached to {dev} yet"))
-            });
+            agent.wait_attached(&lb, dev, Duration::from_secs(20));
         }
         Topology {
             agent,

@@ -11,8 +11,8 @@ use l7_support::client::{H1, get};
 use l7_support::{Backend, Mode, forward_all, local, pool, service};
 use lb_common::stats::Reason;
 use sluice_tests::{
-    Netns, SluiceAgent, add_addr, disable_tx_offload, eventually, global_counter, privileged,
-    route_add, veth, xdp_program,
+    Netns, SluiceAgent, add_addr, disable_tx_offload, global_counter, privileged, route_add, veth,
+    xdp_program,
 };
 
 #[test]
@@ -38,10 +38,7 @@ fn http_through_the_xdp_program_reaches_the_listener_and_counts_as_pass_l7() {
         forward_all("app"),
     );
     let mut agent = SluiceAgent::start(&lb, &config);
-    let (prog_id, _) = eventually(Duration::from_secs(30), || {
-        agent.assert_running();
-        xdp_program(&lb, "eth0").ok_or_else(|| "not attached yet".to_string())
-    });
+    let (prog_id, _) = agent.wait_attached(&lb, "eth0", Duration::from_secs(30));
     let before = global_counter(prog_id, Reason::PassL7)
         .expect("counter")
         .packets;

@@ -7,10 +7,10 @@ mod l7_support;
 use std::process::Stdio;
 use std::time::Duration;
 
-use l7_support::admin::{ADMIN, fetch};
+use l7_support::admin::ADMIN;
 use l7_support::client::{H1, get};
 use l7_support::{Backend, Lab, Mode, forward_all, local, pool, service};
-use sluice_tests::{Captured, ChildGuard, eventually, privileged, required_tool};
+use sluice_tests::{Captured, PrometheusServer, eventually, privileged, required_tool};
 
 const LISTEN: u16 = 8080;
 /// Where Prometheus listens, on the lab's own loopback (so no other Prometheus is in the way).
@@ -46,7 +46,8 @@ fn prometheus_scrapes_the_agent() {
         return;
     }
     let lab = lab_with_traffic();
-    let prometheus = Prometheus::start(&lab);
+    // On the lab's own loopback, scraping the agent's admin API every second.
+    let prometheus = PrometheusServer::start(&lab.ns, local(PROMETHEUS), ADMIN);
     let version = env!("CARGO_PKG_VERSION");
     for (query, want) in [
         ("up{job=\"sluice\"}", "1"),
@@ -56,7 +57,9 @@ fn prometheus_scrapes_the_agent() {
             &REQUESTS.to_string(),
         ),
     ] {
-        let result = eventually(Duration::from_secs(30), || prometheus.query(query, want));
+        let result = eventually(Duration::from_secs(30), || {
+            query_one(&prometheus, query, want)
+        });
         eprintln!("prometheus: {query} = {result}");
         if query == "sluice_build_info" {
             assert!(
@@ -90,93 +93,26 @@ fn lab_with_traffic() -> Lab {
     lab
 }
 
-/// A Prometheus server in the lab, scraping the agent's admin API every second, with its
-/// config and data in a temp folder. Dropping it kills the server, then removes the folder.
-struct Prometheus<'a> {
-    lab: &'a Lab,
-    // Declared before `dir`, so dropped first: the guard kills the server before its folder
-    // is removed.
-    _child: ChildGuard,
-    dir: tempfile::TempDir,
-}
-
-impl<'a> Prometheus<'a> {
-    fn start(lab: &'a Lab) -> Prometheus<'a> {
-        let dir = tempfile::Builder::new()
-            .prefix("sluice-prometheus-")
-            .tempdir()
-            .unwrap_or_else(|e| panic!("temp dir: {e}"));
-        let config = dir.path().join("prometheus.yml");
-        let yaml = format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
-             scrape_configs:\n  - job_name: sluice\n    static_configs:\n      - targets: [\"{ADMIN}\"]\n"
-        );
-        std::fs::write(&config, yaml).unwrap_or_else(|e| panic!("writing {config:?}: {e}"));
-        let log = std::fs::File::create(dir.path().join("prometheus.log"))
-            .unwrap_or_else(|e| panic!("creating the log: {e}"));
-        let log_err = log
-            .try_clone()
-            .unwrap_or_else(|e| panic!("duplicating the log handle: {e}"));
-        let mut command = lab.ns.command("prometheus");
-        command
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{PROMETHEUS}"))
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err);
-        let child = lab.ns.spawn(command);
-        Prometheus {
-            lab,
-            _child: child,
-            dir,
-        }
-    }
-
-    /// Runs an instant query; `Ok` with the result when it is one sample of value `want`.
-    fn query(&self, query: &str, want: &str) -> Result<String, String> {
-        let path = format!("/api/v1/query?query={}", percent_encode(query));
-        let answer = fetch(&self.lab.ns, local(PROMETHEUS), "GET", &path)
-            .map_err(|e| format!("{e}; prometheus log:\n{}", self.log()))?;
-        let json: serde_json::Value = serde_json::from_str(&answer.body)
-            .map_err(|e| format!("{query}: not JSON ({e}): {}", answer.body))?;
-        let result = &json["data"]["result"];
-        let values: Vec<&str> = result
-            .as_array()
-            .map(|samples| {
-                samples
-                    .iter()
-                    .filter_map(|s| s["value"][1].as_str())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if values == [want] {
-            Ok(result.to_string())
-        } else {
-            Err(format!(
-                "{query}: want one sample of {want}, got {}; prometheus log:\n{}",
-                answer.body,
-                self.log()
-            ))
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
-    }
-}
-
-/// Percent-encodes everything but unreserved characters, for a URL query.
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
+/// Runs an instant query; `Ok` with the result when it is one sample of value `want`.
+fn query_one(prometheus: &PrometheusServer, query: &str, want: &str) -> Result<String, String> {
+    let result = prometheus
+        .query(query)
+        .map_err(|e| format!("{e}; prometheus log:\n{}", prometheus.log()))?;
+    let values: Vec<&str> = result
+        .as_array()
+        .map(|samples| {
+            samples
+                .iter()
+                .filter_map(|s| s["value"][1].as_str())
+                .collect()
         })
-        .collect()
+        .unwrap_or_default();
+    if values == [want] {
+        Ok(result.to_string())
+    } else {
+        Err(format!(
+            "{query}: want one sample of {want}, got {result}; prometheus log:\n{}",
+            prometheus.log()
+        ))
+    }
 }

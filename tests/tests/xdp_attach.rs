@@ -31,10 +31,7 @@ name = "eth0"
 xdp_mode = "native"
 "#,
     );
-    let (prog_id, mode) = eventually(Duration::from_secs(20), || {
-        agent.assert_running();
-        xdp_program(&lb, "eth0").ok_or_else(|| "no XDP program on lb/eth0 yet".to_string())
-    });
+    let (prog_id, mode) = agent.wait_attached(&lb, "eth0", Duration::from_secs(20));
     assert_eq!(mode, XdpAttachMode::Native, "veth supports native XDP");
     assert!(
         agent.log().contains("attached the XDP program"),

@@ -5,13 +5,12 @@
 //! program there, fills the maps with `lb-common` types, and checks the verdict, every output
 //! byte and the `GLOBAL_STATS` (or `ICMP_STATS`) reason each frame was counted under.
 
-// Helpers: frames and table-driven checks. The lab (namespace, program, maps) is the
+// Helpers: table-driven checks. The lab (namespace, program, maps) and the frames are the
 // harness's, shared with the XDP bench.
 #[path = "xdp_packets/cases.rs"]
 mod cases;
-#[path = "xdp_packets/frames.rs"]
-mod frames;
 use sluice_tests::xdp_lab as lab;
+use sluice_tests::xdp_lab::frames;
 
 // Tests.
 #[path = "xdp_packets/conntrack.rs"]

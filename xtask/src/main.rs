@@ -7,8 +7,6 @@
 mod bench;
 mod demo;
 mod ebpf;
-mod http;
-mod pins;
 mod run;
 mod shell;
 mod test;

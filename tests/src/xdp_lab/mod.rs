@@ -1,8 +1,10 @@
 //! The BPF_PROG_TEST_RUN lab shared by the XDP packet tests and the XDP bench: one network
 //! namespace whose FIB and neighbour tables make every `bpf_fib_lookup` answer known in
-//! advance, the addresses in it, the map values both fill, and the test run itself.
+//! advance, the addresses in it, the map values both fill, the frames both send ([`frames`])
+//! and the test run itself.
 
 mod dataplane;
+pub mod frames;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 

@@ -274,10 +274,7 @@ impl Setup {
             _lan: lan,
         };
         let mut agent = SluiceAgent::start(&setup.lb, &setup.config_text());
-        eventually(Duration::from_secs(20), || {
-            agent.assert_running();
-            xdp_program(&setup.lb, "eth0").ok_or_else(|| "not attached yet".to_string())
-        });
+        agent.wait_attached(&setup.lb, "eth0", Duration::from_secs(20));
         setup.agent = Some(agent);
         setup
     }

@@ -53,14 +53,7 @@ impl Setup {
     pub fn start_agent(&mut self, pins: Arc<PinDir>, env: &[(&str, &OsStr)]) {
         let config = self.config_text();
         let mut agent = SluiceAgent::start_in(&self.lb, &config, pins, &[], env);
-        eventually(Duration::from_secs(30), || {
-            agent.assert_running();
-            if agent.log().contains("sluice is running") {
-                Ok(())
-            } else {
-                Err("not running yet".to_string())
-            }
-        });
+        agent.wait_running(Duration::from_secs(30));
         self.agent = Some(agent);
     }
 }

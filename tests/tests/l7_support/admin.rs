@@ -1,19 +1,16 @@
 //! The agent's control plane as a test sees it: the admin API (status, metrics, reload), the
-//! `sluice` CLI, SIGHUP and config-file saves, all inside the lab's namespace. Plain blocking
-//! HTTP/1.0 (the server closes, so no framing to undo) keeps these helpers usable from any
-//! thread.
+//! `sluice` CLI, SIGHUP and config-file saves, all inside the lab's namespace. The harness's
+//! blocking HTTP client (`sluice_tests::http`) keeps these helpers usable from any thread.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use sluice_tests::Netns;
+use sluice_tests::{Netns, http_client};
 
 use super::Lab;
 
 /// Where the agent's admin API listens in the lab (the `[admin]` default).
-pub const ADMIN: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9100);
+pub const ADMIN: SocketAddr = sluice_tests::DEFAULT_ADMIN;
 
 /// Time one control-plane call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -29,33 +26,12 @@ pub struct Answer {
 
 /// `METHOD path` to `addr` from inside `ns`, over a fresh connection.
 pub fn fetch(ns: &Netns, addr: SocketAddr, method: &str, path: &str) -> Result<Answer, String> {
-    let request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n");
-    ns.in_ns(move || {
-        let mut stream = TcpStream::connect_timeout(&addr, CALL_TIMEOUT)
-            .map_err(|e| format!("connect {addr}: {e}"))?;
-        stream
-            .set_read_timeout(Some(CALL_TIMEOUT))
-            .map_err(|e| format!("set_read_timeout: {e}"))?;
-        stream
-            .write_all(request.as_bytes())
-            .map_err(|e| format!("{method} {path}: write: {e}"))?;
-        let mut raw = Vec::new();
-        stream
-            .read_to_end(&mut raw)
-            .map_err(|e| format!("{method} {path}: read: {e}"))?;
-        let text = String::from_utf8_lossy(&raw);
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .ok_or_else(|| format!("{method} {path}: no complete head in {text:?}"))?;
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("{method} {path}: bad status line in {head:?}"))?;
-        Ok(Answer {
-            status,
-            body: body.to_string(),
-        })
+    let response = ns
+        .in_ns(|| http_client::request(addr, method, path, CALL_TIMEOUT))
+        .map_err(|e| format!("{method} {path} at {addr}: {e}"))?;
+    Ok(Answer {
+        status: response.status,
+        body: response.body,
     })
 }
 

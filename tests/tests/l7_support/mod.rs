@@ -50,15 +50,7 @@ impl Lab {
     /// Starts the agent on `config` and waits until it runs.
     pub fn start(&mut self, config: &str) {
         let mut agent = SluiceAgent::start(&self.ns, config);
-        eventually(AGENT_TIMEOUT, || {
-            agent.assert_running();
-            let log = agent.log();
-            if log.contains("sluice is running") {
-                Ok(())
-            } else {
-                Err(format!("agent not running yet; log:\n{log}"))
-            }
-        });
+        agent.wait_running(AGENT_TIMEOUT);
         self.agent = Some(agent);
     }
 

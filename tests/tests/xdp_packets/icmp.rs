@@ -12,7 +12,7 @@ use lb_common::limits::SETTING_VIP_ECHO;
 use lb_common::service::{SERVICE_DSR, SERVICE_NAT};
 use lb_common::stats::Reason;
 
-use crate::frames::{Frame, L3, L4, assert_frame, hex, sock};
+use crate::frames::{Frame, L3, L4, assert_frame, fold, hex, ones_sum, sock};
 use crate::lab::{
     CLIENT_MAC, Dataplane, ETH0_MAC, Family, Lab, XDP_DROP, XDP_PASS, XDP_TX, backend_ip,
     backend_mac, backend_value, client_ip, service, vip,
@@ -141,17 +141,8 @@ fn from_vip(family: Family, l4: L4, client_port: u16) -> Frame {
     frame
 }
 
-fn ones_sum(data: &[u8]) -> u32 {
-    data.chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum()
-}
-
-fn folds_to_ffff(mut sum: u32) -> bool {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum == 0xffff
+fn folds_to_ffff(sum: u32) -> bool {
+    fold(sum) == 0xffff
 }
 
 /// Recomputes, from scratch, the outer IPv4 header checksum, the ICMP (v6: with its

@@ -1,29 +1,32 @@
-//! `sluice run` (the release build) inside a namespace, and the few admin API calls the bench
-//! makes: readiness, status, reload.
+//! `sluice run` (the release build) as the bench runs it, on the test harness's runner
+//! (`sluice_tests::AgentProcess`), and the few admin API calls the bench makes: status, reload.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use sluice_tests::Netns;
+use anyhow::{Context, Result};
+use sluice_tests::{AgentOptions, AgentProcess, Netns, OnDrop};
 
 use crate::bench::interrupt;
-use crate::bench::process::{Daemon, command};
-use crate::http;
+use crate::bench::process::Daemon;
 
 /// Where every bench config puts the admin API (inside the agent's namespace).
 pub const ADMIN: &str = "127.0.0.1:9100";
 
+/// How long the agent may take to stop on drop before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// The admin API answers reloads only when they are done, so reads wait long.
+const ADMIN_IO_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// A running agent, stopped with SIGTERM (it detaches its program) on drop.
 pub struct Agent {
-    pub daemon: Daemon,
-    admin: SocketAddr,
+    process: AgentProcess,
 }
 
 impl Agent {
-    /// Starts `sluice --log-level warn run --config CONFIG` in `ns`, pinned to `cpu` when
-    /// given, its log in `log`, and waits until the admin API says it is ready.
+    /// Starts `sluice --log-level warn run --detach-on-exit --config CONFIG` in `ns`, pinned
+    /// to `cpu` when given, its log in `log`, and waits until the admin API says it is ready.
     pub fn start(
         sluice: &Path,
         ns: &Netns,
@@ -31,61 +34,31 @@ impl Agent {
         config: &Path,
         log: &Path,
     ) -> Result<Agent> {
-        let mut cmd = command(ns, cpu, sluice);
         // Its own pin folder, removed at exit: the next part's agent starts fresh.
-        cmd.args([
-            "--log-level",
-            "warn",
-            "run",
-            "--detach-on-exit",
-            "--pin-dir",
-        ])
-        .arg(crate::pins::unique_pin_dir("bench"))
-        .arg("--config")
-        .arg(config);
-        let daemon = Daemon::spawn("sluice", cmd, log)?;
-        let admin: SocketAddr = ADMIN.parse().context("the admin address")?;
-        let mut agent = Agent { daemon, admin };
-        agent.wait_ready(ns, Duration::from_secs(30))?;
-        Ok(agent)
-    }
-
-    fn wait_ready(&mut self, ns: &Netns, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            self.daemon.check_running()?;
-            if let Ok((200, _)) = http(ns, self.admin, "GET", "/ready") {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "sluice is not ready after {timeout:?}; the end of its log:\n{}",
-                    self.daemon.log_tail()
-                );
-            }
-            interrupt::sleep(Duration::from_millis(50))?;
-        }
+        let options = AgentOptions::new(sluice)
+            .log_level("warn")
+            .cpu(cpu)
+            .detach_on_exit()
+            .own_process_group()
+            .on_drop(OnDrop::Stop(STOP_GRACE))
+            .admin(ADMIN.parse().context("the admin address")?);
+        let mut process = AgentProcess::start(ns, config, log, options)?;
+        process.wait_ready_unless(Duration::from_secs(30), || interrupt::check().is_err())?;
+        Ok(Agent { process })
     }
 
     /// `GET /status`, parsed.
-    pub fn status(&self, ns: &Netns) -> Result<serde_json::Value> {
-        let (code, body) = http(ns, self.admin, "GET", "/status")?;
-        if code != 200 {
-            bail!("GET /status answered {code}: {body}");
-        }
+    pub fn status(&self) -> Result<serde_json::Value> {
+        let body = self.process.admin("GET", "/status", ADMIN_IO_TIMEOUT)?.body;
         serde_json::from_str(&body).with_context(|| format!("GET /status is not JSON: {body}"))
     }
 
     /// `POST /reload`, which answers once the agent has applied (or rejected) the file.
     /// Returns how long that took.
-    pub fn reload(&self, ns: &Netns) -> Result<Duration> {
+    pub fn reload(&self) -> Result<Duration> {
         let start = Instant::now();
-        let (code, body) = http(ns, self.admin, "POST", "/reload")?;
-        let took = start.elapsed();
-        if code != 200 {
-            bail!("POST /reload answered {code}: {}", body.trim());
-        }
-        Ok(took)
+        self.process.admin("POST", "/reload", ADMIN_IO_TIMEOUT)?;
+        Ok(start.elapsed())
     }
 }
 
@@ -99,26 +72,8 @@ pub enum Running {
 impl Running {
     pub fn daemon(&mut self) -> &mut Daemon {
         match self {
-            Running::Sluice(agent) => &mut agent.daemon,
+            Running::Sluice(agent) => agent.process.daemon(),
             Running::Other(daemon) => daemon,
         }
     }
-}
-
-/// One HTTP/1.1 request with `Connection: close` from a thread inside `ns`; returns the
-/// status code and body. The admin API answers reloads only when they are done, so the read
-/// timeout is long.
-pub fn http(ns: &Netns, addr: SocketAddr, method: &str, path: &str) -> Result<(u16, String)> {
-    let response = ns
-        .in_ns(|| {
-            http::request_with(
-                addr,
-                method,
-                path,
-                Duration::from_secs(1),
-                Duration::from_secs(600),
-            )
-        })
-        .with_context(|| format!("{method} {path} on the admin API at {addr}"))?;
-    Ok((response.status, response.body))
 }

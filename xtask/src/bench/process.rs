@@ -1,5 +1,5 @@
-//! Processes the bench starts: commands pinned in a namespace, bounded runs of load generators,
-//! and waiting for a long-running one (a `sluice_tests::Daemon`) to listen.
+//! Processes the bench starts: bounded runs of load generators (pinned with
+//! `Netns::command_on_cpu`), and waiting for a long-running one (a `sluice_tests::Daemon`) to listen.
 
 use std::io::Read;
 use std::process::{Command, Output, Stdio};
@@ -10,18 +10,6 @@ pub use sluice_tests::Daemon;
 use sluice_tests::Netns;
 
 use crate::bench::interrupt;
-
-/// A command run inside `ns`, pinned to `cpu` when given (`taskset` keeps the pid: it execs).
-pub fn command(ns: &Netns, cpu: Option<usize>, program: impl AsRef<std::ffi::OsStr>) -> Command {
-    match cpu {
-        Some(cpu) => {
-            let mut cmd = ns.command("taskset");
-            cmd.arg("-c").arg(cpu.to_string()).arg(program);
-            cmd
-        }
-        None => ns.command(program),
-    }
-}
 
 /// Runs `cmd` to completion with its output captured, killing it after `limit` (or when the
 /// bench is interrupted). Fails when it cannot start, runs too long, or exits non-zero.

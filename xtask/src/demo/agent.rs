@@ -1,7 +1,6 @@
 //! The `sluice run` process inside the load balancer's namespace, and its admin API:
 //! `/status` polled in the background, `/metrics` and `/reload` on demand.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,12 +9,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use nix::sys::signal::Signal;
 use serde::Deserialize;
-use sluice_tests::{Daemon, Netns};
+use sluice_tests::{AgentOptions, AgentProcess, Netns, OnDrop};
 
-use super::signals;
 use super::topology::ADMIN;
-use crate::http;
+use sluice_tests::http_client;
 
 /// How long the agent may take to stop after SIGTERM (it drains l7 for up to 5 s).
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,75 +49,57 @@ impl Status {
     }
 }
 
-/// A running `sluice run` (a `Daemon`, in a process group of its own: a terminal's Ctrl-C
-/// reaches only the demo, which then stops the agent in order); stopped with SIGTERM when
-/// dropped.
+/// A running `sluice run` on the test harness's runner, in a process group of its own (a
+/// terminal's Ctrl-C reaches only the demo, which then stops the agent in order); stopped
+/// with SIGTERM when dropped.
 pub struct Agent {
-    daemon: Daemon,
+    process: AgentProcess,
     sluice: PathBuf,
-    pin_dir: PathBuf,
 }
 
 impl Agent {
     /// Starts `sluice run --config CONFIG` inside `ns`, logging to `log`.
     pub fn start(ns: &Netns, sluice: &Path, config: &Path, log: &Path) -> Result<Agent> {
-        let mut cmd = ns.command(sluice);
         // A pin folder of its own, removed when the agent stops: a later demo (whose
-        // namespaces and interfaces are new) must not adopt this one's data path.
-        let pin_dir = PathBuf::from(crate::pins::unique_pin_dir("demo"));
-        cmd.args([
-            "--log-level",
-            "info",
-            "run",
-            "--detach-on-exit",
-            "--pin-dir",
-        ])
-        .arg(&pin_dir)
-        .arg("--config")
-        .arg(config);
-        // SAFETY: only async-signal-safe calls (sigprocmask, prctl), touching no memory of
-        // the parent. The agent gets SIGTERM if the demo dies without tearing down (SIGKILL),
-        // so it detaches its XDP program and exits rather than living on in a namespace
-        // nobody can name.
-        unsafe {
-            cmd.pre_exec(|| {
-                signals::unblock_in_child()?;
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == 0 {
-                    Ok(())
-                } else {
-                    Err(std::io::Error::last_os_error())
-                }
-            });
-        }
-        let daemon = Daemon::spawn("sluice", cmd, log)
+        // namespaces and interfaces are new) must not adopt this one's data path. The agent
+        // gets SIGTERM if the demo dies without tearing down (SIGKILL), so it detaches its
+        // XDP program and exits rather than living on in a namespace nobody can name.
+        let options = AgentOptions::new(sluice)
+            .log_level("info")
+            .detach_on_exit()
+            .own_process_group()
+            .parent_death_signal(Signal::SIGTERM)
+            .on_drop(OnDrop::Stop(STOP_TIMEOUT))
+            .admin(ADMIN.into());
+        let process = AgentProcess::start(ns, config, log, options)
             .with_context(|| format!("starting {} (is nsenter installed?)", sluice.display()))?;
         Ok(Agent {
-            daemon,
+            process,
             sluice: sluice.to_path_buf(),
-            pin_dir,
         })
     }
 
     /// Fails with the end of the agent's log if it has exited.
     pub fn check_running(&mut self) -> Result<()> {
-        Ok(self.daemon.check_running()?)
+        Ok(self.process.check_running()?)
     }
 
     /// The end of the agent's log.
     pub fn log_tail(&self) -> String {
-        self.daemon.log_tail()
+        self.process.log_tail()
     }
 
     /// Sends SIGTERM and waits for the exit (SIGKILL after a while); `None` if it had
     /// already been stopped.
     pub fn stop(&mut self) -> Result<Option<ExitStatus>> {
-        let stopped = self.daemon.stop(STOP_TIMEOUT);
+        let stopped = self.process.stop(STOP_TIMEOUT);
         // An agent that was killed (the scale-out demo kills a node) could not detach:
         // remove what it pinned, so nothing of this demo outlives it.
-        if self.pin_dir.exists() {
+        let pins = self.process.pins();
+        if pins.path().exists() {
             let _ = Command::new(&self.sluice)
                 .args(["detach", "--pin-dir"])
-                .arg(&self.pin_dir)
+                .arg(pins.path())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
@@ -136,9 +117,9 @@ impl Drop for Agent {
 }
 
 /// `METHOD path` on the admin API, from inside the load balancer's namespace.
-pub fn admin(lb: &Netns, method: &str, path: &str) -> Result<http::Response> {
+pub fn admin(lb: &Netns, method: &str, path: &str) -> Result<http_client::Response> {
     let response = lb
-        .in_ns(|| http::request(ADMIN.into(), method, path, Duration::from_secs(5)))
+        .in_ns(|| http_client::request(ADMIN.into(), method, path, Duration::from_secs(5)))
         .with_context(|| format!("{method} http://{ADMIN}{path} in {}", lb.name()))?;
     if response.status != 200 {
         bail!(
@@ -164,10 +145,11 @@ impl StatusWatch {
         let (out, flag) = (Arc::clone(&latest), Arc::clone(&stop));
         let thread = lb.spawn_thread("status".into(), move || {
             while !flag.load(Ordering::Relaxed) {
-                let status = http::request(ADMIN.into(), "GET", "/status", Duration::from_secs(1))
-                    .ok()
-                    .filter(|r| r.status == 200)
-                    .and_then(|r| serde_json::from_str::<Status>(&r.body).ok());
+                let status =
+                    http_client::request(ADMIN.into(), "GET", "/status", Duration::from_secs(1))
+                        .ok()
+                        .filter(|r| r.status == 200)
+                        .and_then(|r| serde_json::from_str::<Status>(&r.body).ok());
                 if status.is_some() {
                     *out.lock().unwrap_or_else(|p| p.into_inner()) = status;
                 }

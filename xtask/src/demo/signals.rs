@@ -27,7 +27,7 @@ impl StopFlag {
 /// Routes the stop signals to a flag. Call before starting any thread: the signals are
 /// blocked in the calling thread, threads started later inherit that, and one thread waits
 /// for them. Children inherit the mask too: a child that must see the signals unblocks them
-/// ([`unblock_in_child`]).
+/// (the agent's runner, `sluice_tests::AgentProcess`, does).
 pub fn install() -> Result<StopFlag> {
     let mut set = SigSet::empty();
     for signal in SIGNALS {
@@ -55,22 +55,6 @@ pub fn install() -> Result<StopFlag> {
         })
         .context("starting the signal thread")?;
     Ok(flag)
-}
-
-/// Lets the stop signals through again in a child about to exec: std hands children the
-/// parent's signal mask, and the agent must see SIGTERM. Call it from `pre_exec`.
-pub fn unblock_in_child() -> std::io::Result<()> {
-    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-    // SAFETY: sigemptyset initialises `set`; both calls are async-signal-safe.
-    let ret = unsafe {
-        libc::sigemptyset(set.as_mut_ptr());
-        libc::sigprocmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut())
-    };
-    if ret == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 /// Keeps this process alive through the stop signals while a child (sudo running the demo

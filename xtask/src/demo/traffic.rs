@@ -19,7 +19,7 @@ use sluice_tests::Netns;
 
 use super::tls::SERVER_NAME;
 use super::topology::{APP_VIP, WEB_VIP};
-use crate::http;
+use sluice_tests::http_client;
 
 /// Clients per service.
 const WORKERS: usize = 2;
@@ -147,7 +147,7 @@ impl Drop for Traffic {
 fn l4_client(tally: &Tally, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
-        let outcome = match http::request(SocketAddr::V4(WEB_VIP), "GET", "/", TIMEOUT) {
+        let outcome = match http_client::request(SocketAddr::V4(WEB_VIP), "GET", "/", TIMEOUT) {
             Ok(response) => served(&response),
             Err(_) => Outcome::Failed,
         };
@@ -167,7 +167,7 @@ fn l7_client(tally: &Tally, stop: &AtomicBool, tls: &Arc<ClientConfig>) {
             conn = connect_tls(tls).ok();
         }
         let outcome = match conn.as_mut() {
-            Some(c) => match http::exchange(c, "GET", SERVER_NAME, "/", false) {
+            Some(c) => match http_client::exchange(c, "GET", SERVER_NAME, "/", false) {
                 Ok(response) => {
                     if response.close {
                         conn = None;
@@ -196,7 +196,7 @@ fn connect_tls(tls: &Arc<ClientConfig>) -> std::io::Result<TlsConn> {
     Ok(BufReader::new(StreamOwned::new(session, tcp)))
 }
 
-fn served(response: &http::Response) -> Outcome {
+fn served(response: &http_client::Response) -> Outcome {
     if response.status == 200 {
         Outcome::Served(response.body.trim().to_string())
     } else {

@@ -80,13 +80,13 @@ pub fn measure(sluice: &Path, rounds: u32) -> Result<ReloadReport> {
         for step_report in &mut steps {
             interrupt::check()?;
             write(&file, &config_text(step_report.to_backends))?;
-            let took = agent.reload(&lb).with_context(|| {
+            let took = agent.reload().with_context(|| {
                 format!(
                     "reloading {} -> {} backends",
                     step_report.from_backends, step_report.to_backends
                 )
             })?;
-            check_applied(&agent, &lb, step_report.to_backends)?;
+            check_applied(&agent, step_report.to_backends)?;
             step(
                 "Measured",
                 &format!(
@@ -116,8 +116,8 @@ pub fn measure(sluice: &Path, rounds: u32) -> Result<ReloadReport> {
 }
 
 /// The status lists the pool with `backends` backends.
-fn check_applied(agent: &Agent, ns: &Netns, backends: usize) -> Result<()> {
-    let status = agent.status(ns)?;
+fn check_applied(agent: &Agent, backends: usize) -> Result<()> {
+    let status = agent.status()?;
     let listed = status["pools"]
         .as_array()
         .and_then(|pools| pools.iter().find(|p| p["name"] == "pool"))

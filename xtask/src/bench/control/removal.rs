@@ -62,7 +62,7 @@ pub fn measure(sluice: &Path, rounds: u32) -> Result<RemovalReport> {
     )?;
     let maps = KernelTables::open(&topology)?;
     let dead: IpAddr = BACKENDS[0].parse()?;
-    wait_healthy(&agent, &topology, 2)?;
+    wait_healthy(&agent, 2)?;
 
     let mut report = RemovalReport {
         interval_ms: INTERVAL_MS,
@@ -99,7 +99,7 @@ pub fn measure(sluice: &Path, rounds: u32) -> Result<RemovalReport> {
         );
         report.removed_ms.push(ms(removed));
         report.readmitted_ms.push(ms(readmitted));
-        wait_healthy(&agent, &topology, 2)?;
+        wait_healthy(&agent, 2)?;
     }
     drop(agent);
     Ok(report)
@@ -126,10 +126,10 @@ fn wait_for_flip(maps: &KernelTables, before: ServiceValue, since: Instant) -> R
 }
 
 /// Waits until the status shows `count` healthy backends in the pool.
-fn wait_healthy(agent: &Agent, topology: &Topology, count: usize) -> Result<()> {
+fn wait_healthy(agent: &Agent, count: usize) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let status = agent.status(&topology.lb)?;
+        let status = agent.status()?;
         let healthy = status["pools"]
             .as_array()
             .and_then(|pools| pools.iter().find(|p| p["name"] == "rr"))

@@ -26,7 +26,7 @@ pub use self::report::markdown;
 use self::topology::{RR_PORT, SINK_PORT, Topology, VIP};
 use crate::bench::agent::{Agent, Running};
 use crate::bench::compare::{Contender, median_of, order, ratio};
-use crate::bench::process::{Daemon, command, wait_listening};
+use crate::bench::process::{Daemon, wait_listening};
 use crate::bench::{interrupt, write};
 use crate::shell::step;
 
@@ -182,12 +182,12 @@ fn start(topology: &Topology, dir: &Path, contender: Contender, opts: &Options) 
             Running::Sluice(agent)
         }
         Contender::Haproxy => {
-            let mut cmd = command(&topology.lb, cpu, "haproxy");
+            let mut cmd = topology.lb.command_on_cpu(cpu, "haproxy");
             cmd.arg("-db").arg("-f").arg(dir.join("haproxy.cfg"));
             Running::Other(Daemon::spawn("haproxy", cmd, &log)?)
         }
         Contender::Nginx => {
-            let mut cmd = command(&topology.lb, cpu, "nginx");
+            let mut cmd = topology.lb.command_on_cpu(cpu, "nginx");
             cmd.arg("-e")
                 .arg(dir.join("nginx-error.log"))
                 .arg("-c")

@@ -29,7 +29,7 @@ impl Invocation {
     }
 
     pub fn command(&self, ns: &sluice_tests::Netns, cpu: usize) -> Command {
-        let mut cmd = process::command(ns, Some(cpu), self.program);
+        let mut cmd = ns.command_on_cpu(Some(cpu), self.program);
         cmd.args(&self.args).stdin(Stdio::null());
         cmd
     }
@@ -284,7 +284,7 @@ pub fn resumes_sessions(
     for flag in ["-sess_out", "-sess_in"] {
         let input = std::fs::File::open(&request)
             .with_context(|| format!("opening {}", request.display()))?;
-        let mut cmd = process::command(ns, Some(cpu), "openssl");
+        let mut cmd = ns.command_on_cpu(Some(cpu), "openssl");
         cmd.args(["s_client", "-ign_eof", "-connect", addr, flag])
             .arg(&session)
             .stdin(input);

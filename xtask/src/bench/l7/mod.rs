@@ -23,7 +23,7 @@ pub use self::load::Load;
 pub use self::report::markdown;
 use crate::bench::agent::{Agent, Running};
 use crate::bench::compare::{Contender, median_of, order, ratio};
-use crate::bench::process::{Daemon, command, wait_listening};
+use crate::bench::process::{Daemon, wait_listening};
 use crate::bench::{interrupt, write};
 use crate::shell::step;
 
@@ -266,7 +266,7 @@ fn indexed(contenders: &[Contender]) -> Vec<(usize, Contender)> {
 }
 
 fn start_backend(ns: &Netns, dir: &Path, cpu: usize) -> Result<Daemon> {
-    let mut cmd = command(ns, Some(cpu), "nginx");
+    let mut cmd = ns.command_on_cpu(Some(cpu), "nginx");
     cmd.arg("-e")
         .arg(dir.join("backend-error.log"))
         .arg("-c")
@@ -299,7 +299,7 @@ fn start(
             &log,
         )?),
         Contender::Nginx => {
-            let mut cmd = command(ns, cpu, "nginx");
+            let mut cmd = ns.command_on_cpu(cpu, "nginx");
             cmd.arg("-e")
                 .arg(dir.join("nginx-error.log"))
                 .arg("-c")
@@ -307,7 +307,7 @@ fn start(
             Running::Other(Daemon::spawn("nginx", cmd, &log)?)
         }
         Contender::Haproxy => {
-            let mut cmd = command(ns, cpu, "haproxy");
+            let mut cmd = ns.command_on_cpu(cpu, "haproxy");
             cmd.arg("-db").arg("-f").arg(dir.join("haproxy.cfg"));
             Running::Other(Daemon::spawn("haproxy", cmd, &log)?)
         }

@@ -1,14 +1,13 @@
 //! The frames the XDP bench sends: TCP SYNs for new flows, TCP data and UDP for established
-//! ones, built with etherparse so every checksum is right, and the check of what came out.
+//! ones, built by the XDP tests' `Frame` (every checksum right), and the check of what came
+//! out.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use anyhow::{Context, Result, bail};
-use etherparse::PacketBuilder;
+use anyhow::{Context, Result};
+use lb_common::conntrack::{TCP_ACK, TCP_SYN};
+use sluice_tests::xdp_lab::frames::{Frame, L3, L4, TCP_PSH};
 use sluice_tests::xdp_lab::{CLIENT_MAC, ETH0_MAC, Family, backend_index_of_mac, backend_ip};
-
-/// Ethernet header length: the IP header starts here (the bench sends no VLAN tags).
-const L3: usize = 14;
 
 /// What a frame carries at layer 4.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,31 +20,23 @@ pub enum Segment {
     Udp,
 }
 
-/// One frame from the client's MAC to eth0's, TTL 64.
+/// One frame from the client's MAC to eth0's, TTL 64, untagged (the bench sends no VLAN tags).
 pub fn frame(segment: Segment, src: SocketAddr, dst: SocketAddr) -> Result<Vec<u8>> {
-    let eth = PacketBuilder::ethernet2(CLIENT_MAC, ETH0_MAC);
-    let ip = match (src.ip(), dst.ip()) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), 64),
-        (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), 64),
-        _ => bail!("frame from {src} to {dst}: the address families differ"),
+    const PAYLOAD: &[u8] = b"sluice bench: 32 bytes of data.\n";
+    let (l4, tcp_flags, payload) = match segment {
+        Segment::Syn => (L4::Tcp, TCP_SYN, &[][..]),
+        Segment::TcpData => (L4::Tcp, TCP_ACK | TCP_PSH, PAYLOAD),
+        // UDP has no flags; the frame ignores them.
+        Segment::Udp => (L4::Udp, 0, PAYLOAD),
     };
-    let payload: &[u8] = b"sluice bench: 32 bytes of data.\n";
-    let mut out = Vec::new();
-    let (sport, dport) = (src.port(), dst.port());
-    let written = match segment {
-        Segment::Syn => ip
-            .tcp(sport, dport, 0x1234_5678, 64240)
-            .syn()
-            .write(&mut out, &[]),
-        Segment::TcpData => ip
-            .tcp(sport, dport, 0x1234_5678, 64240)
-            .ack(0x0abc_def0)
-            .psh()
-            .write(&mut out, payload),
-        Segment::Udp => ip.udp(sport, dport).write(&mut out, payload),
+    let frame = Frame {
+        tcp_flags,
+        payload: payload.to_vec(),
+        ..Frame::new(l4, src, dst)
     };
-    written.with_context(|| format!("building a {segment:?} frame from {src} to {dst}"))?;
-    Ok(out)
+    frame
+        .try_bytes()
+        .with_context(|| format!("building a {segment:?} frame from {src} to {dst}"))
 }
 
 /// The `seq`-th distinct client endpoint of a family: addresses in 10.1.0.0/16 or fd01::/64

@@ -1,5 +1,5 @@
-//! Just enough of an HTTP/1.1 client for the demo and the bench (the admin API, the demo's
-//! traffic): one request, its response read by `content-length`, chunks, or to the end of the
+//! Just enough of an HTTP/1.1 client for the agent's admin API (readiness, status, reload) and
+//! the demo's traffic: one request, its response read by `content-length`, chunks, or to the end of the
 //! stream. Plain TCP or TLS underneath.
 
 use std::io::{self, BufRead, BufReader, Read, Write};

@@ -1,6 +1,6 @@
-//! Test frames: built with etherparse (which computes every checksum from scratch), an
-//! independent checksum verifier, byte-level edits for malformed frames, and a frame
-//! comparison that names the first differing byte.
+//! The frames of the XDP packet tests and the XDP bench: built with etherparse (which computes
+//! every checksum from scratch), an independent checksum verifier, byte-level edits for
+//! malformed frames, and a frame comparison that names the first differing byte.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -8,8 +8,8 @@ use etherparse::{IpHeaders, Ipv4Header, Ipv6Header, PacketBuilder, VlanId};
 use lb_common::addr::{PROTO_TCP, PROTO_UDP};
 use lb_common::conntrack::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
-pub use crate::lab::L4;
-use crate::lab::{CLIENT_MAC, ETH0_MAC};
+pub use super::L4;
+use super::{CLIENT_MAC, ETH0_MAC};
 
 /// The TCP PSH flag (the conntrack rules ignore it).
 pub const TCP_PSH: u8 = 0x08;
@@ -51,7 +51,14 @@ impl Frame {
         }
     }
 
+    /// The frame's bytes; panics where [`Frame::try_bytes`] fails.
     pub fn bytes(&self) -> Vec<u8> {
+        self.try_bytes()
+            .unwrap_or_else(|e| panic!("building {self:?}: {e}"))
+    }
+
+    /// The frame's bytes, with every checksum computed.
+    pub fn try_bytes(&self) -> Result<Vec<u8>, FrameError> {
         let headers = match (self.src.ip(), self.dst.ip()) {
             (IpAddr::V4(s), IpAddr::V4(d)) => IpHeaders::Ipv4(
                 Ipv4Header {
@@ -60,7 +67,7 @@ impl Frame {
                     time_to_live: self.ttl,
                     options: self.ipv4_options[..]
                         .try_into()
-                        .unwrap_or_else(|e| panic!("IPv4 options of {self:?}: {e:?}")),
+                        .map_err(|_| FrameError::Ipv4Options(self.ipv4_options.len()))?,
                     ..Ipv4Header::default()
                 },
                 Default::default(),
@@ -74,13 +81,18 @@ impl Frame {
                 },
                 Default::default(),
             ),
-            _ => panic!("mixed address families in {self:?}"),
+            _ => {
+                return Err(FrameError::MixedFamilies {
+                    src: self.src,
+                    dst: self.dst,
+                });
+            }
         };
         let eth = PacketBuilder::ethernet2(self.src_mac, self.dst_mac);
         let ip = match self.vlan {
             None => eth.ip(headers),
             Some(id) => eth
-                .single_vlan(VlanId::try_new(id).unwrap_or_else(|e| panic!("{e}")))
+                .single_vlan(VlanId::try_new(id).map_err(|_| FrameError::VlanId(id))?)
                 .ip(headers),
         };
         let mut out = Vec::new();
@@ -108,9 +120,22 @@ impl Frame {
             }
             L4::Udp => ip.udp(sport, dport).write(&mut out, &self.payload),
         };
-        written.unwrap_or_else(|e| panic!("building {self:?}: {e}"));
-        out
+        written.map_err(FrameError::Build)?;
+        Ok(out)
     }
+}
+
+/// Why a [`Frame`] has no bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("{src} and {dst} are of different address families")]
+    MixedFamilies { src: SocketAddr, dst: SocketAddr },
+    #[error("{0} bytes of IPv4 options: not a multiple of 4 up to 40")]
+    Ipv4Options(usize),
+    #[error("VLAN id {0} is out of range")]
+    VlanId(u16),
+    #[error("writing the frame")]
+    Build(#[source] etherparse::err::packet::BuildWriteError),
 }
 
 impl Frame {
@@ -130,6 +155,7 @@ impl Frame {
     }
 }
 
+/// `ip:port`.
 pub fn sock(ip: impl Into<IpAddr>, port: u16) -> SocketAddr {
     SocketAddr::new(ip.into(), port)
 }
@@ -152,13 +178,14 @@ pub fn l4_offset(frame: &[u8]) -> usize {
 }
 
 /// One's-complement sum of `data` as big-endian words (odd tail padded with zero).
-fn ones_sum(data: &[u8]) -> u32 {
+pub fn ones_sum(data: &[u8]) -> u32 {
     data.chunks(2)
         .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
         .sum()
 }
 
-fn fold(mut sum: u32) -> u16 {
+/// Folds a one's-complement sum to 16 bits (0xffff: a checksummed range adds up).
+pub fn fold(mut sum: u32) -> u16 {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
