@@ -25,8 +25,10 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Starts `sluice --log-level warn run --detach-on-exit --config CONFIG` in `ns`, pinned
-    /// to `cpu` when given, its log in `log`, and waits until the admin API says it is ready.
+    /// Starts `sluice --log-level warn,sluice::access=info run --detach-on-exit --config
+    /// CONFIG` in `ns`, pinned to `cpu` when given, its log in `log`, and waits until the admin
+    /// API says it is ready. Access lines stay on (the log level would drop them): the other
+    /// proxies are measured with theirs, and an operator runs Sluice with them.
     pub fn start(
         sluice: &Path,
         ns: &Netns,
@@ -36,7 +38,7 @@ impl Agent {
     ) -> Result<Agent> {
         // Its own pin folder, removed at exit: the next part's agent starts fresh.
         let options = AgentOptions::new(sluice)
-            .log_level("warn")
+            .log_level("warn,sluice::access=info")
             .cpu(cpu)
             .detach_on_exit()
             .own_process_group()

@@ -1,4 +1,4 @@
-//! The L7 contenders' configs, written so each does the same work: one worker, no access log,
+//! The L7 contenders' configs, written so each does the same work: one worker, an access log,
 //! HTTP/1.1 on [`H1_PORT`], HTTP/2 with prior knowledge on [`H2C_PORT`], TLS (the same
 //! self-signed certificate) on [`TLS_PORT`], every request forwarded to one keep-alive pool
 //! of the same backend with `X-Forwarded-For/-Proto/-Host` set, as Sluice does.
@@ -23,6 +23,9 @@ pub const GATEWAY_PORT: u16 = 8084;
 pub const ROUTES_PORT: u16 = 8085;
 /// The routes on [`ROUTES_PORT`].
 pub const ROUTES: usize = 10_000;
+/// Sluice's access lines go to a file beside its config, as nginx's do (its default text
+/// line, the access log being on by default).
+const ACCESS_LOG: &str = "[log]\naccess_log_file = \"sluice-access.log\"\n";
 /// The gateway's key set, beside the config file.
 pub const JWKS_FILE: &str = "jwks.json";
 pub const BACKEND_PORT: u16 = 9001;
@@ -135,6 +138,7 @@ forward = {{ pool = \"backend\" }}
         "[admin]
 listen = \"{ADMIN}\"
 
+{ACCESS_LOG}
 [[certificate]]
 name = \"bench\"
 cert = \"{cert}\"
@@ -172,6 +176,7 @@ pub fn sluice_many_routes() -> String {
         "[admin]
 listen = \"{ADMIN}\"
 
+{ACCESS_LOG}
 [[pool]]
 name = \"backend\"
 health_check = {{ kind = \"none\" }}

@@ -22,7 +22,7 @@ use self::cases::{Case, generate};
 pub use self::load::Load;
 pub use self::report::markdown;
 use crate::bench::agent::{Agent, Running};
-use crate::bench::compare::{Contender, median_of, order, ratio};
+use crate::bench::compare::{Contender, median, median_of, order, ratio};
 use crate::bench::process::{Daemon, wait_listening};
 use crate::bench::{interrupt, write};
 use crate::shell::step;
@@ -126,11 +126,12 @@ const METHOD: &str = "one namespace, loopback; the proxy pinned to proxy_cpu (Sl
     runtime sizes itself from the affinity: one worker; nginx: worker_processes 1; HAProxy: \
     nbthread 1), load generator and backend (nginx, one worker, fixed 23-byte body) pinned to \
     load_cpu; every proxy forwards to one keep-alive pool of that backend and sets \
-    X-Forwarded-For/-Proto/-Host; access logs on, as each ships (Sluice: its default line \
-    to stderr; nginx: the combined format to a file; HAProxy: httplog to stdout), written to \
-    files; each run starts the proxy afresh, warms it \
-    up with the same load, then measures; rounds interleave the contenders (order rotated each \
-    round); medians over rounds. h2c: p50/p99 from h2load's per-request log. TLS: RSA-2048 \
+    X-Forwarded-For/-Proto/-Host; access logs on, as each ships (Sluice: its default text \
+    line to a file ([log] access_log_file); nginx: the combined format to a file; HAProxy: \
+    httplog to stdout, written to a file); each run starts the proxy afresh, warms it \
+    up with the same load, then measures; each round runs every case, and within a case \
+    every contender (order rotated each round); medians over rounds; Sluice's ratios between \
+    its own cases (filter chain, 10,000 routes) are medians of per-round ratios. h2c: p50/p99 from h2load's per-request log. TLS: RSA-2048 \
     self-signed (the server's signature is the costly step of a full handshake; with ECDSA the \
     client's verification would be), TLS 1.2 and 1.3 offered; wrk offers to resume its session \
     and the check after each run says whether the proxy did (all three do by default: session \
@@ -167,11 +168,15 @@ pub fn run(opts: &Options) -> Result<L7Report> {
                 .is_none_or(|f| c.name().to_lowercase().contains(&f.to_lowercase()))
         })
         .collect();
-    let mut reports = Vec::new();
-    for case in cases {
-        step("Measuring", &format!("L7: {}", case.name()));
-        let mut runs: BTreeMap<usize, Vec<Run>> = BTreeMap::new();
-        for round in 0..opts.rounds {
+    // Rounds outermost: each round runs every case, so the ratios between cases (the filter
+    // chain's, the route table's) compare runs minutes apart at most, not a whole part apart.
+    let mut runs: BTreeMap<(usize, usize), Vec<Run>> = BTreeMap::new();
+    for round in 0..opts.rounds {
+        for (case_index, &case) in cases.iter().enumerate() {
+            step(
+                "Measuring",
+                &format!("L7 round {}/{}: {}", round + 1, opts.rounds, case.name()),
+            );
             for (index, contender) in order(&indexed(&opts.contenders), round) {
                 if case.sluice_only() && contender != Contender::Sluice {
                     continue;
@@ -191,15 +196,18 @@ pub fn run(opts: &Options) -> Result<L7Report> {
                     run.peak_memory_kib as f64 / 1024.0,
                     run.load.errors + run.load.non_2xx,
                 );
-                runs.entry(index).or_default().push(run);
+                runs.entry((case_index, index)).or_default().push(run);
             }
         }
+    }
+    let mut reports = Vec::new();
+    for (case_index, &case) in cases.iter().enumerate() {
         let contenders = opts
             .contenders
             .iter()
             .enumerate()
             .filter(|(_, c)| !case.sluice_only() || **c == Contender::Sluice)
-            .map(|(i, &c)| summarise(c, runs.remove(&i).unwrap_or_default()))
+            .map(|(i, &c)| summarise(c, runs.remove(&(case_index, i)).unwrap_or_default()))
             .collect();
         let load_generator = case
             .invocation(
@@ -220,12 +228,8 @@ pub fn run(opts: &Options) -> Result<L7Report> {
     }
     // Killed if it lingers past the grace period; every figure is taken by now.
     let _ = backend.stop(Duration::from_secs(3));
-    let gateway_versus_plain = sluice_rps(&reports, Case::Gateway)
-        .zip(sluice_rps(&reports, Case::KeepAlive))
-        .map(|(gateway, plain)| gateway / plain);
-    let last_of_many_routes_versus_one = sluice_rps(&reports, Case::RoutesLast)
-        .zip(sluice_rps(&reports, Case::KeepAlive))
-        .map(|(last, one)| last / one);
+    let gateway_versus_plain = sluice_ratio(&reports, Case::Gateway, Case::KeepAlive);
+    let last_of_many_routes_versus_one = sluice_ratio(&reports, Case::RoutesLast, Case::KeepAlive);
     Ok(L7Report {
         gateway_versus_plain,
         last_of_many_routes_versus_one,
@@ -240,15 +244,27 @@ pub fn run(opts: &Options) -> Result<L7Report> {
     })
 }
 
-/// Sluice's median req/s in `case`, if it was measured.
-fn sluice_rps(reports: &[CaseReport], case: Case) -> Option<f64> {
-    reports
+/// The median over rounds of Sluice's req/s in `case` over its req/s in `base` in the same
+/// round, if both were measured.
+fn sluice_ratio(reports: &[CaseReport], case: Case, base: Case) -> Option<f64> {
+    let runs = |case: Case| {
+        reports
+            .iter()
+            .find(|r| r.name == case.name())?
+            .contenders
+            .iter()
+            .find(|c| c.contender == Contender::Sluice)
+            .map(|c| &c.runs)
+    };
+    let (ours, base) = (runs(case)?, runs(base)?);
+    let ratios: Vec<f64> = ours
         .iter()
-        .find(|r| r.name == case.name())?
-        .contenders
-        .iter()
-        .find(|c| c.contender == Contender::Sluice)?
-        .rps
+        .filter_map(|run| {
+            let same_round = base.iter().find(|b| b.round == run.round)?;
+            (same_round.load.rps > 0.0).then(|| run.load.rps / same_round.load.rps)
+        })
+        .collect();
+    median(&ratios)
 }
 
 /// A key set beside the config for the gateway case, and a token it verifies (valid for a
