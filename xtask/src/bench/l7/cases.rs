@@ -19,6 +19,8 @@ const S_TIME_SHARE: u32 = 4;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Case {
     KeepAlive,
+    /// Keep-alive with every contender's access log off.
+    KeepAliveQuiet,
     Close,
     H2c,
     Tls,
@@ -32,8 +34,9 @@ pub enum Case {
 }
 
 impl Case {
-    pub const ALL: [Case; 8] = [
+    pub const ALL: [Case; 9] = [
         Case::KeepAlive,
+        Case::KeepAliveQuiet,
         Case::Gateway,
         Case::RoutesFirst,
         Case::RoutesLast,
@@ -46,6 +49,7 @@ impl Case {
     pub fn name(self) -> &'static str {
         match self {
             Case::KeepAlive => "HTTP/1.1 keep-alive",
+            Case::KeepAliveQuiet => "HTTP/1.1 keep-alive, access log off",
             Case::Close => "HTTP/1.1 new connection per request",
             Case::H2c => "HTTP/2 (h2c, prior knowledge)",
             Case::Tls => "HTTPS new connection per request (wrk, resumption offered)",
@@ -63,6 +67,7 @@ impl Case {
     pub fn port(self) -> u16 {
         match self {
             Case::KeepAlive | Case::Close => configs::H1_PORT,
+            Case::KeepAliveQuiet => configs::QUIET_PORT,
             Case::H2c => configs::H2C_PORT,
             Case::Tls | Case::TlsFull => configs::TLS_PORT,
             Case::Gateway => configs::GATEWAY_PORT,
@@ -86,7 +91,7 @@ impl Case {
     ) -> Invocation {
         let (host, c) = (configs::HOST, opts.connections);
         match self {
-            Case::KeepAlive => load::wrk(
+            Case::KeepAlive | Case::KeepAliveQuiet => load::wrk(
                 c,
                 duration,
                 false,

@@ -1,6 +1,7 @@
 //! The L7 contenders' configs, written so each does the same work: one worker, an access log,
 //! HTTP/1.1 on [`H1_PORT`], HTTP/2 with prior knowledge on [`H2C_PORT`], TLS (the same
-//! self-signed certificate) on [`TLS_PORT`], every request forwarded to one keep-alive pool
+//! self-signed certificate) on [`TLS_PORT`], HTTP/1.1 with the access log off on
+//! [`QUIET_PORT`], every request forwarded to one keep-alive pool
 //! of the same backend with `X-Forwarded-For/-Proto/-Host` set, as Sluice does.
 
 use std::fmt::Write as _;
@@ -19,6 +20,8 @@ pub const H2C_PORT: u16 = 8082;
 pub const TLS_PORT: u16 = 8443;
 /// Sluice only: the keep-alive route behind a filter chain.
 pub const GATEWAY_PORT: u16 = 8084;
+/// HTTP/1.1 again, with the access log off (every contender).
+pub const QUIET_PORT: u16 = 8086;
 /// Sluice only: a virtual host of [`ROUTES`] prefix routes.
 pub const ROUTES_PORT: u16 = 8085;
 /// The routes on [`ROUTES_PORT`].
@@ -111,10 +114,10 @@ request_id = {}
 /// service again with a filter chain (gateway).
 pub fn sluice(cert: &Certificate) -> String {
     let service = |name: &str, port: u16, tls: &str| {
-        let filters = if name == "gateway" {
-            GATEWAY_FILTERS
-        } else {
-            ""
+        let filters = match name {
+            "gateway" => GATEWAY_FILTERS,
+            "quiet" => "access_log = false\n",
+            _ => "",
         };
         format!(
             "[[service]]
@@ -152,13 +155,15 @@ backend = [{{ address = \"{HOST}\", port = {BACKEND_PORT} }}]
 {h1}
 {h2c}
 {tls}
-{gateway}",
+{gateway}
+{quiet}",
         cert = cert.cert.display(),
         key = cert.key.display(),
         h1 = service("h1", H1_PORT, ""),
         h2c = service("h2c", H2C_PORT, ""),
         tls = service("tls", TLS_PORT, "tls = { certificates = [\"bench\"] }\n"),
         gateway = service("gateway", GATEWAY_PORT, ""),
+        quiet = service("quiet", QUIET_PORT, ""),
     )
 }
 
@@ -236,6 +241,19 @@ http {{
       proxy_set_header X-Forwarded-Host $host;
     }}
   }}
+  server {{
+    listen {HOST}:{QUIET_PORT} backlog=4096;
+    keepalive_requests 10000000;
+    access_log off;
+    location / {{
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $host;
+    }}
+  }}
 }}
 ",
         dir = dir.display(),
@@ -270,6 +288,13 @@ frontend bench
   bind {HOST}:{TLS_PORT} ssl crt {combined} alpn h2,http/1.1
   http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}
   http-request set-header X-Forwarded-Proto http if !{{ ssl_fc }}
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  default_backend backend
+
+frontend quiet
+  no log
+  bind {HOST}:{QUIET_PORT}
+  http-request set-header X-Forwarded-Proto http
   http-request set-header X-Forwarded-Host %[req.hdr(host)]
   default_backend backend
 

@@ -128,7 +128,9 @@ const METHOD: &str = "one namespace, loopback; the proxy pinned to proxy_cpu (Sl
     load_cpu; every proxy forwards to one keep-alive pool of that backend and sets \
     X-Forwarded-For/-Proto/-Host; access logs on, as each ships (Sluice: its default text \
     line to a file ([log] access_log_file); nginx: the combined format to a file; HAProxy: \
-    httplog to stdout, written to a file); each run starts the proxy afresh, warms it \
+    httplog to stdout, written to a file), except in the 'access log off' case, where each \
+    turns its own off for that port (Sluice: access_log = false; nginx: access_log off; \
+    HAProxy: no log); each run starts the proxy afresh, warms it \
     up with the same load, then measures; each round runs every case, and within a case \
     every contender (order rotated each round); medians over rounds; Sluice's ratios between \
     its own cases (filter chain, 10,000 routes) are medians of per-round ratios. h2c: p50/p99 from h2load's per-request log. TLS: RSA-2048 \
