@@ -81,8 +81,27 @@ pub enum DataplaneError {
         source: ProgramError,
     },
 
-    #[error("{0}")]
-    Preflight(String),
+    #[error(
+        "this kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing); Sluice needs \
+         Linux >= 5.15 built with CONFIG_DEBUG_INFO_BTF=y"
+    )]
+    NoBtf,
+
+    #[error(
+        "missing capabilities {}: run as root, or `setcap \
+         cap_bpf,cap_net_admin,cap_perfmon+ep` on the sluice binary (add \
+         cap_net_bind_service for L7 ports below 1024; docs/capabilities.md)",
+        .missing.join(", ")
+    )]
+    MissingCapabilities { missing: Vec<&'static str> },
+
+    /// `sysctls`: the forwarding switches that are off, as `sysctl` names them.
+    #[error(
+        "L4 services need IP forwarding, which is off: {}. Enable it (e.g. `sysctl -w {}=1`)",
+        .sysctls.join(", "),
+        .sysctls.first().map_or("", String::as_str)
+    )]
+    ForwardingOff { sysctls: Vec<String> },
 
     #[error("updating the kernel maps")]
     Sync(#[from] super::sync::SyncError),

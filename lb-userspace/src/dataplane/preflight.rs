@@ -18,11 +18,7 @@ const CAP_BPF: u32 = 39;
 /// memlock limit for kernels that still charge BPF maps to it.
 pub fn preflight() -> Result<(), DataplaneError> {
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-        return Err(DataplaneError::Preflight(
-            "this kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing); Sluice needs \
-             Linux >= 5.15 built with CONFIG_DEBUG_INFO_BTF=y"
-                .into(),
-        ));
+        return Err(DataplaneError::NoBtf);
     }
     if let Some(caps) = effective_capabilities() {
         let has = |cap: u32| caps & (1u64 << cap) != 0;
@@ -38,12 +34,7 @@ pub fn preflight() -> Result<(), DataplaneError> {
             missing.push("CAP_PERFMON");
         }
         if !missing.is_empty() {
-            return Err(DataplaneError::Preflight(format!(
-                "missing capabilities {}: run as root, or `setcap \
-                 cap_bpf,cap_net_admin,cap_perfmon+ep` on the sluice binary (add \
-                 cap_net_bind_service for L7 ports below 1024; docs/capabilities.md)",
-                missing.join(", ")
-            )));
+            return Err(DataplaneError::MissingCapabilities { missing });
         }
     }
     raise_memlock_limit();
@@ -120,17 +111,12 @@ pub fn forwarding(config: &Config) -> Result<(), DataplaneError> {
     if v6 && sysctl_on("net/ipv6/conf/all/forwarding") == Some(false) {
         off.push("net/ipv6/conf/all/forwarding".into());
     }
-    match off.first() {
-        None => Ok(()),
-        Some(first) => {
-            let keys: Vec<String> = off.iter().map(|k| k.replace('/', ".")).collect();
-            Err(DataplaneError::Preflight(format!(
-                "L4 services need IP forwarding, which is off: {}. Enable it (e.g. `sysctl -w {}=1`)",
-                keys.join(", "),
-                first.replace('/', ".")
-            )))
-        }
+    if off.is_empty() {
+        return Ok(());
     }
+    Err(DataplaneError::ForwardingOff {
+        sysctls: off.iter().map(|k| k.replace('/', ".")).collect(),
+    })
 }
 
 /// A boolean sysctl under /proc/sys; `None` when it does not exist (e.g. the interface is
@@ -138,4 +124,32 @@ pub fn forwarding(config: &Config) -> Result<(), DataplaneError> {
 fn sysctl_on(key: &str) -> Option<bool> {
     let value = std::fs::read_to_string(format!("/proc/sys/{key}")).ok()?;
     Some(value.trim() != "0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DataplaneError;
+
+    #[test]
+    fn refusals_say_what_is_missing_and_how_to_fix_it() {
+        let off = DataplaneError::ForwardingOff {
+            sysctls: vec![
+                "net.ipv4.ip_forward".into(),
+                "net.ipv6.conf.all.forwarding".into(),
+            ],
+        };
+        assert_eq!(
+            off.to_string(),
+            "L4 services need IP forwarding, which is off: net.ipv4.ip_forward, \
+             net.ipv6.conf.all.forwarding. Enable it (e.g. `sysctl -w net.ipv4.ip_forward=1`)"
+        );
+        let caps = DataplaneError::MissingCapabilities {
+            missing: vec!["CAP_BPF", "CAP_PERFMON"],
+        };
+        assert!(
+            caps.to_string()
+                .starts_with("missing capabilities CAP_BPF, CAP_PERFMON: run as root"),
+            "{caps}"
+        );
+    }
 }

@@ -69,21 +69,18 @@ impl GrpcProbe {
                     Ok(data) if message.len() + data.len() <= MAX_ANSWER_BYTES => {
                         message.extend_from_slice(&data);
                     }
-                    Ok(_) => return Err(ProbeError::Grpc("answer too long".into())),
+                    Ok(_) => return Err(ProbeError::GrpcAnswerTooLong),
                     Err(frame) => trailers = frame.into_trailers().ok(),
                 }
             }
             // A trailers-only answer carries its status in the headers.
             let code = grpc_status(trailers.as_ref().unwrap_or(&head.headers));
             if code != Some(0) {
-                return Err(ProbeError::Grpc(format!("grpc-status {code:?}")));
+                return Err(ProbeError::GrpcStatus { code });
             }
             match serving_status(&message) {
                 Some(SERVING) => Ok(()),
-                other => Err(ProbeError::Grpc(format!(
-                    "serving status {} (SERVING is 1)",
-                    other.map_or("missing".to_owned(), |s| s.to_string())
-                ))),
+                status => Err(ProbeError::NotServing { status }),
             }
         };
         drive(exchange, connection).await

@@ -44,8 +44,12 @@ pub enum ProbeError {
     Body { needle: String, limit: usize },
     #[error("the probe request cannot be built: {reason}")]
     Request { reason: String },
-    #[error("gRPC health check failed: {0}")]
-    Grpc(String),
+    #[error("gRPC health check failed: answer too long")]
+    GrpcAnswerTooLong,
+    #[error("gRPC health check failed: grpc-status {code:?}")]
+    GrpcStatus { code: Option<u32> },
+    #[error("gRPC health check failed: serving status {} (SERVING is 1)", .status.map_or("missing".to_owned(), |s| s.to_string()))]
+    NotServing { status: Option<u64> },
 }
 
 /// A ready-to-run probe of one backend.
