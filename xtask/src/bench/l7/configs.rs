@@ -218,7 +218,9 @@ daemon off;
 pid {dir}/nginx.pid;
 events {{ worker_connections 8192; }}
 http {{
-  access_log {dir}/nginx-access.log;
+  # No access line for requests to the quiet port.
+  map $server_port $logged {{ {QUIET_PORT} 0; default 1; }}
+  access_log {dir}/nginx-access.log combined if=$logged;
   upstream backend {{
     server {HOST}:{BACKEND_PORT};
     keepalive 128;
@@ -228,23 +230,11 @@ http {{
     listen {HOST}:{H1_PORT} backlog=4096;
     listen {HOST}:{H2C_PORT} http2 backlog=4096;
     listen {HOST}:{TLS_PORT} ssl http2 backlog=4096;
+    listen {HOST}:{QUIET_PORT} backlog=4096;
     ssl_certificate {cert};
     ssl_certificate_key {key};
     ssl_protocols TLSv1.2 TLSv1.3;
     keepalive_requests 10000000;
-    location / {{
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection \"\";
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto $scheme;
-      proxy_set_header X-Forwarded-Host $host;
-    }}
-  }}
-  server {{
-    listen {HOST}:{QUIET_PORT} backlog=4096;
-    keepalive_requests 10000000;
-    access_log off;
     location / {{
       proxy_pass http://backend;
       proxy_http_version 1.1;
