@@ -31,6 +31,9 @@ pub fn gateway_lab() -> (Lab, Backend, SocketAddr) {
     (lab, app, local(8080))
 }
 
+/// Longer than the access-log writer's flush interval (100 ms), with room for a busy machine.
+const ACCESS_LOG_FLUSH_WAIT: Duration = Duration::from_millis(400);
+
 /// A namespace with the agent running in it; everything talks over its loopback.
 pub struct Lab {
     /// The namespace: run clients with [`Lab::run`], start backends with [`Backend::start`].
@@ -83,8 +86,11 @@ impl Lab {
         self.ns.spawn_task(future).join()
     }
 
-    /// Everything the agent logged so far.
+    /// Everything the agent logged so far, access lines of requests already answered
+    /// included: the access log's writer flushes its batch at least every 100 ms, so the read
+    /// waits out a few of those first.
     pub fn log(&self) -> String {
+        std::thread::sleep(ACCESS_LOG_FLUSH_WAIT);
         self.agent
             .as_ref()
             .map(SluiceAgent::log)
