@@ -27,6 +27,7 @@ use tracing::{debug, warn};
 
 use super::client_cert::ClientIdentity;
 use super::conn_io::{ConnIo, ConnShared, LocalAnswers};
+use super::h2_streams;
 use super::handle;
 use super::prefixed::Prefixed;
 use super::state::ListenerState;
@@ -271,7 +272,7 @@ impl Connection {
         let client = self.client;
         let result = if h2 {
             let conn = self.state.http2.serve_connection(io, service);
-            drive(conn, |c| c.graceful_shutdown(), stop).await
+            h2_streams::serve(drive(conn, |c| c.graceful_shutdown(), stop)).await
         } else {
             let conn = self
                 .state

@@ -20,6 +20,7 @@ mod exchange;
 mod filter;
 mod forward;
 mod grpc;
+mod h2_streams;
 mod handle;
 pub mod inspect;
 mod latency;

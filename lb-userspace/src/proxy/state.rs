@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use http::HeaderName;
 use hyper::server::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use tokio_rustls::TlsAcceptor;
 
 use super::conn_io::Timeouts;
 use super::filter::{BuiltFilters, FilterBuildError};
+use super::h2_streams::StreamExecutor;
 use super::route::{RouteError, RouteTable};
 use super::stats::{ListenerStats, StatsRegistry};
 use super::tls::{self, TlsError};
@@ -63,7 +64,7 @@ pub struct ListenerState {
     /// HTTP/1.1 connection settings.
     pub http1: http1::Builder,
     /// HTTP/2 connection settings.
-    pub http2: http2::Builder<TokioExecutor>,
+    pub http2: http2::Builder<StreamExecutor>,
 }
 
 impl ListenerState {
@@ -171,7 +172,7 @@ pub enum BuildError {
     ClientCertHeader(String),
 }
 
-fn builders(limits: &Limits) -> (http1::Builder, http2::Builder<TokioExecutor>) {
+fn builders(limits: &Limits) -> (http1::Builder, http2::Builder<StreamExecutor>) {
     let header_bytes = limits.max_request_header_bytes as usize;
     let read_buffer = DEFAULT_READ_BUFFER.max(header_bytes + MIN_READ_BUFFER);
 
@@ -183,7 +184,7 @@ fn builders(limits: &Limits) -> (http1::Builder, http2::Builder<TokioExecutor>) 
         .max_header_size(header_bytes)
         .max_buf_size(read_buffer);
 
-    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    let mut h2 = http2::Builder::new(StreamExecutor);
     h2.timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
         .max_header_list_size(limits.h2_max_header_list_bytes)
