@@ -46,19 +46,19 @@ pub fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
 /// `Proxy-*`, `TE` (except `TE: trailers`), `Trailer`, `Transfer-Encoding` and `Upgrade`.
 /// With `upgrade`, `Upgrade` stays and `Connection: upgrade` is set again.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // One pass over the names decides whether there is anything to do: most requests carry
-    // no hop-by-hop header at all, and then no removal (a hash lookup each) is paid.
-    let mut hop_by_hop = false;
+    // One pass over the names finds which fixed hop-by-hop headers are there: most requests
+    // carry none and most responses only `Connection`, and each removal is a hash lookup.
+    let mut present = 0u8;
     let mut other_proxy: Vec<HeaderName> = Vec::new();
     for name in headers.keys() {
-        if is_hop_by_hop(name) {
-            hop_by_hop = true;
+        if let Some(bit) = hop_by_hop_bit(name) {
+            present |= bit;
         } else if name.as_str().starts_with("proxy-") {
             other_proxy.push(name.clone());
         }
     }
-    if hop_by_hop {
-        remove_hop_by_hop(headers, upgrade);
+    if present != 0 {
+        remove_hop_by_hop(headers, upgrade, present);
     }
     for name in &other_proxy {
         headers.remove(name);
@@ -68,8 +68,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// The fixed hop-by-hop headers (`Proxy-*` beyond the two standard ones aside).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+/// The fixed hop-by-hop headers (`Proxy-*` beyond the two standard ones aside); a header's
+/// bit in `strip_hop_by_hop`'s set is `1 << its index`.
+fn hop_by_hop() -> [&'static HeaderName; 8] {
     [
         &CONNECTION,
         &KEEP_ALIVE,
@@ -80,24 +81,36 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         &TRANSFER_ENCODING,
         &UPGRADE,
     ]
-    .contains(&name)
 }
 
-fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+fn hop_by_hop_bit(name: &HeaderName) -> Option<u8> {
+    hop_by_hop()
+        .iter()
+        .position(|h| *h == name)
+        .map(|index| 1 << index)
+}
+
+/// Removes the fixed hop-by-hop headers in `present` (bits as in [`hop_by_hop`]) and the
+/// headers `Connection` names.
+fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool, present: u8) {
+    let has = |name: &HeaderName| hop_by_hop_bit(name).is_some_and(|bit| present & bit != 0);
     // Headers named by Connection go too (except the ones kept for an upgrade).
     let mut named: Vec<HeaderName> = Vec::new();
-    for value in headers.get_all(CONNECTION) {
-        let Ok(value) = value.to_str() else { continue };
-        for token in value.split(',').map(str::trim) {
-            // The usual tokens name no header worth a lookup (keep-alive goes anyway).
-            let common = ["close", "keep-alive"]
-                .iter()
-                .any(|t| token.eq_ignore_ascii_case(t));
-            if token.is_empty() || common || (upgrade && token.eq_ignore_ascii_case("upgrade")) {
-                continue;
-            }
-            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                named.push(name);
+    if has(&CONNECTION) {
+        for value in headers.get_all(CONNECTION) {
+            let Ok(value) = value.to_str() else { continue };
+            for token in value.split(',').map(str::trim) {
+                // The usual tokens name no header worth a lookup (keep-alive goes anyway).
+                let common = ["close", "keep-alive"]
+                    .iter()
+                    .any(|t| token.eq_ignore_ascii_case(t));
+                if token.is_empty() || common || (upgrade && token.eq_ignore_ascii_case("upgrade"))
+                {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    named.push(name);
+                }
             }
         }
     }
@@ -106,25 +119,18 @@ fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             headers.remove(name);
         }
     }
-    let te_trailers = headers
-        .get(TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    for name in [
-        &CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_AUTHENTICATE,
-        &PROXY_AUTHORIZATION,
-        &TE,
-        &TRAILER,
-        &TRANSFER_ENCODING,
-    ] {
-        headers.remove(name);
+    let te_trailers = has(&TE)
+        && headers
+            .get(TE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    for (index, name) in hop_by_hop().into_iter().enumerate() {
+        let kept = upgrade && *name == UPGRADE;
+        if present & (1 << index) != 0 && !kept {
+            headers.remove(name);
+        }
     }
     if te_trailers {
         headers.insert(TE, HeaderValue::from_static("trailers"));
-    }
-    if !upgrade {
-        headers.remove(UPGRADE);
     }
 }
 

@@ -106,7 +106,7 @@ fn from_authority(authority: &Authority) -> Result<HeaderValue, HeadError> {
 /// A `Host` value that is `host[:port]` (or empty, which HTTP/1.1 allows when the target
 /// has no authority).
 fn checked_host(value: &HeaderValue) -> Result<HeaderValue, HeadError> {
-    if value.is_empty() {
+    if value.is_empty() || is_plain_host(value.as_bytes()) {
         return Ok(value.clone());
     }
     let authority = Authority::try_from(value.as_bytes()).map_err(|_| HeadError::InvalidHost)?;
@@ -121,6 +121,24 @@ fn checked_host(value: &HeaderValue) -> Result<HeaderValue, HeadError> {
         return Err(HeadError::InvalidHost);
     }
     Ok(value.clone())
+}
+
+/// The usual Host, checked without parsing an authority (which copies it): a name or IPv4
+/// address of letters, digits, dots and dashes, then at most a port that fits in 16 bits.
+/// Anything else takes the full check.
+fn is_plain_host(host: &[u8]) -> bool {
+    let (name, port) = match host.iter().position(|&b| b == b':') {
+        Some(colon) => (&host[..colon], &host[colon + 1..]),
+        None => (host, &[][..]),
+    };
+    let port_ok = port.len() <= 5
+        && port.iter().all(u8::is_ascii_digit)
+        && port.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) <= u32::from(u16::MAX);
+    !name.is_empty()
+        && name
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && port_ok
 }
 
 #[cfg(test)]
@@ -190,6 +208,33 @@ mod tests {
         }
         let mut r = request(Version::HTTP_10, "/", &[]);
         assert_eq!(prepare(&mut r, PATHS).expect("1.0 needs no Host"), "");
+    }
+
+    /// The quick check accepts only what the full one accepts, and leaves it the rest.
+    #[test]
+    fn the_quick_host_check_agrees_with_the_full_one() {
+        let plain = [
+            "a",
+            "a.example",
+            "a.example:80",
+            "a.example:",
+            "10.0.0.1:65535",
+            "x-y",
+        ];
+        for host in plain {
+            assert!(is_plain_host(host.as_bytes()), "{host}");
+            let value = HeaderValue::from_static(host);
+            assert!(checked_host(&value).is_ok(), "{host}");
+        }
+        for host in [
+            "a:65536", "a:123456", "[::1]:80", "a:b", ":80", "a_b", "a b", "u@a", "a:1:2",
+        ] {
+            assert!(!is_plain_host(host.as_bytes()), "{host}");
+        }
+        for bad in ["a:65536", "a:123456", "a:b", "u@a", "a:1:2"] {
+            let value = HeaderValue::from_static(bad);
+            assert!(checked_host(&value).is_err(), "{bad}");
+        }
     }
 
     #[test]
