@@ -101,6 +101,10 @@ pub struct BenchArgs {
     /// (e.g. to compare two builds).
     #[arg(long, value_name = "PATH")]
     sluice: Option<PathBuf>,
+    /// xdp: bench this XDP object (`lb-ebpf`) instead of building one
+    /// (e.g. to time a saved build beside the current one).
+    #[arg(long, value_name = "PATH")]
+    ebpf: Option<PathBuf>,
     /// xdp: measure Katran beside Sluice: a Katran source tree (the folder holding
     /// `katran/lib/bpf/`, built here with clang-14 and llc-14) or a built `balancer.bpf.o`
     /// [default: $SLUICE_BENCH_KATRAN; neither: no Katran column].
@@ -127,7 +131,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         args.parts.clone()
     };
     let (cpu, load_cpu) = pick_cpus(args.cpu, args.load_cpu)?;
-    let object = ebpf::build()?;
+    let object = match &args.ebpf {
+        Some(path) if path.is_file() => path.clone(),
+        Some(path) => bail!("--ebpf {}: no such file", path.display()),
+        None => ebpf::build()?,
+    };
     let sluice = match &args.sluice {
         Some(path) if path.is_file() => Some(path.clone()),
         Some(path) => bail!("--sluice {}: no such file", path.display()),
