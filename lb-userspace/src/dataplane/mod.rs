@@ -99,21 +99,22 @@ impl Dataplane {
             .iter()
             .map(|name| (*name, pins.map(name)))
             .collect();
-        let table = conntrack::size_for_this_machine(settings.conntrack_entries);
+        // One LRU list for all CPUs (see the program's maps): the table holds what was asked.
+        let entries = settings.conntrack_entries;
         if let Some(pinned) = pins.max_entries(lb_common::maps::CONNTRACK)
             && adopting
-            && pinned != table.max_entries
+            && pinned != entries
         {
             warn!(
                 pinned,
-                wanted = table.max_entries,
+                wanted = entries,
                 "the running data path's connection table keeps its size; [dataplane]                  conntrack_entries takes effect after `sluice detach` (which drops established                  flows) and a start"
             );
         }
         let mut loader = EbpfLoader::new();
         loader.map_max_entries(lb_common::maps::MAGLEV_RINGS, ring_capacity);
-        loader.map_max_entries(lb_common::maps::CONNTRACK, table.max_entries);
-        loader.map_max_entries(lb_common::maps::NAT_REVERSE, table.max_entries);
+        loader.map_max_entries(lb_common::maps::CONNTRACK, entries);
+        loader.map_max_entries(lb_common::maps::NAT_REVERSE, entries);
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
@@ -138,9 +139,7 @@ impl Dataplane {
         }
         maps.set_setting(SETTING_VIP_ECHO, settings.vip_echo.setting())?;
         info!(
-            entries = table.max_entries,
-            per_cpu = table.per_cpu,
-            possible_cpus = table.cpus,
+            entries,
             timeouts = ?settings.timeouts,
             limits = ?settings.flood,
             "connection table"
