@@ -61,6 +61,14 @@ pub fn window_admits(window: &mut NewFlowWindow, now_ns: u64, limit: u32) -> boo
     limit == 0 || window.count <= u64::from(limit)
 }
 
+/// Whether [`window_admits`] would admit one more flow at `now_ns`, without counting it.
+#[inline(always)]
+pub fn window_would_admit(window: &NewFlowWindow, now_ns: u64, limit: u32) -> bool {
+    limit == 0
+        || now_ns.saturating_sub(window.start_ns) >= SECOND_NS
+        || window.count < u64::from(limit)
+}
+
 /// A full bucket of `burst` tokens for a source seen for the first time at `now_ns`.
 #[inline(always)]
 pub const fn full_bucket(burst: u32, now_ns: u64) -> TokenBucket {
@@ -102,6 +110,19 @@ mod tests {
         assert_eq!(admitted, 3);
         assert!(window_admits(&mut w, t + SECOND_NS, 3), "a new second");
         assert!((0..100).all(|_| window_admits(&mut w, t, 0)), "0: no limit");
+    }
+
+    #[test]
+    fn would_admit_says_what_admits_does_without_counting() {
+        let mut w = NewFlowWindow::default();
+        let t = 5 * SECOND_NS;
+        for now in [t, t, t, t, t + SECOND_NS / 2, t + SECOND_NS, t + SECOND_NS] {
+            let before = w;
+            let predicted = window_would_admit(&w, now, 2);
+            assert_eq!(w, before, "no count");
+            assert_eq!(window_admits(&mut w, now, 2), predicted, "at {now}");
+        }
+        assert!(window_would_admit(&w, t, 0), "0: no limit");
     }
 
     #[test]

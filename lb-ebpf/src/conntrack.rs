@@ -1,6 +1,7 @@
 //! The connection table on the data path: an entry's idle and closing timeouts, its state as
 //! TCP packets go by, the entries of new flows, and the source port a NAT backend sees.
 
+use aya_ebpf::bindings::BPF_NOEXIST;
 use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
 use lb_common::backend::BackendValue;
 use lb_common::conntrack::{
@@ -9,7 +10,7 @@ use lb_common::conntrack::{
 };
 use lb_common::flow::{FlowKey, FlowValue, NatValue};
 
-use crate::maps::{CONNTRACK, NAT_REVERSE, SETTINGS};
+use crate::maps::{CONNTRACK, NAT_REVERSE, NEW_ENTRY, SETTINGS};
 
 /// The data path's clock: CLOCK_MONOTONIC_COARSE, the cheapest one the kernel offers XDP.
 #[inline(always)]
@@ -64,6 +65,38 @@ pub fn lookup(flow: &FlowKey, tcp_flags: u8, dsr: bool, now: u64) -> Found {
         entry.last_seen_ns = now;
     }
     Found::Live(*entry)
+}
+
+/// Enters a new flow's entry for backend `id`, unless `flow` has one already; whether it did.
+#[inline(always)]
+pub fn enter(flow: &FlowKey, id: u32, backend: &BackendValue, tcp_flags: u8, now: u64) -> bool {
+    let state = after_client_packet(0, tcp_flags, true);
+    insert(flow, id, backend, flow.src_port, state, now, BPF_NOEXIST)
+}
+
+/// Inserts `flow`'s entry with `flags` (`BPF_ANY`, `BPF_NOEXIST`); whether it went in.
+#[inline(always)]
+pub fn insert(
+    flow: &FlowKey,
+    id: u32,
+    backend: &BackendValue,
+    nat_port: u16,
+    state: u8,
+    now: u64,
+    flags: u32,
+) -> bool {
+    // Built in a per-CPU slot, not on the stack: the TCP/UDP path's 512 bytes are all taken.
+    let Some(entry) = NEW_ENTRY.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: a per-CPU slot: nothing else writes it while this program runs here.
+    let entry = unsafe { &mut *entry };
+    entry.backend_id = id;
+    entry.backend_generation = backend.generation;
+    entry.last_seen_ns = now;
+    entry.nat_port = nat_port;
+    entry.state = state;
+    CONNTRACK.insert(flow, entry, u64::from(flags)).is_ok()
 }
 
 /// The entry of `flow`, read without moving its state or refreshing it (for ICMP errors,

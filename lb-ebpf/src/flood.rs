@@ -1,7 +1,7 @@
 //! New-flow limits on the data path (rules in `lb_common::flood`): the per-CPU rate above
 //! which new flows get no connection-table entry, and the per-source token buckets.
 
-use lb_common::flood::{SourceKey, bucket_takes, full_bucket, window_admits};
+use lb_common::flood::{SourceKey, bucket_takes, full_bucket, window_admits, window_would_admit};
 use lb_common::flow::FlowKey;
 use lb_common::limits::{SETTING_NEW_FLOWS_PER_CPU, SETTING_SOURCE_BURST, SETTING_SOURCE_RATE};
 
@@ -25,6 +25,25 @@ pub fn may_track(now: u64) -> bool {
     };
     // SAFETY: a per-CPU slot: nothing else writes it while this program runs here.
     window_admits(unsafe { &mut *window }, now, limit)
+}
+
+/// Whether [`may_track`] would let one more flow in now, without counting it.
+#[inline(always)]
+pub fn would_track(now: u64) -> bool {
+    let limit = setting(SETTING_NEW_FLOWS_PER_CPU);
+    if limit == 0 {
+        return true;
+    }
+    let Some(window) = NEW_FLOW_WINDOW.get(0) else {
+        return true;
+    };
+    window_would_admit(window, now, limit)
+}
+
+/// Whether a per-source new-flow rate is set ([`source_admits`] then takes tokens).
+#[inline(always)]
+pub fn source_rate_set() -> bool {
+    setting(SETTING_SOURCE_RATE) != 0
 }
 
 /// Takes a token from the bucket of `flow`'s source for a new flow; whether the flow may go

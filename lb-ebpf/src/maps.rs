@@ -45,6 +45,11 @@ pub static NAT_REVERSE: LruHashMap<FlowKey, NatValue> =
 pub static NEXT_HOPS: PerCpuArray<CachedHop> =
     PerCpuArray::with_max_entries(limits::NEXT_HOP_CACHE_SLOTS, 0);
 
+/// Per CPU, the entry of a new flow as it is built for its insert: the verifier's 512 bytes of
+/// stack have no room left for it in the TCP/UDP path. Not pinned.
+#[map(name = "NEW_ENTRY")]
+pub static NEW_ENTRY: PerCpuArray<FlowValue> = PerCpuArray::with_max_entries(1, 0);
+
 /// Per CPU, new flows entered into the connection table in the current second.
 #[map(name = "NEW_FLOW_WINDOW")]
 pub static NEW_FLOW_WINDOW: PerCpuArray<NewFlowWindow> = PerCpuArray::with_max_entries(1, 0);

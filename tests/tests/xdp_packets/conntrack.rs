@@ -2,6 +2,7 @@
 //! re-steered by Maglev once its backend is removed or its id handed to another backend.
 
 use lb_common::backend::{BACKEND_ACTIVE, BackendValue};
+use lb_common::conntrack::TCP_SYN;
 use lb_common::service::{SERVICE_DSR, SERVICE_NAT};
 use lb_common::stats::Reason::{
     self, FlowEstablished, FlowNew, FlowResteered, ForwardDsr, ForwardNat, ForwardNatReply,
@@ -203,5 +204,73 @@ fn nat_reply_translated_after_first_packet_was_passed_up() {
              for forwarded packets):\n{}",
             failures.join("\n")
         );
+    });
+}
+
+/// A DSR flow's opening SYN goes into the connection table with one insert that fails when
+/// the tuple has an entry (no lookup first): a retransmitted SYN still finds its flow's
+/// backend after the ring changed, and a SYN passed up leaves no entry behind.
+#[test]
+fn dsr_opening_syns_find_their_entry_and_leave_none_when_passed_up() {
+    if !sluice_tests::privileged() {
+        return;
+    }
+    let lab = Lab::new("xdp");
+    let vip = sock(vip(Family::V4), 80);
+    let backend = |i: usize| backend_value(sock(backend_ip(i, Family::V4), BACKEND_PORT));
+    let syn_from = |port: u16| Frame {
+        tcp_flags: TCP_SYN,
+        ..Frame::new(L4::Tcp, sock(client_ip(Family::V4), port), vip)
+    };
+    // Index BACKENDS has no neighbour entry until the test adds one.
+    let (unresolved, mac) = (backend_ip(BACKENDS, Family::V4), backend_mac(BACKENDS));
+    lab.run(|dp| {
+        for i in 0..2 {
+            dp.set_backend(i as u32 + 1, backend(i));
+        }
+        dp.set_backend(3, backend_value(sock(unresolved, BACKEND_PORT)));
+        dp.set_service(vip, L4::Tcp, service(SERVICE_DSR, 0, 7));
+        dp.set_ring(0, &[1; 7]);
+        let syn = syn_from(5555);
+        let first = (0, vec![ForwardDsr, FlowNew]);
+        assert_eq!(steer(dp, &syn, false), first, "first SYN");
+        let entry = dp
+            .flow_entry(&syn.flow_key())
+            .map(|e| (e.backend_id, e.state));
+        assert_eq!(entry, Some((1, 0)), "the SYN's entry");
+        dp.set_ring(0, &[2; 7]);
+        let again = (0, vec![ForwardDsr, FlowEstablished]);
+        assert_eq!(
+            steer(dp, &syn, false),
+            again,
+            "retransmitted SYN, ring changed"
+        );
+
+        dp.set_ring(0, &[3; 7]);
+        let other = syn_from(6666);
+        let out = dp.run_counted(&other.bytes());
+        let passed = (XDP_PASS, vec![Reason::PassNoNeighbour, FlowNew]);
+        assert_eq!(
+            (out.action, out.reasons),
+            passed,
+            "backend's MAC unresolved"
+        );
+        assert_eq!(
+            dp.flow_entry(&other.flow_key()),
+            None,
+            "passed up: no entry"
+        );
+        let mac_text = sluice_tests::format_mac(mac);
+        let neigh = format!("neigh add {unresolved} lladdr {mac_text} dev eth0 nud permanent");
+        lab.ns().ip(neigh.split(' '));
+        let out = dp.run_counted(&other.bytes());
+        let entered = (XDP_TX, vec![ForwardDsr, FlowNew]);
+        assert_eq!(
+            (out.action, out.reasons),
+            entered,
+            "the SYN again, MAC known"
+        );
+        let entry = dp.flow_entry(&other.flow_key()).map(|e| e.backend_id);
+        assert_eq!(entry, Some(3), "entered once forwarded");
     });
 }
