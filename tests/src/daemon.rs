@@ -240,6 +240,16 @@ impl Daemon {
 
     /// Peak resident memory (VmHWM) summed over the process group, in KiB.
     pub fn peak_memory_kib(&self) -> Result<u64, DaemonError> {
+        self.group_memory_kib("VmHWM:")
+    }
+
+    /// Resident memory now (VmRSS) summed over the process group, in KiB.
+    pub fn resident_memory_kib(&self) -> Result<u64, DaemonError> {
+        self.group_memory_kib("VmRSS:")
+    }
+
+    /// A `kB` field of `/proc/PID/status` summed over the process group.
+    fn group_memory_kib(&self, field: &str) -> Result<u64, DaemonError> {
         let members = group_members(self.pid());
         if members.is_empty() {
             return Err(DaemonError::Gone {
@@ -248,7 +258,7 @@ impl Daemon {
         }
         members
             .iter()
-            .map(|&pid| status_field_kib(pid, "VmHWM:"))
+            .map(|&pid| status_field_kib(pid, field))
             .sum()
     }
 

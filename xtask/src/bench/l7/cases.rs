@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use sluice_tests::Netns;
 
+use super::idle::MANY_CONNECTIONS;
 use super::load::{self, Invocation, Load};
 use super::{Options, configs};
 use crate::bench::process::run_bounded;
@@ -21,6 +22,9 @@ pub enum Case {
     KeepAlive,
     /// Keep-alive with every contender's access log off.
     KeepAliveQuiet,
+    /// Keep-alive over [`MANY_CONNECTIONS`] connections at once (the same route and port as
+    /// [`Case::KeepAlive`]); before its load, the proxy's memory with that many idle ones.
+    ManyConnections,
     Close,
     H2c,
     Tls,
@@ -34,9 +38,10 @@ pub enum Case {
 }
 
 impl Case {
-    pub const ALL: [Case; 9] = [
+    pub const ALL: [Case; 10] = [
         Case::KeepAlive,
         Case::KeepAliveQuiet,
+        Case::ManyConnections,
         Case::Gateway,
         Case::RoutesFirst,
         Case::RoutesLast,
@@ -50,6 +55,7 @@ impl Case {
         match self {
             Case::KeepAlive => "HTTP/1.1 keep-alive",
             Case::KeepAliveQuiet => "HTTP/1.1 keep-alive, access log off",
+            Case::ManyConnections => "HTTP/1.1 keep-alive, 10,000 connections",
             Case::Close => "HTTP/1.1 new connection per request",
             Case::H2c => "HTTP/2 (h2c, prior knowledge)",
             Case::Tls => "HTTPS new connection per request (wrk, resumption offered)",
@@ -66,7 +72,7 @@ impl Case {
 
     pub fn port(self) -> u16 {
         match self {
-            Case::KeepAlive | Case::Close => configs::H1_PORT,
+            Case::KeepAlive | Case::ManyConnections | Case::Close => configs::H1_PORT,
             Case::KeepAliveQuiet => configs::QUIET_PORT,
             Case::H2c => configs::H2C_PORT,
             Case::Tls | Case::TlsFull => configs::TLS_PORT,
@@ -93,6 +99,12 @@ impl Case {
         match self {
             Case::KeepAlive | Case::KeepAliveQuiet => load::wrk(
                 c,
+                duration,
+                false,
+                &format!("http://{host}:{}/", self.port()),
+            ),
+            Case::ManyConnections => load::wrk(
+                MANY_CONNECTIONS,
                 duration,
                 false,
                 &format!("http://{host}:{}/", self.port()),

@@ -29,6 +29,20 @@ pub const ROUTES: usize = 10_000;
 /// Sluice's access lines go to a file beside its config, as nginx's do (its default text
 /// line, the access log being on by default).
 const ACCESS_LOG: &str = "[log]\naccess_log_file = \"sluice-access.log\"\n";
+/// Sluice's one pool. Its circuit breakers admit the many-connections case's 10,000
+/// requests in flight at once (by default 1,024 may be, and as many wait, and the rest are
+/// answered 503); connections to the backend stay at their default cap of 1,024, the waiting
+/// requests queue for them.
+fn pool() -> String {
+    format!(
+        "[[pool]]
+name = \"backend\"
+health_check = {{ kind = \"none\" }}
+backend = [{{ address = \"{HOST}\", port = {BACKEND_PORT} }}]
+circuit_breakers = {{ max_requests = 20000, max_pending_requests = 20000 }}
+"
+    )
+}
 /// The gateway's key set, beside the config file.
 pub const JWKS_FILE: &str = "jwks.json";
 pub const BACKEND_PORT: u16 = 9001;
@@ -76,13 +90,22 @@ pub fn certificate(dir: &Path) -> Result<Certificate> {
     Ok(paths)
 }
 
+/// Descriptors nginx's worker may open (the bench raises its own soft limit to the hard
+/// limit, and nginx warns when this is above it).
+const NGINX_OPEN_FILES: u32 = 20_000;
+/// nginx's connections per worker, client and upstream alike: the many-connections case has
+/// 10,000 clients, and as many upstream connections may open while their requests are in
+/// flight.
+const NGINX_CONNECTIONS: u32 = 19_000;
+
 /// The backend: nginx, one worker, a fixed body, keep-alive connections that last.
 pub fn backend(dir: &Path) -> String {
     format!(
         "worker_processes 1;
 daemon off;
 pid {dir}/backend.pid;
-events {{ worker_connections 8192; }}
+worker_rlimit_nofile {NGINX_OPEN_FILES};
+events {{ worker_connections {NGINX_CONNECTIONS}; }}
 http {{
   access_log off;
   server {{
@@ -147,11 +170,7 @@ name = \"bench\"
 cert = \"{cert}\"
 key = \"{key}\"
 
-[[pool]]
-name = \"backend\"
-health_check = {{ kind = \"none\" }}
-backend = [{{ address = \"{HOST}\", port = {BACKEND_PORT} }}]
-
+{pool}
 {h1}
 {h2c}
 {tls}
@@ -164,6 +183,7 @@ backend = [{{ address = \"{HOST}\", port = {BACKEND_PORT} }}]
         tls = service("tls", TLS_PORT, "tls = { certificates = [\"bench\"] }\n"),
         gateway = service("gateway", GATEWAY_PORT, ""),
         quiet = service("quiet", QUIET_PORT, ""),
+        pool = pool(),
     )
 }
 
@@ -182,11 +202,7 @@ pub fn sluice_many_routes() -> String {
 listen = \"{ADMIN}\"
 
 {ACCESS_LOG}
-[[pool]]
-name = \"backend\"
-health_check = {{ kind = \"none\" }}
-backend = [{{ address = \"{HOST}\", port = {BACKEND_PORT} }}]
-
+{pool}
 [[service]]
 name = \"routes\"
 vip = \"{HOST}\"
@@ -198,7 +214,8 @@ max_connections = 100000
 [[service.l7.virtual_host]]
 name = \"many\"
 domains = [\"*\"]
-"
+",
+        pool = pool(),
     );
     for index in 0..ROUTES {
         let _ = write!(
@@ -216,7 +233,8 @@ pub fn nginx(dir: &Path, cert: &Certificate) -> String {
         "worker_processes 1;
 daemon off;
 pid {dir}/nginx.pid;
-events {{ worker_connections 8192; }}
+worker_rlimit_nofile {NGINX_OPEN_FILES};
+events {{ worker_connections {NGINX_CONNECTIONS}; }}
 http {{
   # No access line for requests to the quiet port.
   map $server_port $logged {{ {QUIET_PORT} 0; default 1; }}
@@ -253,12 +271,17 @@ http {{
 }
 
 /// HAProxy: one thread, connection reuse across clients (as nginx's and Sluice's pools do).
+/// Room for the many-connections case's 10,000 clients: HAProxy reckons two descriptors per
+/// connection and asks for ~21,000 where the usual hard limit is 20,000; with connections to
+/// the backend reused it needs about one per client, so `no strict-limits` lets it start
+/// with a warning.
 pub fn haproxy(cert: &Certificate) -> String {
     format!(
         "global
   nbthread 1
   log stdout format raw local0
-  maxconn 8000
+  maxconn 10500
+  no strict-limits
   ssl-default-bind-options ssl-min-ver TLSv1.2
 
 defaults

@@ -7,6 +7,7 @@
 
 mod cases;
 mod configs;
+mod idle;
 mod load;
 mod report;
 
@@ -56,7 +57,24 @@ pub struct L7Report {
     pub duration_s: u64,
     pub warmup_s: u64,
     pub connections: u32,
+    /// Each proxy's memory: idle, at 10,000 idle connections, at its peak.
+    pub memory: Vec<MemoryReport>,
     pub cases: Vec<CaseReport>,
+}
+
+/// One proxy's resident memory over the part (MiB, VmRSS/VmHWM summed over its processes).
+#[derive(Serialize)]
+pub struct MemoryReport {
+    pub contender: Contender,
+    /// Just started, before any connection: the median over every run of the cases all
+    /// contenders ran.
+    pub idle_mib: Option<f64>,
+    /// With [`idle::MANY_CONNECTIONS`] keep-alive connections open and idle, each answered
+    /// once (median over rounds).
+    pub idle_connections_mib: Option<f64>,
+    /// The highest of the per-case peaks (medians over rounds) over the cases all contenders
+    /// ran.
+    pub peak_mib: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -87,6 +105,10 @@ pub struct ContenderReport {
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub peak_memory_mib: Option<f64>,
+    /// Resident memory just after start, before any load.
+    pub idle_memory_mib: Option<f64>,
+    /// The many-connections case: resident memory with that many idle connections open.
+    pub idle_connections_memory_mib: Option<f64>,
     /// Summed over rounds.
     pub errors: u64,
     pub non_2xx: u64,
@@ -102,6 +124,11 @@ pub struct Run {
     pub load: Load,
     /// VmHWM summed over the proxy's processes (nginx: master and worker).
     pub peak_memory_kib: u64,
+    /// VmRSS summed over them once the proxy listens, before any connection.
+    pub idle_memory_kib: u64,
+    /// The many-connections case: VmRSS summed over them with its idle connections open,
+    /// before the load.
+    pub idle_connections_memory_kib: Option<u64>,
     /// Threads of the proxy's main process (Sluice: its runtime follows the CPU affinity).
     pub threads: usize,
     /// TLS cases: whether the proxy resumed a session offered again (openssl s_client).
@@ -139,8 +166,19 @@ const METHOD: &str = "one namespace, loopback; the proxy pinned to proxy_cpu (Sl
     and the check after each run says whether the proxy did (all three do by default: session \
     cache or tickets), so that case is mostly abbreviated handshakes; openssl s_time -new makes \
     a full handshake per connection (one request each, concurrency / 4 loops side by side, rate \
-    = connections / wall time, no latency figures). Peak memory: VmHWM summed over the proxy's \
-    processes.";
+    = connections / wall time, no latency figures). The 10,000-connection case: the keep-alive \
+    route with wrk holding 10,000 connections (every open-files soft limit raised to the hard \
+    limit; nginx: worker_connections 19000; HAProxy: maxconn 10500; Sluice: the pool's \
+    circuit breakers admit 20,000 requests in flight); before its load, 10,000 connections \
+    each send one request, read the answer and stay open and idle while the proxy's memory is \
+    read. Memory: VmRSS (idle: 1 s after the proxy listens, before any connection; with the \
+    idle connections: 1 s after the last opened) and VmHWM (peak), summed over the proxy's \
+    processes; the memory table's idle and peak figures are over the cases every proxy ran.";
+
+/// Between a proxy listening (or its idle connections opening) and reading its memory.
+const SETTLE: Duration = Duration::from_secs(1);
+/// Between closing the idle connections and the load of the same case.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs every case, and returns the report.
 pub fn run(opts: &Options) -> Result<L7Report> {
@@ -160,16 +198,12 @@ pub fn run(opts: &Options) -> Result<L7Report> {
     write(&dir.join("haproxy.cfg"), &configs::haproxy(&cert))?;
     let bearer = gateway_token(dir)?;
 
+    if cases_selected(opts).contains(&Case::ManyConnections) {
+        idle::raise_open_files_limit()?;
+    }
     let ns = Netns::new("l7");
     let mut backend = start_backend(&ns, dir, opts.load_cpu)?;
-    let cases: Vec<Case> = Case::ALL
-        .into_iter()
-        .filter(|c| {
-            opts.filter
-                .as_ref()
-                .is_none_or(|f| c.name().to_lowercase().contains(&f.to_lowercase()))
-        })
-        .collect();
+    let cases = cases_selected(opts);
     // Rounds outermost: each round runs every case, so the ratios between cases (the filter
     // chain's, the route table's) compare runs minutes apart at most, not a whole part apart.
     let mut runs: BTreeMap<(usize, usize), Vec<Run>> = BTreeMap::new();
@@ -242,8 +276,55 @@ pub fn run(opts: &Options) -> Result<L7Report> {
         duration_s: opts.duration.as_secs(),
         warmup_s: opts.warmup.as_secs(),
         connections: opts.connections,
+        memory: memory(&reports, &opts.contenders),
         cases: reports,
     })
+}
+
+/// The cases `--case` selects, in order.
+fn cases_selected(opts: &Options) -> Vec<Case> {
+    Case::ALL
+        .into_iter()
+        .filter(|c| {
+            opts.filter
+                .as_ref()
+                .is_none_or(|f| c.name().to_lowercase().contains(&f.to_lowercase()))
+        })
+        .collect()
+}
+
+/// Each contender's memory over the cases every contender ran (the Sluice-only cases have
+/// configs of their own, such as 10,000 routes, that no other proxy carries).
+fn memory(reports: &[CaseReport], contenders: &[Contender]) -> Vec<MemoryReport> {
+    let shared: Vec<&CaseReport> = reports
+        .iter()
+        .filter(|r| {
+            Case::ALL
+                .iter()
+                .any(|c| c.name() == r.name && !c.sluice_only())
+        })
+        .collect();
+    contenders
+        .iter()
+        .map(|&contender| {
+            let of = || {
+                shared
+                    .iter()
+                    .flat_map(|r| &r.contenders)
+                    .filter(move |c| c.contender == contender)
+            };
+            let idle: Vec<f64> = of()
+                .flat_map(|c| &c.runs)
+                .map(|r| r.idle_memory_kib as f64 / 1024.0)
+                .collect();
+            MemoryReport {
+                contender,
+                idle_mib: median(&idle),
+                idle_connections_mib: of().find_map(|c| c.idle_connections_memory_mib),
+                peak_mib: of().filter_map(|c| c.peak_memory_mib).reduce(f64::max),
+            }
+        })
+        .collect()
 }
 
 /// The median over rounds of Sluice's req/s in `case` over its req/s in `base` in the same
@@ -345,6 +426,29 @@ fn measure(
     let mut proxy = start(contender, case, ns, dir, opts)?;
     let addr = format!("{}:{}", configs::HOST, case.port()).parse()?;
     wait_listening(ns, addr, proxy.daemon(), Duration::from_secs(30))?;
+    // What a proxy allocates as it starts settles within moments of its listening.
+    interrupt::sleep(SETTLE)?;
+    let idle_memory_kib = proxy.daemon().resident_memory_kib()?;
+    let idle_connections_memory_kib = if case == Case::ManyConnections {
+        let idle =
+            idle::open(ns, addr, idle::MANY_CONNECTIONS).context("opening the idle connections")?;
+        interrupt::sleep(SETTLE)?;
+        let kib = proxy.daemon().resident_memory_kib()?;
+        eprintln!(
+            "{:>12} {} idle connections: {:.1} MiB (idle before them: {:.1} MiB)",
+            "",
+            idle.len(),
+            kib as f64 / 1024.0,
+            idle_memory_kib as f64 / 1024.0
+        );
+        drop(idle);
+        // The proxy closes its ends before the load opens as many again: both at once would
+        // pass the descriptor limit.
+        interrupt::sleep(CLOSE_GRACE)?;
+        Some(kib)
+    } else {
+        None
+    };
     if !opts.warmup.is_zero() {
         generate(ns, dir, case, opts, opts.warmup, bearer).context("warming up")?;
     }
@@ -371,6 +475,8 @@ fn measure(
         round,
         load,
         peak_memory_kib,
+        idle_memory_kib,
+        idle_connections_memory_kib,
         threads,
         resumes_sessions,
     })
@@ -408,6 +514,10 @@ fn summarise(contender: Contender, runs: Vec<Run>) -> ContenderReport {
         p50_ms: median_of(&runs, |r| r.load.p50_ms),
         p99_ms: median_of(&runs, |r| r.load.p99_ms),
         peak_memory_mib: median_of(&runs, |r| Some(r.peak_memory_kib as f64 / 1024.0)),
+        idle_memory_mib: median_of(&runs, |r| Some(r.idle_memory_kib as f64 / 1024.0)),
+        idle_connections_memory_mib: median_of(&runs, |r| {
+            r.idle_connections_memory_kib.map(|k| k as f64 / 1024.0)
+        }),
         errors: runs.iter().map(|r| r.load.errors).sum(),
         non_2xx: runs.iter().map(|r| r.load.non_2xx).sum(),
         resumes_sessions: runs

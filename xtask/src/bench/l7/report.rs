@@ -12,6 +12,10 @@ pub const GATEWAY_TARGET: f64 = 0.9;
 /// Target: matching the last of 10,000 prefix routes keeps at least this share of the req/s
 /// of a virtual host with one route.
 pub const MANY_ROUTES_TARGET: f64 = 0.95;
+/// Target: Sluice's idle resident memory at most this many MiB.
+pub const IDLE_MEMORY_TARGET_MIB: f64 = 20.0;
+/// Target: Sluice's peak resident memory at most this multiple of nginx's.
+pub const PEAK_MEMORY_TARGET: f64 = 1.25;
 
 pub fn markdown(report: &L7Report) -> String {
     let mut out = String::new();
@@ -120,6 +124,7 @@ pub fn markdown(report: &L7Report) -> String {
             }
         );
     }
+    memory(&mut out, report);
     let resumption: Vec<String> = report
         .cases
         .iter()
@@ -148,4 +153,54 @@ pub fn markdown(report: &L7Report) -> String {
     }
     let _ = writeln!(out, "\nMethod: {}", report.method);
     out
+}
+
+/// The memory table: each proxy idle, at 10,000 idle connections and at its peak, and
+/// Sluice's against its targets.
+fn memory(out: &mut String, report: &L7Report) {
+    if report.memory.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nResident memory, MiB (VmRSS, VmHWM for the peak, summed over each proxy's \
+         processes):\n"
+    );
+    let _ = writeln!(
+        out,
+        "| proxy | idle | 10,000 idle keep-alive connections | peak under the bench |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|");
+    for m in &report.memory {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            m.contender.name(),
+            cell(m.idle_mib, 1),
+            cell(m.idle_connections_mib, 1),
+            cell(m.peak_mib, 1),
+        );
+    }
+    let find = |c: Contender| report.memory.iter().find(|m| m.contender == c);
+    let verdict = |met: bool| if met { "✓ met" } else { "✗ not met" };
+    if let Some(idle) = find(Contender::Sluice).and_then(|m| m.idle_mib) {
+        let _ = writeln!(
+            out,
+            "\nSluice idle: {idle:.1} MiB (target: at most {IDLE_MEMORY_TARGET_MIB:.0} MiB; {}).",
+            verdict(idle <= IDLE_MEMORY_TARGET_MIB)
+        );
+    }
+    let peaks = (
+        find(Contender::Sluice).and_then(|m| m.peak_mib),
+        find(Contender::Nginx).and_then(|m| m.peak_mib),
+    );
+    if let (Some(ours), Some(nginx)) = peaks {
+        let _ = writeln!(
+            out,
+            "\nSluice's peak: {ours:.1} MiB against nginx's {nginx:.1} MiB (target: at most \
+             {PEAK_MEMORY_TARGET}x; {:.2}x, {}).",
+            ours / nginx,
+            verdict(ours <= nginx * PEAK_MEMORY_TARGET)
+        );
+    }
 }
