@@ -16,6 +16,7 @@ pub mod error_chain;
 pub mod health;
 pub mod idle;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod netlink;
 pub mod proxy;

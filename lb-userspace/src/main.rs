@@ -11,6 +11,7 @@ use sluice::cli::Cli;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    sluice::memory::starting();
     let cli = Cli::parse();
     sluice::cli::main(cli)
 }

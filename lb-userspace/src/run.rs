@@ -72,6 +72,8 @@ pub fn run(config_path: &Path, worker_threads: Option<usize>, lifecycle: Lifecyc
         let mut agent = Agent::start(config_path.to_path_buf(), config, lifecycle.pin_dir).await?;
         // VIPs are announced only once the data path is attached and its tables filled.
         agent.sync_announcements();
+        // What starting took (the config, the kernel's BTF) is freed; give it back.
+        crate::memory::started();
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
         let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
@@ -95,6 +97,8 @@ pub fn run(config_path: &Path, worker_threads: Option<usize>, lifecycle: Lifecyc
             }
             // Whatever changed (config, health, drain), the announced VIPs follow it.
             agent.sync_announcements();
+            // A reload frees the old config's tables; nothing here is on the data path.
+            crate::memory::release_free();
         };
         agent.shutdown(reason, lifecycle.detach_on_exit).await;
         Ok(())
