@@ -200,7 +200,11 @@ impl Connection {
             })
         };
         if let Some(acceptor) = &self.state.tls {
-            let handshake = tokio::time::timeout(timeouts.header_read, acceptor.accept(stream));
+            // Boxed, as the TLS half below: the task's future is as large as its largest
+            // state, and a plain connection would otherwise carry the handshake's room (and
+            // the TLS connection's) for as long as it lives.
+            let handshake =
+                tokio::time::timeout(timeouts.header_read, Box::pin(acceptor.accept(stream)));
             let tls = match handshake.await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(err)) => {
@@ -231,7 +235,7 @@ impl Connection {
                 accepted,
                 answers.clone(),
             );
-            self.run(io, h2, ctx, &answers, &mut stop).await;
+            Box::pin(self.run(io, h2, ctx, &answers, &mut stop)).await;
         } else {
             let deadline = accepted + timeouts.header_read;
             let (h2, stream) = if self.state.h2c {
@@ -248,7 +252,7 @@ impl Connection {
                 accepted,
                 answers.clone(),
             );
-            self.run(io, h2, ctx, &answers, &mut stop).await;
+            Box::pin(self.run(io, h2, ctx, &answers, &mut stop)).await;
         }
         // An upgraded connection lives on in its tunnel, and keeps its slot until it ends.
         if shared.is_upgraded() {
@@ -272,15 +276,17 @@ impl Connection {
         });
         let io = TokioIo::new(io);
         let client = self.client;
+        // Pinned here and driven by reference: one copy of the connection in the future.
         let result = if h2 {
-            let conn = self.state.http2.serve_connection(io, service);
+            let conn = std::pin::pin!(self.state.http2.serve_connection(io, service));
             h2_streams::serve(drive(conn, |c| c.graceful_shutdown(), stop)).await
         } else {
-            let conn = self
-                .state
-                .http1
-                .serve_connection(io, service)
-                .with_upgrades();
+            let conn = std::pin::pin!(
+                self.state
+                    .http1
+                    .serve_connection(io, service)
+                    .with_upgrades()
+            );
             drive(conn, |c| c.graceful_shutdown(), stop).await
         };
         if let Err(err) = result {
@@ -298,14 +304,13 @@ impl Connection {
 /// Polls a hyper connection to its end; when the listener stops, asks it to finish
 /// gracefully and keeps polling.
 async fn drive<C>(
-    conn: C,
+    mut conn: Pin<&mut C>,
     graceful: impl FnOnce(Pin<&mut C>),
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), hyper::Error>
 where
     C: Future<Output = Result<(), hyper::Error>>,
 {
-    let mut conn = std::pin::pin!(conn);
     // A set of one polls the stop signal only once its waker fired, not each time the
     // connection is polled (a watch check cost some 550 instructions per request).
     let mut stop_signal: FuturesUnordered<_> = std::iter::once(stopped(stop)).collect();
