@@ -527,3 +527,77 @@ fn summarise(contender: Contender, runs: Vec<Run>) -> ContenderReport {
         runs,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(round: u32, idle_kib: u64, connections_kib: Option<u64>, peak_kib: u64) -> Run {
+        Run {
+            round,
+            load: Load::default(),
+            peak_memory_kib: peak_kib,
+            idle_memory_kib: idle_kib,
+            idle_connections_memory_kib: connections_kib,
+            threads: 1,
+            resumes_sessions: None,
+        }
+    }
+
+    fn case(case: Case, contenders: Vec<ContenderReport>) -> CaseReport {
+        CaseReport {
+            name: case.name(),
+            load_generator: String::new(),
+            contenders,
+            sluice_versus: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn memory_is_taken_over_the_cases_every_proxy_ran() {
+        let reports = [
+            case(
+                Case::KeepAlive,
+                vec![
+                    summarise(Contender::Sluice, vec![run(0, 14 * 1024, None, 30 * 1024)]),
+                    summarise(Contender::Nginx, vec![run(0, 20 * 1024, None, 25 * 1024)]),
+                ],
+            ),
+            case(
+                Case::ManyConnections,
+                vec![
+                    summarise(
+                        Contender::Sluice,
+                        vec![
+                            run(0, 16 * 1024, Some(280 * 1024), 300 * 1024),
+                            run(1, 18 * 1024, Some(290 * 1024), 310 * 1024),
+                        ],
+                    ),
+                    summarise(
+                        Contender::Nginx,
+                        vec![run(0, 20 * 1024, Some(29 * 1024), 100 * 1024)],
+                    ),
+                ],
+            ),
+            // Sluice's own config of 10,000 routes counts for neither idle nor peak.
+            case(
+                Case::RoutesLast,
+                vec![summarise(
+                    Contender::Sluice,
+                    vec![run(0, 40 * 1024, None, 900 * 1024)],
+                )],
+            ),
+        ];
+        let memory = memory(&reports, &[Contender::Sluice, Contender::Nginx]);
+        let sluice = &memory[0];
+        assert_eq!(sluice.contender, Contender::Sluice);
+        assert_eq!(sluice.idle_mib, Some(16.0), "median of 14, 16, 18");
+        assert_eq!(sluice.idle_connections_mib, Some(285.0));
+        assert_eq!(sluice.peak_mib, Some(305.0), "the higher case median");
+        let nginx = &memory[1];
+        assert_eq!(
+            (nginx.idle_mib, nginx.idle_connections_mib, nginx.peak_mib),
+            (Some(20.0), Some(29.0), Some(100.0))
+        );
+    }
+}
