@@ -5,8 +5,8 @@
 //! returns them, and only looks again when it is next called. Starting the agent parses the
 //! config and the kernel's BTF (some 15 MiB, freed at once), and an agent that then sits
 //! idle would keep all of it resident. So while it starts, freed pages go back at once;
-//! from then on, with the data path running, the usual delay applies again, and the control
-//! loop gives back what each of its events (a reload, say) freed.
+//! from then on, with the data path running, the usual delay applies again, and each reload
+//! gives back what it freed.
 
 use std::ffi::c_long;
 use std::sync::OnceLock;

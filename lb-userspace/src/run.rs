@@ -97,8 +97,6 @@ pub fn run(config_path: &Path, worker_threads: Option<usize>, lifecycle: Lifecyc
             }
             // Whatever changed (config, health, drain), the announced VIPs follow it.
             agent.sync_announcements();
-            // A reload frees the old config's tables; nothing here is on the data path.
-            crate::memory::release_free();
         };
         agent.shutdown(reason, lifecycle.detach_on_exit).await;
         Ok(())
@@ -294,6 +292,14 @@ impl Agent {
     /// Re-reads the config and applies what changed. An invalid config is rejected whole and
     /// the running one stays in force.
     async fn reload(&mut self) -> Result<String, ReloadError> {
+        let result = self.read_and_apply().await;
+        // The old config's tables (or the rejected one's) are freed now: give them back.
+        // Only here: health changes and admin commands free little, and come often.
+        crate::memory::release_free();
+        result
+    }
+
+    async fn read_and_apply(&mut self) -> Result<String, ReloadError> {
         info!(path = %self.config_path.display(), "reloading the config");
         self.last_read = file_digest(&self.config_path);
         let config = match load(&self.config_path) {
