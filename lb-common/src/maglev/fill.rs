@@ -37,71 +37,231 @@ pub(super) fn fill(slots: &mut [u32], weights: &[u32], walks: &[Walk]) {
     // Which slots are taken, 1 bit each: 8 KiB for M = 65537, which stays in the L1 cache,
     // where the slots themselves (256 KiB) do not. Late in a fill most probes find a taken
     // slot, so most probes read only this.
-    let mut taken = std::vec![0u64; slots.len().div_ceil(64)];
+    let mut taken = std::vec![0u64; (m as usize).div_ceil(64)];
     let classes = classes(weights);
     let left = quotas(&classes, weights.len(), m);
-    // Each class's members below their quota, in rank order, each with what its probes need
-    // inline: one sequential read per probe instead of three lookups by rank.
-    let mut active: Vec<Vec<Prober>> = classes
+    // Each class's members below their quota, in rank order.
+    let spread_differences = spread.differences();
+    let mut active: Vec<Probers> = classes
         .iter()
-        .map(|c| {
-            c.members
-                .iter()
-                .filter(|&&r| left[r as usize] > 0)
-                .map(|&rank| Prober {
-                    walk: walks[rank as usize],
-                    rank,
-                    left: left[rank as usize],
-                })
-                .collect()
-        })
+        .map(|c| Probers::new(&c.members, &left, walks, &spread_differences, modulus))
         .collect();
     let mut turns = first_turns(&classes, probe_time_step(m, 0));
     // Quotas sum to `m`, so the table is full exactly when every backend has met its quota.
     // Terminates: after `m` probes a backend has seen every slot, so it has met its quota or
     // every slot is taken.
     let mut unfilled = left.iter().sum::<u32>();
+    // rank << 32 | slot of every slot taken by a probe, in the order taken, and one past them the
+    // scratch entry of the latest probe that took nothing.
+    let mut claims = std::vec![0u64; unfilled as usize + 1];
+    let mut claimed = 0;
     while unfilled > 0 {
         let classes_left = turns.len();
         let Some(mut next) = turns.peek_mut() else {
             break; // unreachable: some class still has a backend below its quota
         };
         // Every member of a class has probed exactly `k` times.
-        let members = &active[next.0.class as usize];
+        let members = &mut active[next.0.class as usize];
         if turns_left_to_one_class(classes_left, m)
-            && members.len() * unfilled as usize <= SWEEP_PAIRS
+            && members.live() * unfilled as usize <= SWEEP_PAIRS
         {
-            sweep(slots, &taken, members, &spread, modulus);
+            write_claims(slots, &claims[..claimed]);
+            sweep(
+                slots,
+                &taken,
+                &members.still_probing(walks),
+                &spread,
+                modulus,
+            );
             return;
         }
-        let power = spread.power(next.0.k);
-        let members = &mut active[next.0.class as usize];
-        // Members probe in rank order; those that reach their quota drop out, the others keep
-        // their order.
-        let mut kept = 0;
-        for i in 0..members.len() {
-            let mut member = members[i];
-            let slot = member.walk.slot(power, modulus) as usize;
-            let (word, bit) = (&mut taken[slot / 64], 1u64 << (slot % 64));
-            if *word & bit == 0 {
-                *word |= bit;
-                slots[slot] = member.rank;
-                member.left -= 1;
-                unfilled -= 1;
-            }
-            if member.left > 0 {
-                members[kept] = member;
-                kept += 1;
-            }
-        }
-        members.truncate(kept);
-        if members.is_empty() {
+        unfilled -= members.probe(&mut taken, &mut claims, &mut claimed);
+        if members.live() == 0 {
             PeekMut::pop(next);
         } else {
             // Re-sifted when `next` drops.
             next.0.k += 1;
             next.0.time += probe_time_step(m, next.0.k);
         }
+    }
+    write_claims(slots, &claims[..claimed]);
+}
+
+fn write_claims(slots: &mut [u32], claims: &[u64]) {
+    for &claim in claims {
+        slots[claim as u32 as usize] = (claim >> 32) as u32;
+    }
+}
+
+/// One class's backends below their quota, as columns (rank order) so that a turn is two
+/// tight passes: one probing each member's next slot, one stepping every walk forward.
+struct Probers {
+    /// Each member's slot at the class's current turn `k`.
+    next: Vec<u32>,
+    /// Each member's walk's forward differences at `k`, orders 1 to `e - 1` (the `e`-th is
+    /// `top`, constant): stepping a walk is `e` modular additions.
+    differences: Vec<Vec<u32>>,
+    top: Vec<u32>,
+    rank: Vec<u32>,
+    /// Slots each has yet to take, or [`PARKED`] once at its quota.
+    left: Vec<u32>,
+    /// Members at their quota, parked in the columns until compacted.
+    done: usize,
+    /// Scratch: members that reached their quota this turn.
+    reached: Vec<usize>,
+    /// The table size.
+    m: u32,
+}
+
+/// `left` of a member parked at its quota.
+const PARKED: u32 = u32::MAX;
+
+impl Probers {
+    fn new(
+        members: &[u32],
+        left: &[u32],
+        walks: &[Walk],
+        spread_differences: &[u32],
+        modulus: Modulus,
+    ) -> Self {
+        let members: Vec<u32> = members
+            .iter()
+            .copied()
+            .filter(|&r| left[r as usize] > 0)
+            .collect();
+        let orders = spread_differences.len();
+        let mut probers = Self {
+            next: Vec::with_capacity(members.len()),
+            differences: (1..orders)
+                .map(|_| Vec::with_capacity(members.len()))
+                .collect(),
+            top: Vec::with_capacity(members.len()),
+            rank: members.clone(),
+            left: members.iter().map(|&r| left[r as usize]).collect(),
+            done: 0,
+            reached: Vec::new(),
+            m: modulus.value(),
+        };
+        for &rank in &members {
+            let (slot, mut differences) = walks[rank as usize].start(spread_differences, modulus);
+            probers.next.push(slot);
+            for column in &mut probers.differences {
+                column.push(differences.next().unwrap_or(0));
+            }
+            probers.top.push(differences.next().unwrap_or(0));
+        }
+        probers
+    }
+
+    /// Members below their quota.
+    fn live(&self) -> usize {
+        self.rank.len() - self.done
+    }
+
+    /// One turn: each member below its quota, in rank order, probes its next slot and takes it
+    /// if free, appending it to `claims`; then every walk steps to its next slot. Returns the
+    /// slots taken.
+    fn probe(&mut self, taken: &mut [u64], claims: &mut [u64], claimed: &mut usize) -> u32 {
+        let before = *claimed;
+        let n = self.rank.len();
+        let (next, left, rank) = (&self.next[..n], &mut self.left[..n], &self.rank[..n]);
+        *claimed = probe_each(next, left, rank, taken, claims, before, &mut self.reached);
+        // Those that reached their quota are parked on the slot just taken, which every later
+        // probe finds taken (so `left` stays PARKED), until the columns are compacted.
+        for &i in &self.reached {
+            for column in &mut self.differences {
+                column[i] = 0;
+            }
+            self.top[i] = 0;
+            self.left[i] = PARKED;
+        }
+        self.done += self.reached.len();
+        self.reached.clear();
+        // Lowest order first: each column steps by the next one's value before that steps.
+        let m = self.m;
+        let (mut column, mut rest) = (&mut self.next, &mut self.differences[..]);
+        while let Some((higher, tail)) = rest.split_first_mut() {
+            add_mod(column, higher, m);
+            (column, rest) = (higher, tail);
+        }
+        add_mod(column, &self.top, m);
+        // Parked members cost a probe each: drop them once they are an eighth.
+        if self.done * 8 > self.rank.len() {
+            self.compact();
+        }
+        (*claimed - before) as u32
+    }
+
+    /// Drops the members at their quota, keeping the others' order.
+    fn compact(&mut self) {
+        let keep: Vec<bool> = self.left.iter().map(|&l| l != PARKED).collect();
+        let retain = |column: &mut Vec<u32>| {
+            let mut flags = keep.iter();
+            column.retain(|_| flags.next().copied().unwrap_or(false));
+        };
+        retain(&mut self.next);
+        self.differences.iter_mut().for_each(retain);
+        retain(&mut self.top);
+        retain(&mut self.rank);
+        retain(&mut self.left);
+        self.done = 0;
+    }
+
+    /// The members below their quota, as [`sweep`] takes them.
+    fn still_probing(&self, walks: &[Walk]) -> Vec<Prober> {
+        self.rank
+            .iter()
+            .zip(&self.left)
+            .filter(|&(_, &left)| left != PARKED)
+            .map(|(&rank, &left)| Prober {
+                walk: walks[rank as usize],
+                rank,
+                left,
+            })
+            .collect()
+    }
+}
+
+/// Each member (in rank order) probes its `next` slot and takes it if free, appending
+/// `rank << 32 | slot` to `claims` from `claimed` on; pushes the members that reach their
+/// quota to `reached`. Returns the new end of `claims`.
+///
+/// Without branches on whether a slot is free: through most of a fill that is a coin toss,
+/// and mispredicting it cost more than the rest of the probe.
+fn probe_each(
+    next: &[u32],
+    left: &mut [u32],
+    rank: &[u32],
+    taken: &mut [u64],
+    claims: &mut [u64],
+    mut claimed: usize,
+    reached: &mut Vec<usize>,
+) -> usize {
+    for i in 0..next.len().min(left.len()).min(rank.len()) {
+        let slot = next[i] as usize;
+        let (word, bit) = (&mut taken[slot / 64], slot % 64);
+        let free = (!*word >> bit) as u32 & 1;
+        // Taken now either way.
+        *word |= 1 << bit;
+        // Always written, kept only if taken: a sequential write, where writing the rank to
+        // its slot (256 KiB apart) stalled the loop.
+        claims[claimed] = u64::from(rank[i]) << 32 | slot as u64;
+        claimed += free as usize;
+        left[i] -= free;
+        if left[i] == 0 {
+            reached.push(i);
+        }
+    }
+    claimed
+}
+
+/// `column[i] = (column[i] + step[i]) mod m` for values below `m`. Values are at most 2^24, so
+/// sums fit in an `i32`, whose comparison the compiler vectorises with baseline SSE2.
+fn add_mod(column: &mut [u32], step: &[u32], m: u32) {
+    let m = m as i32;
+    for (value, &step) in column.iter_mut().zip(step) {
+        let sum = *value as i32 + step as i32;
+        *value = (sum - if sum >= m { m } else { 0 }) as u32;
     }
 }
 

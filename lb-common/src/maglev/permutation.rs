@@ -13,6 +13,8 @@
 //! The hashes are written out here rather than taken from `std` because they are part of the
 //! wire contract; golden-value tests pin them.
 
+use std::vec::Vec;
+
 /// A backend's permutation of the slots.
 #[derive(Clone, Copy)]
 pub(super) struct Walk {
@@ -24,6 +26,20 @@ impl Walk {
     pub(super) fn new(key: &[u8], m: u32, seed: u32) -> Self {
         let (offset, skip) = permutation(key, m, seed);
         Self { offset, skip }
+    }
+
+    /// The walk's first slot and its forward differences there, given those of the spread
+    /// ([`Spread::differences`]): what [`super::fill`] steps through with additions alone.
+    pub(super) fn start(
+        &self,
+        spread_differences: &[u32],
+        m: Modulus,
+    ) -> (u32, impl Iterator<Item = u32>) {
+        let skip = u64::from(self.skip);
+        let differences = spread_differences
+            .iter()
+            .map(move |&d| m.reduce(skip * u64::from(d)));
+        (self.slot(0, m), differences)
     }
 
     /// The `j`-th preferred slot, given `spread = j^e` from [`Spread::power`].
@@ -134,6 +150,29 @@ impl Spread {
     /// `j^e mod m`.
     pub(super) fn power(&self, j: u32) -> u32 {
         self.m.pow(j, u64::from(self.exponent))
+    }
+
+    /// The forward differences of `j -> j^e (mod m)` at `j = 0`, orders 1 to `e`: with them a
+    /// walk steps from one probe to the next by `e` additions instead of a modular power and
+    /// product (the `e`-th difference of a degree-`e` polynomial is constant).
+    pub(super) fn differences(&self) -> Vec<u32> {
+        let m = self.m.value();
+        let mut values: Vec<u32> = (0..=self.exponent).map(|j| self.power(j % m)).collect();
+        let mut differences = Vec::with_capacity(self.exponent as usize);
+        for _ in 0..self.exponent {
+            values = values
+                .windows(2)
+                .map(|w| {
+                    if w[1] >= w[0] {
+                        w[1] - w[0]
+                    } else {
+                        w[1] + m - w[0]
+                    }
+                })
+                .collect();
+            differences.push(values[0]);
+        }
+        differences
     }
 
     /// The `j` with `power(j) == v`: `v^root mod m` (for `m` of at least 3; with `m = 2`

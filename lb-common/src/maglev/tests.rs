@@ -233,6 +233,31 @@ fn spread_is_a_bijection() {
 }
 
 #[test]
+fn walks_step_by_their_differences() {
+    // The fill steps each walk by additions (forward differences of j^e); they must give the
+    // slots the walk defines, whatever the exponent (m = 7, 13: e = 5; m = 31: e = 7).
+    use super::permutation::{Modulus, Spread, Walk};
+    for m in [2, 3, 7, 13, 31, 1031, DEFAULT_TABLE_SIZE] {
+        let (spread, modulus) = (Spread::new(m), Modulus::new(m));
+        let spread_differences = spread.differences();
+        for key in [&b"a"[..], b"backend-2", &[10, 0, 0, 1, 0, 80]] {
+            let walk = Walk::new(key, m, 7);
+            let (mut slot, differences) = walk.start(&spread_differences, modulus);
+            let mut differences: Vec<u32> = differences.collect();
+            assert_eq!(differences.len(), spread_differences.len());
+            for j in 0..m.min(5000) {
+                assert_eq!(slot, walk.slot(spread.power(j), modulus), "m={m} j={j}");
+                // Lowest order first, each by the next one's value before it steps.
+                slot = (slot + differences[0]) % m;
+                for order in 1..differences.len() {
+                    differences[order - 1] = (differences[order - 1] + differences[order]) % m;
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn walks_run_backwards() {
     use super::permutation::{Modulus, Spread, Walk};
     for m in [1031, 7919, DEFAULT_TABLE_SIZE] {
