@@ -246,8 +246,9 @@ fn probe_each(
         // Always written, kept only if taken: a sequential write, where writing the rank to
         // its slot (256 KiB apart) stalled the loop.
         claims[claimed] = u64::from(rank[i]) << 32 | slot as u64;
-        claimed += free as usize;
-        left[i] -= free;
+        // Wrapping ops where nothing can wrap (see `add_mod`).
+        claimed = claimed.wrapping_add(free as usize);
+        left[i] = left[i].wrapping_sub(free);
         if left[i] == 0 {
             reached.push(i);
         }
@@ -260,8 +261,10 @@ fn probe_each(
 fn add_mod(column: &mut [u32], step: &[u32], m: u32) {
     let m = m as i32;
     for (value, &step) in column.iter_mut().zip(step) {
-        let sum = *value as i32 + step as i32;
-        *value = (sum - if sum >= m { m } else { 0 }) as u32;
+        // Wrapping ops although nothing wraps: the checked ones of test builds (lb-common is
+        // optimised there too, and the bench runs it so) would keep this from vectorising.
+        let sum = (*value as i32).wrapping_add(step as i32);
+        *value = sum.wrapping_sub(if sum >= m { m } else { 0 }) as u32;
     }
 }
 
