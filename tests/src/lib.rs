@@ -65,7 +65,7 @@ pub use maglev_share::maglev_shares;
 pub use netns::Netns;
 pub use pins::PinDir;
 pub use privileged::privileged;
-pub use process::ChildGuard;
+pub use process::{ChildGuard, raise_open_files_limit};
 pub use prometheus::{PrometheusServer, percent_encode};
 pub use sweep::sweep_stale_namespaces;
 pub use task::NsTask;

@@ -12,7 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use l7_support::backend::websocket_echo;
 use l7_support::client::{H1, get, raw, read_until_closed};
 use l7_support::{Backend, Lab, Mode, forward_all, local, pool, pool_at, service};
-use sluice_tests::{eventually, eventually_async, privileged};
+use sluice_tests::{eventually, eventually_async, privileged, raise_open_files_limit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -290,26 +290,12 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis((ticks(11) + ticks(12)) * 1000 / hz)
 }
 
-fn raise_open_files_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `limit` is valid and writable for both calls.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-}
-
 #[test]
 fn a_thousand_one_byte_prefaces_cost_almost_nothing() {
     if !privileged() {
         return;
     }
-    raise_open_files_limit();
+    raise_open_files_limit().expect("raising the open files limit");
     let (lab, _app, listen) = lab_with(
         "",
         "[service.l7.limits]\nheader_read_timeout = \"10s\"\n",

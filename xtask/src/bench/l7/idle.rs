@@ -92,28 +92,13 @@ fn read_answer(stream: &mut TcpStream) -> Result<()> {
 /// generator and the backend inherit it), and fails when even that is too low for
 /// [`MANY_CONNECTIONS`].
 pub fn raise_open_files_limit() -> Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `limit` is a valid, writable rlimit for the duration of the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("getrlimit(RLIMIT_NOFILE)");
-    }
-    if limit.rlim_cur < limit.rlim_max {
-        limit.rlim_cur = limit.rlim_max;
-        // SAFETY: as above; raising the soft limit up to the hard one needs no privilege.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("setrlimit(RLIMIT_NOFILE)");
-        }
-    }
+    let limit = sluice_tests::raise_open_files_limit().context("raising RLIMIT_NOFILE")?;
     let needed = u64::from(MANY_CONNECTIONS) + SPARE_DESCRIPTORS;
-    if limit.rlim_cur < needed {
+    if limit < needed {
         bail!(
-            "the open files limit is {} (hard); the {MANY_CONNECTIONS}-connection case needs \
-             at least {needed}: raise it (`ulimit -Hn`) or leave the case out with --case",
-            limit.rlim_cur
+            "the open files limit is {limit} (hard); the {MANY_CONNECTIONS}-connection case \
+             needs at least {needed}: raise it (`ulimit -Hn`) or leave the case out with --case"
         );
     }
-    Ok(limit.rlim_cur)
+    Ok(limit)
 }
