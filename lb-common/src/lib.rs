@@ -50,6 +50,10 @@ pub mod maps {
     /// Not pinned, so the pinned layout (and its schema version) stays as it was: ICMP
     /// counts start from zero with each program.
     pub const ICMP_STATS: &str = "ICMP_STATS";
+    /// Array of `u64` words, one bit per source port ([`crate::limits::nat_source_port_bit`]):
+    /// the ports NAT backends reply from. Only a packet from one of them is looked up as a NAT
+    /// reply. Not pinned: the agent writes it into every program it loads.
+    pub const NAT_SOURCE_PORTS: &str = "NAT_SOURCE_PORTS";
 
     /// The maps pinned under the schema folder, which outlive the agent. The next-hop cache
     /// is left out: a new program starts it empty and refills it from the FIB.

@@ -38,6 +38,15 @@ pub const SETTING_SOURCE_RATE: u32 = 5;
 pub const SETTING_SOURCE_BURST: u32 = 6;
 /// Settings slot: what echo requests to a VIP get (`crate::icmp::VIP_ECHO_*`).
 pub const SETTING_VIP_ECHO: u32 = 7;
+/// Words of the NAT source port set: one bit for each of the 65,536 ports.
+pub const NAT_SOURCE_PORT_WORDS: u32 = 1024;
+
+/// The word and bit of `port` (host order) in the NAT source port set.
+#[inline(always)]
+pub const fn nat_source_port_bit(port: u16) -> (u32, u64) {
+    ((port >> 6) as u32, 1 << (port & 63))
+}
+
 /// Most distinct VIP addresses the VIP set holds (every service has one).
 pub const MAX_VIPS: u32 = MAX_SERVICES;
 /// Source addresses whose new-flow bucket the program keeps (an LRU: the least recently seen

@@ -77,6 +77,13 @@ pub static ICMP_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(Icmp
 #[map(name = "VIPS")]
 pub static VIPS: HashMap<VipKey, u32> = HashMap::with_max_entries(limits::MAX_VIPS, 0);
 
+/// The source ports NAT backends reply from, one bit each (`limits::nat_source_port_bit`):
+/// a packet for no service is looked up in `NAT_REVERSE` only when it comes from one of
+/// them, so other traffic to the host does not pay for a hash of its 5-tuple. Not pinned:
+/// the agent writes it into each program it loads.
+#[map(name = "NAT_SOURCE_PORTS")]
+pub static NAT_SOURCE_PORTS: Array<u64> = Array::with_max_entries(limits::NAT_SOURCE_PORT_WORDS, 0);
+
 /// Per service id.
 #[map(name = "SERVICE_STATS")]
 pub static SERVICE_STATS: PerCpuArray<FlowCounter> =

@@ -10,7 +10,7 @@ use lb_common::backend::{BACKEND_ACTIVE, BackendValue};
 use lb_common::conntrack::{TCP_FIN, TCP_RST, after_client_packet, is_opening_syn};
 use lb_common::flow::{FlowKey, NatValue};
 use lb_common::hash::{FlowHashInput, flow_hash, maglev_slot};
-use lb_common::limits::{SETTING_FLAG_NAT, SETTING_FLAGS};
+use lb_common::limits::{SETTING_FLAG_NAT, SETTING_FLAGS, nat_source_port_bit};
 use lb_common::service::{
     SERVICE_L7, SERVICE_NAT, SERVICE_REFUSE_WHEN_EMPTY, ServiceKey, ServiceValue,
 };
@@ -18,7 +18,9 @@ use lb_common::stats::Reason;
 
 use crate::conntrack::{self, Found};
 use crate::flood;
-use crate::maps::{BACKENDS, CONNTRACK, MAGLEV_RINGS, NAT_REVERSE, SERVICES, SETTINGS};
+use crate::maps::{
+    BACKENDS, CONNTRACK, MAGLEV_RINGS, NAT_REVERSE, NAT_SOURCE_PORTS, SERVICES, SETTINGS,
+};
 use crate::nat::{self, End};
 use crate::parse::{self, EthHdr, Packet};
 use crate::stats;
@@ -354,7 +356,7 @@ fn nat_reply(ctx: &XdpContext, pkt: &Packet, bytes: u64) -> Result<Verdict, Reas
     let nat_in_use = SETTINGS
         .get(SETTING_FLAGS)
         .is_some_and(|flags| flags & SETTING_FLAG_NAT != 0);
-    if !nat_in_use {
+    if !nat_in_use || !from_nat_source_port(pkt.flow.src_port) {
         return Err(Reason::PassNoService);
     }
     let Some(entry) = NAT_REVERSE.get_ptr(&pkt.flow) else {
@@ -387,4 +389,11 @@ fn nat_reply(ctx: &XdpContext, pkt: &Packet, bytes: u64) -> Result<Verdict, Reas
     nat::rewrite(ctx, pkt, End::Source, vip, vip_port, entry.client_port)?;
     stats::count_backend(entry.backend_id, bytes, 0);
     Ok((transmit::transmit(ctx, &hop)?, Reason::ForwardNatReply))
+}
+
+/// Whether `port` (network byte order) is one a NAT backend replies from.
+#[inline(always)]
+fn from_nat_source_port(port: u16) -> bool {
+    let (word, bit) = nat_source_port_bit(u16::from_be(port));
+    NAT_SOURCE_PORTS.get(word).is_some_and(|w| w & bit != 0)
 }

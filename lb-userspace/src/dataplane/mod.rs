@@ -7,6 +7,7 @@ mod error;
 pub mod inspect;
 mod kernel_maps;
 pub mod lifecycle;
+mod nat_source_ports;
 mod neighbours;
 mod preflight;
 pub mod stats;
@@ -30,6 +31,7 @@ use crate::balancer::DesiredState;
 use crate::config::{DataplaneSettings, Interface, XdpMode as ConfigXdpMode};
 use kernel_maps::KernelMaps;
 use lifecycle::{PinnedAttachment, Pins};
+use nat_source_ports::NatSourcePorts;
 pub use neighbours::{Neighbours, next_hop_of};
 use sync::{MapSync, SyncReport};
 use vips::VipSet;
@@ -55,6 +57,7 @@ pub struct Dataplane {
     maps: KernelMaps,
     sync: MapSync,
     vips: VipSet,
+    nat_source_ports: NatSourcePorts,
     /// Set when the maps were found pinned and not yet reconciled with a desired state.
     adopting: bool,
     /// A data path of the previous schema being carried over: its links move to this
@@ -162,6 +165,7 @@ impl Dataplane {
         }
         let stats = StatsReader::take(&mut ebpf)?;
         let vips = VipSet::take(&mut ebpf)?;
+        let nat_source_ports = NatSourcePorts::take(&mut ebpf)?;
         let sync = MapSync::new(
             ring_capacity,
             lb_common::limits::MAX_SERVICES,
@@ -174,6 +178,7 @@ impl Dataplane {
             maps,
             sync,
             vips,
+            nat_source_ports,
             adopting,
             previous,
             neighbours: Neighbours::default(),
@@ -209,6 +214,8 @@ impl Dataplane {
                 .filter_map(|s| s.l4.as_ref())
                 .flat_map(|l4| l4.backends.iter().map(|b| b.address.ip())),
         );
+        // Before the services: a new NAT backend's first reply must find its port set.
+        self.nat_source_ports.apply(desired)?;
         let report = self.sync.apply(desired, &mut self.maps)?;
         self.vips.apply(desired)?;
         self.stats.set_labels(self.labels(desired));

@@ -13,7 +13,7 @@ use lb_common::backend::BackendValue;
 use lb_common::flood::{SourceKey, TokenBucket};
 use lb_common::flow::{FlowKey, FlowValue};
 use lb_common::icmp::{IcmpReason, VipKey};
-use lb_common::limits::{SETTING_FLAG_NAT, SETTING_FLAGS};
+use lb_common::limits::{SETTING_FLAG_NAT, SETTING_FLAGS, nat_source_port_bit};
 use lb_common::service::{ServiceKey, ServiceValue};
 use lb_common::stats::{Counter, Reason};
 use lb_common::{XDP_PROGRAM_NAME, maps};
@@ -194,10 +194,26 @@ impl Dataplane {
             .unwrap_or_else(|e| panic!("SERVICES[{vip} {l4:?}]: {e}"));
     }
 
+    /// Writes backend `id`, and adds its port to the NAT source ports (as the agent does for a
+    /// NAT service's backends; a DSR backend's port there only widens the set).
     pub fn set_backend(&mut self, id: u32, value: BackendValue) {
         self.array(maps::BACKENDS)
             .set(id, value, 0)
             .unwrap_or_else(|e| panic!("BACKENDS[{id}]: {e}"));
+        self.set_nat_source_port(u16::from_be(value.port), true);
+    }
+
+    /// Adds `port` (host order) to the ports NAT replies are looked up from, or takes it out.
+    pub fn set_nat_source_port(&mut self, port: u16, on: bool) {
+        let (word, bit) = nat_source_port_bit(port);
+        let mut words = self.array::<u64>(maps::NAT_SOURCE_PORTS);
+        let value = words
+            .get(&word, 0)
+            .unwrap_or_else(|e| panic!("NAT_SOURCE_PORTS[{word}]: {e}"));
+        let value = if on { value | bit } else { value & !bit };
+        words
+            .set(word, value, 0)
+            .unwrap_or_else(|e| panic!("NAT_SOURCE_PORTS[{word}]: {e}"));
     }
 
     /// Writes `slots` (backend ids) into the ring map from `offset` on.

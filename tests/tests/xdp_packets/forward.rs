@@ -8,8 +8,8 @@ use lb_common::stats::Reason;
 
 use crate::frames::{Frame, L4, assert_frame, l4_offset, sock, verify_checksums};
 use crate::lab::{
-    CLIENT_MAC, Dataplane, ETH0_MAC, ETH1_MAC, FAR_MAC, FAR4, FAR6, Family, Lab, XDP_REDIRECT,
-    XDP_TX, backend_ip, backend_mac, client_ip, vip,
+    CLIENT_MAC, Dataplane, ETH0_MAC, ETH1_MAC, FAR_MAC, FAR4, FAR6, Family, Lab, XDP_PASS,
+    XDP_REDIRECT, XDP_TX, backend_ip, backend_mac, client_ip, vip,
 };
 
 const CLIENT_PORT: u16 = 40000;
@@ -171,6 +171,59 @@ fn nat_ipv6_tcp_forward_and_reply() {
 #[test]
 fn nat_ipv6_udp_forward_and_reply() {
     nat(Family::V6, L4::Udp, |_| {});
+}
+
+/// A packet for no service is looked up as a NAT reply only when its source port is one a
+/// NAT backend replies from: with the backend's port taken out of that set, its reply is
+/// passed up untouched (PassNoService) though its NAT entry is there; put back, the same
+/// reply is translated again.
+#[test]
+fn nat_replies_are_looked_up_only_from_nat_source_ports() {
+    if !sluice_tests::privileged() {
+        return;
+    }
+    let (port, backend_port) = ports(L4::Tcp);
+    let (vip, client) = (
+        sock(vip(Family::V4), port),
+        sock(client_ip(Family::V4), CLIENT_PORT),
+    );
+    let backend = sock(backend_ip(0, Family::V4), backend_port);
+    Lab::new("xdp").run(|dp| {
+        dp.enable_nat();
+        dp.single_backend_service(vip, L4::Tcp, SERVICE_NAT, 1, backend);
+        let opened = dp.run_counted(&Frame::new(L4::Tcp, client, vip).bytes());
+        assert_eq!(opened.action, XDP_TX, "the client's packet is forwarded");
+
+        let mut reply = Frame::new(L4::Tcp, backend, client);
+        reply.src_mac = backend_mac(0);
+        dp.set_nat_source_port(backend_port, false);
+        let out = dp.run_counted(&reply.bytes());
+        assert_eq!(
+            (out.action, out.reasons),
+            (XDP_PASS, vec![Reason::PassNoService]),
+            "a reply from a port outside the set is not looked up"
+        );
+        assert_eq!(out.frame, reply.bytes(), "and is passed up untouched");
+
+        dp.set_nat_source_port(backend_port, true);
+        let expected = Frame {
+            src_mac: ETH0_MAC,
+            dst_mac: CLIENT_MAC,
+            src: vip,
+            ttl: reply.ttl - 1,
+            ..reply.clone()
+        };
+        let reasons = [Reason::ForwardNatReply];
+        let what = "the same reply with its port back in the set";
+        expect_forwarded(
+            dp,
+            what,
+            &reply.bytes(),
+            &expected.bytes(),
+            XDP_TX,
+            &reasons,
+        );
+    });
 }
 
 #[test]

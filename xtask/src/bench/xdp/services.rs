@@ -9,7 +9,7 @@ use aya::Ebpf;
 use aya::maps::{Array, HashMap, Map};
 use lb_common::backend::BackendValue;
 use lb_common::hash::DEFAULT_TABLE_SIZE;
-use lb_common::limits::{SETTING_FLAG_NAT, SETTING_FLAGS};
+use lb_common::limits::{SETTING_FLAG_NAT, SETTING_FLAGS, nat_source_port_bit};
 use lb_common::maglev::{BackendKey, MaglevBackend, MaglevTable};
 use lb_common::maps;
 use lb_common::service::{SERVICE_DSR, SERVICE_NAT, ServiceKey, ServiceValue};
@@ -57,13 +57,15 @@ fn layout(family: Family, mode: Mode) -> Layout {
 
 /// Fills the maps (call after the programs are loaded): for each family, a DSR and a NAT
 /// service on TCP and UDP port 80, [`BACKENDS`] backends each, a Maglev table of 65537
-/// slots, and `SETTING_FLAG_NAT`. Returns every backend by id, for reading flows back.
+/// slots, `SETTING_FLAG_NAT` and the NAT backends' port in `NAT_SOURCE_PORTS`. Returns every
+/// backend by id, for reading flows back.
 pub fn install_services(ebpf: &mut Ebpf) -> Result<std::collections::HashMap<u32, SocketAddr>> {
     let mut services =
         HashMap::<_, ServiceKey, ServiceValue>::try_from(take(ebpf, maps::SERVICES)?)?;
     let mut backends = Array::<_, BackendValue>::try_from(take(ebpf, maps::BACKENDS)?)?;
     let mut rings = Array::<_, u32>::try_from(take(ebpf, maps::MAGLEV_RINGS)?)?;
     let mut settings = Array::<_, u32>::try_from(take(ebpf, maps::SETTINGS)?)?;
+    let mut nat_ports = Array::<_, u64>::try_from(take(ebpf, maps::NAT_SOURCE_PORTS)?)?;
     let mut by_id = std::collections::HashMap::new();
     for family in [Family::V4, Family::V6] {
         for mode in [Mode::Dsr, Mode::Nat] {
@@ -116,6 +118,9 @@ pub fn install_services(ebpf: &mut Ebpf) -> Result<std::collections::HashMap<u32
     settings
         .set(SETTING_FLAGS, SETTING_FLAG_NAT, 0)
         .context("SETTINGS")?;
+    // As the agent does: the NAT backends' port is where replies are looked up from.
+    let (word, bit) = nat_source_port_bit(NAT_PORT);
+    nat_ports.set(word, bit, 0).context("NAT_SOURCE_PORTS")?;
     Ok(by_id)
 }
 
