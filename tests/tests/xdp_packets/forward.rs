@@ -3,6 +3,8 @@
 //! independent checksum check: DSR, NAT toward a backend and NAT of its reply, in IPv4 and
 //! IPv6, TCP and UDP, tagged, with IPv4 options, and out of another interface.
 
+use std::net::SocketAddr;
+
 use lb_common::service::{SERVICE_DSR, SERVICE_NAT};
 use lb_common::stats::Reason;
 
@@ -19,6 +21,17 @@ fn ports(l4: L4) -> (u16, u16) {
     match l4 {
         L4::Tcp => (80, 8080),
         L4::Udp => (53, 5353),
+    }
+}
+
+/// A NAT backend's `reply` as it leaves toward the client: from the VIP, one hop older.
+fn translated_reply(reply: &Frame, vip: SocketAddr) -> Frame {
+    Frame {
+        src_mac: ETH0_MAC,
+        dst_mac: CLIENT_MAC,
+        src: vip,
+        ttl: reply.ttl - 1,
+        ..reply.clone()
     }
 }
 
@@ -133,13 +146,7 @@ fn nat(family: Family, l4: L4, edit: impl Fn(&mut Frame) + Sync) {
         edit(&mut reply);
         reply.src_mac = backend_mac(0);
         reply.payload = b"a reply, also untouched".to_vec();
-        let expected = Frame {
-            src_mac: ETH0_MAC,
-            dst_mac: CLIENT_MAC,
-            src: vip,
-            ttl: reply.ttl - 1,
-            ..reply.clone()
-        };
+        let expected = translated_reply(&reply, vip);
         let what = format!("NAT {family:?} {l4:?} reply to the client");
         let reasons = [Reason::ForwardNatReply];
         expect_forwarded(
@@ -206,13 +213,7 @@ fn nat_replies_are_looked_up_only_from_nat_source_ports() {
         assert_eq!(out.frame, reply.bytes(), "and is passed up untouched");
 
         dp.set_nat_source_port(backend_port, true);
-        let expected = Frame {
-            src_mac: ETH0_MAC,
-            dst_mac: CLIENT_MAC,
-            src: vip,
-            ttl: reply.ttl - 1,
-            ..reply.clone()
-        };
+        let expected = translated_reply(&reply, vip);
         let reasons = [Reason::ForwardNatReply];
         let what = "the same reply with its port back in the set";
         expect_forwarded(
