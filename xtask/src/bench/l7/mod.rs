@@ -198,12 +198,12 @@ pub fn run(opts: &Options) -> Result<L7Report> {
     write(&dir.join("haproxy.cfg"), &configs::haproxy(&cert))?;
     let bearer = gateway_token(dir)?;
 
-    if cases_selected(opts).contains(&Case::ManyConnections) {
+    let cases = cases_selected(opts);
+    if cases.contains(&Case::ManyConnections) {
         idle::raise_open_files_limit()?;
     }
     let ns = Netns::new("l7");
     let mut backend = start_backend(&ns, dir, opts.load_cpu)?;
-    let cases = cases_selected(opts);
     // Rounds outermost: each round runs every case, so the ratios between cases (the filter
     // chain's, the route table's) compare runs minutes apart at most, not a whole part apart.
     let mut runs: BTreeMap<(usize, usize), Vec<Run>> = BTreeMap::new();
